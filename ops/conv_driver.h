@@ -1,0 +1,42 @@
+// The im2win convolution: splits the work, builds window panels in a per-thread workspace and
+// runs the micro-kernel tiles. Knows shapes and pointers; the caller supplies the thread pool.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "conv_params.h"
+#include "microkernel.h"
+#include "window_layout.h"
+
+namespace im2win {
+
+// Runs body(i) for every i in [0, count), possibly in parallel; returns when all are done.
+using ParallelRunner = std::function<void(int64_t count, const std::function<void(int64_t)>& body)>;
+
+struct ConvPlan {
+  ConvShape shape;
+  Epilogue epilogue;
+  const IsaKernels* isa = nullptr;
+  WindowLayout layout;
+  int64_t row_blocks = 0;       // blocks of layout.rows output rows per image
+  int64_t m_tiles = 0;          // channel tiles per group
+  int64_t m_chunks = 0;         // channel tiles split across work items
+  int64_t work_items() const { return shape.batch * shape.group * row_blocks * m_chunks; }
+  // Bytes each thread reserves (the window panel); independent of the batch.
+  int64_t workspace_bytes() const { return layout.panel_floats() * static_cast<int64_t>(sizeof(float)); }
+};
+
+ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa);
+
+// packed_w from PackWeights; bias (M) and residual (Y's shape) may be null.
+void RunConv(const ConvPlan& plan, const float* x, const float* packed_w, const float* bias, const float* residual,
+             float* y, const ParallelRunner& parallel);
+
+// What im2col + GEMM would reserve for the same layer (one image, one group at a time).
+int64_t Im2colWorkspaceBytes(const ConvShape& s);
+
+// Runs body serially, or on `threads` std::threads when threads > 1 (for callers without ORT).
+ParallelRunner ThreadRunner(int threads);
+
+}  // namespace im2win

@@ -1,0 +1,66 @@
+// Conv geometry and epilogue: ONNX Conv attribute rules, resolved to one 2-D description.
+// Knows shapes only; no ORT, no kernels. Errors are thrown as im2win::ConvError with a message
+// that names the attribute or input at fault.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace im2win {
+
+struct ConvError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+enum class Activation { kNone, kRelu, kClip, kLeakyRelu, kSigmoid, kHardSigmoid, kTanh, kHardSwish };
+
+// Y = activation(conv + bias + residual); alpha/beta hold the activation's parameters
+// (Clip: min, max; LeakyRelu: alpha; HardSigmoid: alpha, beta), defaults as in ONNX.
+struct Epilogue {
+  Activation activation = Activation::kNone;
+  float alpha = 0.0f;
+  float beta = 0.0f;
+};
+
+Epilogue ParseEpilogue(const std::string& activation, const std::vector<float>& params);
+
+// The node's attributes as written; empty vectors mean "not given".
+struct ConvAttributes {
+  std::string auto_pad = "NOTSET";
+  std::vector<int64_t> dilations, kernel_shape, pads, strides;
+  int64_t group = 1;
+};
+
+// Checks what can be checked without input shapes (done once, at kernel creation).
+void ValidateAttributes(const ConvAttributes& attrs);
+
+// A convolution fully resolved to 2-D: spatial rank 1 is carried as H = 1.
+struct ConvShape {
+  int spatial_rank = 2;
+  int64_t batch = 0, in_channels = 0, in_h = 1, in_w = 1;
+  int64_t out_channels = 0, group = 1;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t out_h = 1, out_w = 1;
+
+  int64_t channels_per_group() const { return in_channels / group; }
+  int64_t outputs_per_group() const { return out_channels / group; }
+  // The output tensor's shape in ONNX order (N, M, [H,] W).
+  std::vector<int64_t> output_dims() const;
+};
+
+// Resolves attributes against the shapes of X and W (ONNX Conv rules, auto_pad included).
+// Refuses spatial rank 3 and above with a clear message.
+ConvShape ResolveConvShape(const ConvAttributes& attrs, const std::vector<int64_t>& x_dims,
+                           const std::vector<int64_t>& w_dims);
+
+// Checks W's shape alone (rank, kernel_shape agreement), for weights known at kernel creation.
+void ValidateWeightShape(const ConvAttributes& attrs, const std::vector<int64_t>& w_dims);
+
+std::string DimsToString(const std::vector<int64_t>& dims);
+
+}  // namespace im2win

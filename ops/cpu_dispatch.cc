@@ -1,0 +1,47 @@
+#include "cpu_dispatch.h"
+
+#include <cstdlib>
+
+#include "conv_params.h"
+
+namespace im2win {
+namespace {
+
+// __builtin_cpu_supports also checks that the OS saves the wider registers (XCR0).
+bool CpuHasAvx512() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
+bool CpuHasAvx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+}  // namespace
+
+std::vector<std::string> AvailableIsas() {
+  std::vector<std::string> isas;
+  if (CpuHasAvx512()) isas.push_back("avx512");
+  if (CpuHasAvx2()) isas.push_back("avx2");
+  isas.push_back("generic");
+  return isas;
+}
+
+const IsaKernels& SelectIsa(const std::string& requested) {
+  std::string name = requested;
+  if (name.empty()) {
+    const char* env = std::getenv("IM2WIN_ISA");
+    if (env != nullptr) name = env;
+  }
+  if (name.empty() || name == "auto") {
+    if (CpuHasAvx512()) return Avx512Kernels();
+    if (CpuHasAvx2()) return Avx2Kernels();
+    return GenericKernels();
+  }
+  if (name == "generic") return GenericKernels();
+  if (name == "avx2") {
+    if (!CpuHasAvx2()) throw ConvError("ISA 'avx2' was requested but this CPU lacks AVX2/FMA");
+    return Avx2Kernels();
+  }
+  if (name == "avx512") {
+    if (!CpuHasAvx512()) throw ConvError("ISA 'avx512' was requested but this CPU lacks AVX-512F");
+    return Avx512Kernels();
+  }
+  throw ConvError("unknown ISA '" + name + "' (IM2WIN_ISA takes avx512, avx2, generic or auto)");
+}
+
+}  // namespace im2win

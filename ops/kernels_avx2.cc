@@ -1,0 +1,31 @@
+// AVX2 + FMA micro-kernels: 8 floats per vector, tiles of 6 channels x 16 positions
+// (12 accumulators + 2 input vectors + 1 broadcast of the 16 ymm registers).
+// Compiled with -mavx2 -mfma.
+#include <immintrin.h>
+
+#include "microkernel.h"
+
+namespace im2win {
+namespace avx2 {
+namespace {
+
+struct V {
+  using T = __m256;
+  static constexpr int kLanes = 8;
+  static T Zero() { return _mm256_setzero_ps(); }
+  static T Load(const float* p) { return _mm256_loadu_ps(p); }
+  static T Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static T Fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static void Store(float* p, T v) { _mm256_storeu_ps(p, v); }
+};
+
+#include "microkernel_tile.inc"
+
+constexpr IsaKernels kTable = MakeKernelTable<2>("avx2");
+
+}  // namespace
+}  // namespace avx2
+
+const IsaKernels& Avx2Kernels() { return avx2::kTable; }
+
+}  // namespace im2win

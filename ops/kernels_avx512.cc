@@ -1,0 +1,30 @@
+// AVX-512F micro-kernels: 16 floats per vector, tiles of 6 channels x 64 positions
+// (24 accumulators + 4 input vectors of the 32 zmm registers). Compiled with -mavx512f -mfma.
+#include <immintrin.h>
+
+#include "microkernel.h"
+
+namespace im2win {
+namespace avx512 {
+namespace {
+
+struct V {
+  using T = __m512;
+  static constexpr int kLanes = 16;
+  static T Zero() { return _mm512_setzero_ps(); }
+  static T Load(const float* p) { return _mm512_loadu_ps(p); }
+  static T Broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static T Fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static void Store(float* p, T v) { _mm512_storeu_ps(p, v); }
+};
+
+#include "microkernel_tile.inc"
+
+constexpr IsaKernels kTable = MakeKernelTable<4>("avx512");
+
+}  // namespace
+}  // namespace avx512
+
+const IsaKernels& Avx512Kernels() { return avx512::kTable; }
+
+}  // namespace im2win

@@ -1,0 +1,35 @@
+// Portable micro-kernels for any x86-64 (or other) CPU: a 4-float "vector" of plain floats (tiles of 6 x 8) that
+// the compiler maps onto the baseline SIMD registers. Compiled with the default flags.
+#include "microkernel.h"
+
+namespace im2win {
+namespace generic {
+namespace {
+
+struct V {
+  struct T {
+    float f[4];
+  };
+  static constexpr int kLanes = 4;
+  static T Zero() { return {{0.f, 0.f, 0.f, 0.f}}; }
+  static T Load(const float* p) { return {{p[0], p[1], p[2], p[3]}}; }
+  static T Broadcast(const float* p) { return {{*p, *p, *p, *p}}; }
+  static T Fma(T a, T b, T c) {
+    for (int i = 0; i < 4; ++i) c.f[i] += a.f[i] * b.f[i];
+    return c;
+  }
+  static void Store(float* p, T v) {
+    for (int i = 0; i < 4; ++i) p[i] = v.f[i];
+  }
+};
+
+#include "microkernel_tile.inc"
+
+constexpr IsaKernels kTable = MakeKernelTable<2>("generic");
+
+}  // namespace
+}  // namespace generic
+
+const IsaKernels& GenericKernels() { return generic::kTable; }
+
+}  // namespace im2win

@@ -1,0 +1,219 @@
+#include "ort_conv_kernel.h"
+
+#include <cstring>
+#include <stdexcept>
+
+#include "conv_driver.h"
+#include "cpu_dispatch.h"
+#include "weight_pack.h"
+
+namespace im2win {
+namespace {
+
+// An ORT C API call failed; carries ORT's own message.
+struct OrtCallError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void Check(const OrtApi& api, OrtStatus* status) {
+  if (status == nullptr) return;
+  std::string message = api.GetErrorMessage(status);
+  api.ReleaseStatus(status);
+  throw OrtCallError(message);
+}
+
+// ORT reports a missing attribute as an error; tell that apart from a malformed one.
+bool AttributeMissing(const OrtApi& api, OrtStatus* status, const char* name) {
+  if (status == nullptr) return false;
+  std::string message = api.GetErrorMessage(status);
+  api.ReleaseStatus(status);
+  if (message.find("No attribute") != std::string::npos) return true;
+  throw ConvError(std::string("attribute '") + name + "' could not be read: " + message);
+}
+
+std::vector<int64_t> GetInts(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
+  size_t size = 0;
+  if (AttributeMissing(api, api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size), name)) return {};
+  std::vector<int64_t> values(size);
+  if (size > 0) Check(api, api.KernelInfoGetAttributeArray_int64(info, name, values.data(), &size));
+  return values;
+}
+
+std::vector<float> GetFloats(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
+  size_t size = 0;
+  if (AttributeMissing(api, api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size), name)) return {};
+  std::vector<float> values(size);
+  if (size > 0) Check(api, api.KernelInfoGetAttributeArray_float(info, name, values.data(), &size));
+  return values;
+}
+
+std::string GetString(const OrtApi& api, const OrtKernelInfo* info, const char* name, const std::string& def) {
+  size_t size = 0;
+  if (AttributeMissing(api, api.KernelInfoGetAttribute_string(info, name, nullptr, &size), name)) return def;
+  std::string value(size, '\0');
+  Check(api, api.KernelInfoGetAttribute_string(info, name, value.data(), &size));
+  value.resize(std::strlen(value.c_str()));
+  return value;
+}
+
+int64_t GetInt(const OrtApi& api, const OrtKernelInfo* info, const char* name, int64_t def) {
+  int64_t value = def;
+  if (AttributeMissing(api, api.KernelInfoGetAttribute_int64(info, name, &value), name)) return def;
+  return value;
+}
+
+struct TensorView {
+  std::vector<int64_t> dims;
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  const float* data = nullptr;
+  int64_t elements() const {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    return n;
+  }
+};
+
+TensorView View(const OrtApi& api, const OrtValue* value, const char* name) {
+  TensorView v;
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  Check(api, api.GetTensorTypeAndShape(value, &info));
+  size_t rank = 0;
+  OrtStatus* st = api.GetTensorElementType(info, &v.type);
+  if (st == nullptr) st = api.GetDimensionsCount(info, &rank);
+  if (st == nullptr) {
+    v.dims.resize(rank);
+    st = api.GetDimensions(info, v.dims.data(), rank);
+  }
+  api.ReleaseTensorTypeAndShapeInfo(info);
+  Check(api, st);
+  if (v.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+    throw ConvError(std::string("input ") + name + " must be float32 (tensor(float)), got ONNX element type " +
+                    std::to_string(static_cast<int>(v.type)));
+  void* data = nullptr;
+  if (v.elements() > 0) Check(api, api.GetTensorMutableData(const_cast<OrtValue*>(value), &data));
+  v.data = static_cast<const float*>(data);
+  return v;
+}
+
+ParallelRunner OrtRunner(const OrtApi& api, OrtKernelContext* context) {
+  return [&api, context](int64_t count, const std::function<void(int64_t)>& body) {
+    if (count <= 0) return;
+    auto trampoline = [](void* user, size_t i) {
+      (*static_cast<const std::function<void(int64_t)>*>(user))(static_cast<int64_t>(i));
+    };
+    Check(api, api.KernelContext_ParallelFor(context, trampoline, static_cast<size_t>(count), 0,
+                                             const_cast<std::function<void(int64_t)>*>(&body)));
+  };
+}
+
+}  // namespace
+
+std::string KernelNodeName(const OrtApi& api, const OrtKernelInfo* info) {
+  size_t size = 0;
+  if (api.KernelInfo_GetNodeName(info, nullptr, &size) != nullptr || size == 0) return "";
+  std::string name(size, '\0');
+  OrtStatus* st = api.KernelInfo_GetNodeName(info, name.data(), &size);
+  if (st != nullptr) {
+    api.ReleaseStatus(st);
+    return "";
+  }
+  name.resize(std::strlen(name.c_str()));
+  return name;
+}
+
+OrtStatus* MakeNodeError(const OrtApi& api, const std::string& node_name, const std::string& message) {
+  const std::string text = "com.im2win::Conv node '" + node_name + "': " + message;
+  return api.CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
+}
+
+OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api_(api) {
+  node_name_ = KernelNodeName(api, info);
+  attrs_.auto_pad = GetString(api, info, "auto_pad", "NOTSET");
+  attrs_.dilations = GetInts(api, info, "dilations");
+  attrs_.kernel_shape = GetInts(api, info, "kernel_shape");
+  attrs_.pads = GetInts(api, info, "pads");
+  attrs_.strides = GetInts(api, info, "strides");
+  attrs_.group = GetInt(api, info, "group", 1);
+  ValidateAttributes(attrs_);
+  epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetFloats(api, info, "activation_params"));
+  const std::string layout = GetString(api, info, "weight_layout", "OIHW");
+  if (layout != "OIHW")
+    throw ConvError("weight_layout '" + layout + "' is not supported; this build reads OIHW weights only");
+  isa_ = &SelectIsa();
+
+  // Constant weights are validated and packed once, here; others are packed on every run.
+  int is_constant = 0;
+  const OrtValue* w = nullptr;
+  Check(api, api.KernelInfoGetConstantInput_tensor(info, 1, &is_constant, &w));
+  if (is_constant && w != nullptr) {
+    const TensorView wv = View(api, w, "W");
+    ValidateWeightShape(attrs_, wv.dims);
+    packed_w_.resize(wv.elements());
+    PackWeights(wv.data, wv.dims[0], attrs_.group, wv.elements() / wv.dims[0], packed_w_.data());
+    packed_w_dims_ = wv.dims;
+    weights_packed_ = true;
+  }
+}
+
+OrtStatus* OrtConvKernel::Compute(OrtKernelContext* context) const {
+  try {
+    ComputeOrThrow(context);
+    return nullptr;
+  } catch (const std::exception& e) {
+    return MakeNodeError(api_, node_name_, e.what());
+  } catch (...) {
+    return MakeNodeError(api_, node_name_, "unknown error");
+  }
+}
+
+void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
+  size_t input_count = 0;
+  Check(api_, api_.KernelContext_GetInputCount(context, &input_count));
+  auto input = [&](size_t i) -> const OrtValue* {
+    const OrtValue* v = nullptr;
+    if (i < input_count) Check(api_, api_.KernelContext_GetInput(context, i, &v));
+    return v;
+  };
+  const OrtValue* x_value = input(0);
+  const OrtValue* w_value = input(1);
+  if (x_value == nullptr || w_value == nullptr) throw ConvError("inputs X and W are required");
+  const TensorView x = View(api_, x_value, "X");
+  const TensorView w = View(api_, w_value, "W");
+  const ConvShape shape = ResolveConvShape(attrs_, x.dims, w.dims);
+
+  const float* bias = nullptr;
+  if (const OrtValue* b_value = input(2)) {
+    const TensorView b = View(api_, b_value, "B");
+    if (b.dims.size() != 1 || b.dims[0] != shape.out_channels)
+      throw ConvError("B must have shape [" + std::to_string(shape.out_channels) + "], got " + DimsToString(b.dims));
+    bias = b.data;
+  }
+  const std::vector<int64_t> y_dims = shape.output_dims();
+  const float* residual = nullptr;
+  if (const OrtValue* z_value = input(3)) {
+    const TensorView z = View(api_, z_value, "Z");
+    if (z.dims != y_dims)
+      throw ConvError("Z must have the output's shape " + DimsToString(y_dims) + ", got " + DimsToString(z.dims));
+    residual = z.data;
+  }
+
+  OrtValue* y_value = nullptr;
+  Check(api_, api_.KernelContext_GetOutput(context, 0, y_dims.data(), y_dims.size(), &y_value));
+  int64_t y_elements = 1;
+  for (int64_t d : y_dims) y_elements *= d;
+  if (y_elements == 0) return;  // batch 0: nothing to compute
+  void* y_data = nullptr;
+  Check(api_, api_.GetTensorMutableData(y_value, &y_data));
+
+  const float* packed = packed_w_.data();
+  std::vector<float> run_packed;  // only for weights that arrive at run time
+  if (!weights_packed_ || packed_w_dims_ != w.dims) {
+    run_packed.resize(w.elements());
+    PackWeights(w.data, w.dims[0], shape.group, w.elements() / w.dims[0], run_packed.data());
+    packed = run_packed.data();
+  }
+  const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_);
+  RunConv(plan, x.data, packed, bias, residual, static_cast<float*>(y_data), OrtRunner(api_, context));
+}
+
+}  // namespace im2win

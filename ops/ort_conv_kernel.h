@@ -1,0 +1,42 @@
+// The ORT kernel object of com.im2win::Conv: reads the node's attributes and constant weights
+// through ORT's C API and hands shapes and pointers to the im2win driver.
+#pragma once
+
+#include <onnxruntime_c_api.h>
+
+#include <string>
+#include <vector>
+
+#include "conv_params.h"
+#include "microkernel.h"
+
+namespace im2win {
+
+class OrtConvKernel {
+ public:
+  // Throws ConvError (bad attributes or weights) or OrtCallError (an ORT call failed).
+  OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info);
+  // Returns null or an ORT status whose message names the node and the problem.
+  OrtStatus* Compute(OrtKernelContext* context) const;
+  const std::string& node_name() const { return node_name_; }
+
+ private:
+  void ComputeOrThrow(OrtKernelContext* context) const;
+
+  const OrtApi& api_;
+  std::string node_name_;
+  ConvAttributes attrs_;
+  Epilogue epilogue_;
+  const IsaKernels* isa_ = nullptr;
+  bool weights_packed_ = false;  // W was a constant initializer, packed here once
+  std::vector<int64_t> packed_w_dims_;
+  std::vector<float> packed_w_;
+};
+
+// The node's name as ORT knows it ("" when it has none).
+std::string KernelNodeName(const OrtApi& api, const OrtKernelInfo* info);
+
+// Formats "com.im2win::Conv node 'NAME': MESSAGE" as an ORT status.
+OrtStatus* MakeNodeError(const OrtApi& api, const std::string& node_name, const std::string& message);
+
+}  // namespace im2win

@@ -1,0 +1,79 @@
+// Registration of com.im2win::Conv with ONNX Runtime: the op's schema (inputs, types, versions)
+// and the library's single exported entry point, RegisterCustomOps.
+#include <onnxruntime_c_api.h>
+
+#include <climits>
+#include <mutex>
+#include <string>
+
+#include "ort_conv_kernel.h"
+
+namespace im2win {
+namespace {
+
+constexpr const char* kDomain = "com.im2win";
+
+struct ConvOp : OrtCustomOp {
+  ConvOp() : OrtCustomOp{} {
+    version = ORT_API_VERSION;
+    GetName = [](const OrtCustomOp*) { return "Conv"; };
+    GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // CPU
+    // X, W, optional B, optional Z -> Y; float32 throughout.
+    GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 4; };
+    GetInputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
+    GetInputCharacteristic = [](const OrtCustomOp*, size_t i) {
+      return i < 2 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+    };
+    GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
+    GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
+    GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
+    GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
+    GetStartVersion = [](const OrtCustomOp*) { return 1; };
+    GetEndVersion = [](const OrtCustomOp*) { return INT_MAX; };
+    CreateKernelV2 = [](const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info,
+                        void** kernel) -> OrtStatusPtr {
+      try {
+        *kernel = new OrtConvKernel(*api, info);
+        return nullptr;
+      } catch (const std::exception& e) {
+        return MakeNodeError(*api, KernelNodeName(*api, info), e.what());
+      }
+    };
+    KernelComputeV2 = [](void* kernel, OrtKernelContext* context) -> OrtStatusPtr {
+      return static_cast<const OrtConvKernel*>(kernel)->Compute(context);
+    };
+    KernelDestroy = [](void* kernel) { delete static_cast<OrtConvKernel*>(kernel); };
+  };
+};
+
+OrtStatus* TooOldRuntime(const OrtApiBase* api_base) {
+  const std::string message = "im2win_ort was built for ONNX Runtime API version " + std::to_string(ORT_API_VERSION) +
+                              " (ONNX Runtime 1." + std::to_string(ORT_API_VERSION) +
+                              " or newer), but this runtime is ONNX Runtime " + api_base->GetVersionString() +
+                              "; upgrade onnxruntime";
+  const OrtApi* oldest = api_base->GetApi(1);
+  return oldest != nullptr ? oldest->CreateStatus(ORT_FAIL, message.c_str()) : nullptr;
+}
+
+}  // namespace
+}  // namespace im2win
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (api == nullptr) return im2win::TooOldRuntime(api_base);
+  // One domain for the whole process: ORT requires it to outlive every session that uses it.
+  static const im2win::ConvOp conv_op;
+  static OrtCustomOpDomain* domain = nullptr;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (domain == nullptr) {
+    if (OrtStatus* st = api->CreateCustomOpDomain(im2win::kDomain, &domain)) return st;
+    if (OrtStatus* st = api->CustomOpDomain_Add(domain, &conv_op)) {
+      api->ReleaseCustomOpDomain(domain);
+      domain = nullptr;
+      return st;
+    }
+  }
+  return api->AddCustomOpDomain(options, domain);
+}

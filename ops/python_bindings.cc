@@ -1,0 +1,140 @@
+// im2win_ort._kernels: the same kernels as the ORT library, callable on NumPy arrays.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "conv_driver.h"
+#include "cpu_dispatch.h"
+#include "weight_pack.h"
+
+namespace py = pybind11;
+
+namespace im2win {
+namespace {
+
+using Ints = std::optional<std::vector<int64_t>>;
+using FloatArray = py::array_t<float, py::array::c_style>;
+
+// Accepts float32 arrays only (any memory order); other dtypes are a TypeError, not a silent cast.
+FloatArray AsFloat32(const py::handle& obj, const char* name) {
+  py::array a = py::array::ensure(obj);
+  if (!a) throw py::type_error(std::string(name) + " must be a NumPy array");
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(name) + " must be float32, got " + std::string(py::str(a.dtype())));
+  return FloatArray::ensure(a);
+}
+
+std::vector<int64_t> Dims(const py::array& a) { return std::vector<int64_t>(a.shape(), a.shape() + a.ndim()); }
+
+ConvAttributes Attributes(const std::string& auto_pad, const Ints& dilations, int64_t group, const Ints& kernel_shape,
+                          const Ints& pads, const Ints& strides) {
+  ConvAttributes a;
+  a.auto_pad = auto_pad;
+  a.dilations = dilations.value_or(std::vector<int64_t>{});
+  a.group = group;
+  a.kernel_shape = kernel_shape.value_or(std::vector<int64_t>{});
+  a.pads = pads.value_or(std::vector<int64_t>{});
+  a.strides = strides.value_or(std::vector<int64_t>{});
+  ValidateAttributes(a);
+  return a;
+}
+
+py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const py::object& b_obj,
+                        const py::object& z_obj, const std::string& auto_pad, const Ints& dilations, int64_t group,
+                        const Ints& kernel_shape, const Ints& pads, const Ints& strides, const std::string& activation,
+                        const std::vector<float>& activation_params, const std::string& isa, int threads) {
+  const ConvAttributes attrs = Attributes(auto_pad, dilations, group, kernel_shape, pads, strides);
+  const Epilogue epilogue = ParseEpilogue(activation, activation_params);
+  FloatArray x = AsFloat32(x_obj, "x"), w = AsFloat32(w_obj, "w");
+  const ConvShape shape = ResolveConvShape(attrs, Dims(x), Dims(w));
+  const std::vector<int64_t> y_dims = shape.output_dims();
+  FloatArray b, z;
+  if (!b_obj.is_none()) {
+    b = AsFloat32(b_obj, "b");
+    if (b.ndim() != 1 || b.shape(0) != shape.out_channels)
+      throw ConvError("b must have shape [" + std::to_string(shape.out_channels) + "], got " + DimsToString(Dims(b)));
+  }
+  if (!z_obj.is_none()) {
+    z = AsFloat32(z_obj, "z");
+    if (Dims(z) != y_dims)
+      throw ConvError("z must have the output's shape " + DimsToString(y_dims) + ", got " + DimsToString(Dims(z)));
+  }
+  const IsaKernels& kernels = SelectIsa(isa);
+  py::array_t<float> y(y_dims);
+  if (y.size() == 0) return y;
+  std::vector<float> packed(w.size());
+  {
+    py::gil_scoped_release release;
+    PackWeights(w.data(), shape.out_channels, shape.group, w.size() / shape.out_channels, packed.data());
+    const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels);
+    RunConv(plan, x.data(), packed.data(), b ? b.data() : nullptr, z ? z.data() : nullptr, y.mutable_data(),
+            ThreadRunner(threads));
+  }
+  return y;
+}
+
+ConvShape ShapeFor(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& kernel_shape,
+                   const std::string& auto_pad, const Ints& dilations, const Ints& pads, const Ints& strides) {
+  if (x_dims.size() < 3) throw ConvError("x must have rank >= 3, got " + DimsToString(x_dims));
+  std::vector<int64_t> w_dims = {1, x_dims[1]};
+  w_dims.insert(w_dims.end(), kernel_shape.begin(), kernel_shape.end());
+  return ResolveConvShape(Attributes(auto_pad, dilations, 1, kernel_shape, pads, strides), x_dims, w_dims);
+}
+
+// The whole-image window tensor, N x C x Kh x phases x Ho x row_len (see window_layout.h).
+py::array_t<float> Transform(const py::object& x_obj, const std::vector<int64_t>& kernel_shape,
+                             const std::string& auto_pad, const Ints& dilations, const Ints& pads,
+                             const Ints& strides) {
+  FloatArray x = AsFloat32(x_obj, "x");
+  const ConvShape s = ShapeFor(Dims(x), kernel_shape, auto_pad, dilations, pads, strides);
+  const WindowLayout L = MakeWindowLayout(s, s.out_h, 0);
+  py::array_t<float> out({s.batch, s.in_channels, s.kernel_h, L.num_phases, s.out_h, L.row_len});
+  if (out.size() == 0) return out;
+  py::gil_scoped_release release;
+  const int64_t image = s.in_channels * s.in_h * s.in_w;
+  for (int64_t n = 0; n < s.batch; ++n)
+    BuildWindowPanel(s, L, x.data() + n * image, 0, s.out_h, out.mutable_data() + n * L.channels * L.channel_stride);
+  return out;
+}
+
+py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& w_dims, const std::string& auto_pad,
+                   const Ints& dilations, int64_t group, const Ints& pads, const Ints& strides,
+                   const std::string& isa) {
+  const ConvAttributes attrs = Attributes(auto_pad, dilations, group, std::nullopt, pads, strides);
+  const ConvShape s = ResolveConvShape(attrs, x_dims, w_dims);
+  const ConvPlan plan = MakeConvPlan(s, Epilogue{}, SelectIsa(isa));
+  py::dict d;
+  d["im2win_per_thread"] = plan.workspace_bytes();
+  d["im2col"] = Im2colWorkspaceBytes(s);
+  d["rows_per_block"] = plan.layout.rows;
+  d["work_items"] = plan.work_items();
+  return d;
+}
+
+}  // namespace
+}  // namespace im2win
+
+PYBIND11_MODULE(_kernels, m) {
+  using namespace im2win;
+  using py::arg;
+  m.doc() = "im2win convolution kernels on NumPy float32 arrays (the kernels of the ORT custom op)";
+  m.def("conv", &Conv, arg("x"), arg("w"), arg("b") = py::none(), arg("z") = py::none(), py::kw_only(),
+        arg("auto_pad") = "NOTSET", arg("dilations") = py::none(), arg("group") = 1, arg("kernel_shape") = py::none(),
+        arg("pads") = py::none(), arg("strides") = py::none(), arg("activation") = "",
+        arg("activation_params") = std::vector<float>{}, arg("isa") = "", arg("threads") = 1,
+        "Y = activation(conv(x, w) + b + z) with ONNX Conv attributes; x is N x C x [H x] W, w is M x C/group x "
+        "[kh x] kw.");
+  m.def("im2win_transform", &Transform, arg("x"), arg("kernel_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
+        arg("dilations") = py::none(), arg("pads") = py::none(), arg("strides") = py::none(),
+        "The im2win window tensor of x, shape N x C x Kh x phases x Ho x row_len.");
+  m.def("workspace_bytes", &Workspace, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
+        arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
+        arg("isa") = "",
+        "Workspace of one conv: im2win bytes per thread beside im2col's bytes for the same layer.");
+  m.def("available_isas", &AvailableIsas, "ISAs this CPU can run, best first.");
+  m.def("selected_isa", [](const std::string& isa) { return std::string(SelectIsa(isa).name); }, arg("isa") = "",
+        "The ISA a conv would use (honours IM2WIN_ISA when isa is empty).");
+  py::register_exception<ConvError>(m, "ConvError", PyExc_ValueError);
+}
