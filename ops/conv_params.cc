@@ -25,9 +25,14 @@ int64_t ResolveAxis(const std::string& auto_pad, int64_t in, int64_t k, int64_t 
                     int64_t* pad_end, const char* axis) {
   const int64_t dilated = (k - 1) * d + 1;
   if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-    const int64_t out = (in + s - 1) / s;
-    int64_t total = (out - 1) * s + dilated - in;
-    if (total < 0) total = 0;
+    // ONNX asks for out = ceil(in / s). The total padding follows ORT's Conv exactly, so that a
+    // model gives the same answer on either op: it may be negative when the stride exceeds the
+    // kernel (the input is cropped), ORT then adds one when padding the total on both sides
+    // would fall short of the target, and the split uses C++'s truncating division.
+    const int64_t target = (in + s - 1) / s;
+    int64_t total = (target - 1) * s + dilated - in;
+    const double both_sides = static_cast<double>(in + 2 * total - dilated) / static_cast<double>(s) + 1.0;
+    if (static_cast<int64_t>(both_sides) < target) total += 1;
     *pad_begin = auto_pad == "SAME_UPPER" ? total / 2 : (total + 1) / 2;
     *pad_end = total - *pad_begin;
   } else if (auto_pad == "VALID") {

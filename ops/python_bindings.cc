@@ -50,13 +50,14 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
   FloatArray x = AsFloat32(x_obj, "x"), w = AsFloat32(w_obj, "w");
   const ConvShape shape = ResolveConvShape(attrs, Dims(x), Dims(w));
   const std::vector<int64_t> y_dims = shape.output_dims();
-  FloatArray b, z;
-  if (!b_obj.is_none()) {
+  FloatArray b, z;  // stay unused (size 0) when not given
+  const bool has_b = !b_obj.is_none(), has_z = !z_obj.is_none();
+  if (has_b) {
     b = AsFloat32(b_obj, "b");
     if (b.ndim() != 1 || b.shape(0) != shape.out_channels)
       throw ConvError("b must have shape [" + std::to_string(shape.out_channels) + "], got " + DimsToString(Dims(b)));
   }
-  if (!z_obj.is_none()) {
+  if (has_z) {
     z = AsFloat32(z_obj, "z");
     if (Dims(z) != y_dims)
       throw ConvError("z must have the output's shape " + DimsToString(y_dims) + ", got " + DimsToString(Dims(z)));
@@ -69,7 +70,7 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
     py::gil_scoped_release release;
     PackWeights(w.data(), shape.out_channels, shape.group, w.size() / shape.out_channels, packed.data());
     const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels);
-    RunConv(plan, x.data(), packed.data(), b ? b.data() : nullptr, z ? z.data() : nullptr, y.mutable_data(),
+    RunConv(plan, x.data(), packed.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr, y.mutable_data(),
             ThreadRunner(threads));
   }
   return y;

@@ -1,0 +1,16 @@
+"""pytest fixtures shared by the im2win-ort tests; plain helpers live in helpers.py."""
+
+import onnxruntime as ort
+import pytest
+
+from helpers import ISAS
+
+# Errors are checked through exceptions; ORT's own log lines about them are noise.
+ort.set_default_logger_severity(3)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    """Each ISA this CPU can run, forced through IM2WIN_ISA (read when a kernel is created)."""
+    monkeypatch.setenv("IM2WIN_ISA", request.param)
+    return request.param
