@@ -32,6 +32,8 @@ def _real_api_base():
     return ort_lib.OrtGetApiBase().contents
 
 
+# ctypes warns about any callback that returns c_void_p; the returned pointers are ORT's own.
+@pytest.mark.filterwarnings("ignore:memory leak in callback function")
 def test_older_runtime_is_refused_with_a_clear_message():
     real = _real_api_base()
     newest_offered = 20
