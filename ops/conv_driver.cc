@@ -30,7 +30,7 @@ void StoreTile(const ConvPlan& p, const float* tile, int rm, int64_t q0, int64_t
   const ConvShape& s = p.shape;
   const int64_t row_len = p.layout.row_len;
   const int64_t out_plane = s.out_h * s.out_w;
-  const int tp = p.isa->tile_positions;
+  const int tp = p.isa->tile_positions();
   for (int64_t q = q0, end = q0 + count; q < end;) {
     const int64_t r = q / row_len, j = q % row_len;
     if (j >= s.out_w) {
@@ -56,7 +56,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.shape = s;
   p.epilogue = epilogue;
   p.isa = &isa;
-  const WindowLayout one_row = MakeWindowLayout(s, 1, isa.tile_positions);
+  const WindowLayout one_row = MakeWindowLayout(s, 1, isa.tile_positions());
   const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride);
   int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats, 1, s.out_h);
   int64_t row_blocks = CeilDiv(s.out_h, rows);
@@ -70,7 +70,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     row_blocks = CeilDiv(s.out_h, rows);
   }
   p.row_blocks = row_blocks;
-  p.layout = MakeWindowLayout(s, rows, isa.tile_positions);
+  p.layout = MakeWindowLayout(s, rows, isa.tile_positions());
   return p;
 }
 
@@ -83,7 +83,8 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
   const int64_t x_image = s.in_channels * s.in_h * s.in_w;
   const int64_t y_image = s.out_channels * s.out_h * s.out_w;
   const int64_t tiles_per_chunk = CeilDiv(p.m_tiles, p.m_chunks);
-  const int tp = p.isa->tile_positions;
+  const int tp = p.isa->tile_positions();
+  const int vl = p.isa->vector_len;
 
   auto body = [&](int64_t item) {
     const int64_t chunk = item % p.m_chunks;
@@ -107,16 +108,17 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     args.channels = cg;
     args.channel_stride = L.channel_stride;
     args.out = tile;
+    args.out_stride = tp;
     const float* res_image = residual != nullptr ? residual + n * y_image : nullptr;
     for (int64_t m0 = m_begin; m0 < m_end; m0 += kTileM) {
       const int rm = static_cast<int>(std::min<int64_t>(kTileM, mg - m0));
       const int64_t first_channel = g * mg + m0;
       args.w = packed_w + first_channel * k;
       for (int64_t q0 = 0; q0 < positions; q0 += tp) {
+        const int64_t count = std::min<int64_t>(tp, positions - q0);
         args.x = panel + q0;
-        p.isa->tile[rm](args);
-        StoreTile(p, tile, rm, q0, std::min<int64_t>(tp, positions - q0), first_row, first_channel, bias,
-                  res_image, y + n * y_image);
+        p.isa->tile[rm][CeilDiv(count, vl)](args);
+        StoreTile(p, tile, rm, q0, count, first_row, first_channel, bias, res_image, y + n * y_image);
       }
     }
   };

@@ -9,7 +9,8 @@ namespace im2win {
 
 // Output channels per register tile; weights are packed in tiles of this many (weight_pack.h).
 constexpr int kTileM = 6;
-// Largest tile_positions of any ISA: sizes the caller's tile buffer.
+// Most vectors of positions per tile of any ISA, and the most positions per tile.
+constexpr int kMaxTileVectors = 4;
 constexpr int kMaxTilePositions = 64;
 
 struct TileArgs {
@@ -19,15 +20,20 @@ struct TileArgs {
   int64_t tap_count;       // Kh * Kw
   int64_t channels;        // C / group
   int64_t channel_stride;  // floats between channels in the panel
-  float* out;              // result: rm rows of tile_positions floats
+  float* out;              // result: rm rows of out_stride floats
+  int64_t out_stride;
 };
 
 using TileFn = void (*)(const TileArgs&);
 
 struct IsaKernels {
   const char* name;
-  int tile_positions;            // positions per tile (a multiple of the vector length)
-  TileFn tile[kTileM + 1];       // tile[rm] handles rm output channels, 1 <= rm <= kTileM
+  int vector_len;      // floats per vector
+  int tile_vectors;    // vectors of positions in a full tile
+  // tile[rm][rv]: rm output channels (1..kTileM) x rv vectors of positions (1..tile_vectors);
+  // narrower tiles finish a block without computing lanes that would be dropped.
+  TileFn tile[kTileM + 1][kMaxTileVectors + 1];
+  int tile_positions() const { return vector_len * tile_vectors; }
 };
 
 // One table per ISA, each defined in its own file compiled with that ISA's flags only.
