@@ -24,9 +24,9 @@ float* ThreadWorkspace(int64_t floats) {
   return buffer.data();
 }
 
-// Writes the valid positions of one tile (columns j < out_w of each row) through the epilogue.
-void StoreTile(const ConvPlan& p, const float* tile, int rm, int64_t q0, int64_t count, int64_t first_row,
-               int64_t first_channel, const float* bias, const float* residual, float* y_image) {
+// Position tile: writes the valid positions (columns j < out_w of each row) through the epilogue.
+void StorePositionTile(const ConvPlan& p, const float* tile, int rm, int64_t q0, int64_t count, int64_t first_row,
+                       int64_t first_channel, const float* bias, const float* residual, float* y_image) {
   const ConvShape& s = p.shape;
   const int64_t row_len = p.layout.row_len;
   const int64_t out_plane = s.out_h * s.out_w;
@@ -49,6 +49,46 @@ void StoreTile(const ConvPlan& p, const float* tile, int rm, int64_t q0, int64_t
   }
 }
 
+// Channel tile: the tile holds one row of channels per output; writes the outputs inside the
+// block (rows) and the image (columns) through the epilogue.
+void StoreChannelTile(const ConvPlan& p, const float* tile, int64_t channels, int64_t r0, int64_t j0, int64_t rows,
+                      int64_t first_row, int64_t first_channel, const float* bias, const float* residual,
+                      float* y_image) {
+  const ConvShape& s = p.shape;
+  const int64_t out_plane = s.out_h * s.out_w;
+  const int64_t cols = std::min<int64_t>(p.tile_cols, s.out_w - j0);
+  const int64_t tile_rows = std::min<int64_t>(p.tile_rows, rows - r0);
+  const int stride = p.isa->channel_tile_width();
+  float run[kMaxTileOutputs];
+  for (int64_t m = 0; m < channels; ++m) {
+    const int64_t ch = first_channel + m;
+    for (int64_t a = 0; a < tile_rows; ++a) {
+      for (int64_t b = 0; b < cols; ++b) run[b] = tile[(a * p.tile_cols + b) * stride + m];
+      const int64_t offset = (first_row + r0 + a) * s.out_w + j0;
+      const float* res = residual != nullptr ? residual + ch * out_plane + offset : nullptr;
+      ApplyEpilogue(run, bias != nullptr ? bias[ch] : 0.0f, res, y_image + ch * out_plane + offset, cols,
+                    p.epilogue);
+    }
+  }
+}
+
+// Channel tiles cover the block with rows x cols outputs; picks the shape that computes the
+// fewest dropped outputs, preferring tiles with enough outputs to hide the FMA latency.
+void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, int* tile_rows, int* tile_cols) {
+  double best = -1.0;
+  for (int cols = 1; cols <= isa.max_outputs; ++cols) {
+    const int ra = isa.max_outputs / cols;
+    const double computed = static_cast<double>(CeilDiv(out_w, cols) * cols) * (CeilDiv(rows, ra) * ra);
+    const double useful = static_cast<double>(out_w * rows);
+    const double score = useful / computed * std::min(1.0, ra * cols / 8.0);
+    if (score > best) {
+      best = score;
+      *tile_rows = ra;
+      *tile_cols = cols;
+    }
+  }
+}
+
 }  // namespace
 
 ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa) {
@@ -56,11 +96,13 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.shape = s;
   p.epilogue = epilogue;
   p.isa = &isa;
+  p.family = ChooseTileFamily(isa, s.outputs_per_group());
   const WindowLayout one_row = MakeWindowLayout(s, 1, isa.tile_positions());
   const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride);
   int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats, 1, s.out_h);
   int64_t row_blocks = CeilDiv(s.out_h, rows);
-  p.m_tiles = CeilDiv(s.outputs_per_group(), kTileM);
+  p.m_unit = p.family == TileFamily::kChannels ? isa.channel_tile_width() : kTileM;
+  p.m_tiles = CeilDiv(s.outputs_per_group(), p.m_unit);
   const int64_t images = std::max<int64_t>(1, s.batch * s.group);
   // Too few items: first split the channel tiles (no loss of tile width), then the rows.
   p.m_chunks = std::clamp<int64_t>(CeilDiv(kMinWorkItems, images * row_blocks), 1, std::max<int64_t>(1, p.m_tiles));
@@ -71,6 +113,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   }
   p.row_blocks = row_blocks;
   p.layout = MakeWindowLayout(s, rows, isa.tile_positions());
+  if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, s.out_w, rows, &p.tile_rows, &p.tile_cols);
   return p;
 }
 
@@ -78,13 +121,14 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
              float* y, const ParallelRunner& parallel) {
   const ConvShape& s = p.shape;
   const WindowLayout& L = p.layout;
+  const IsaKernels& isa = *p.isa;
   const int64_t cg = s.channels_per_group(), mg = s.outputs_per_group();
   const int64_t k = cg * s.kernel_h * s.kernel_w;
   const int64_t x_image = s.in_channels * s.in_h * s.in_w;
   const int64_t y_image = s.out_channels * s.out_h * s.out_w;
   const int64_t tiles_per_chunk = CeilDiv(p.m_tiles, p.m_chunks);
-  const int tp = p.isa->tile_positions();
-  const int vl = p.isa->vector_len;
+  const int tp = isa.tile_positions();
+  const int vl = isa.vector_len;
 
   auto body = [&](int64_t item) {
     const int64_t chunk = item % p.m_chunks;
@@ -93,15 +137,45 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     const int64_t n = item / (p.m_chunks * p.row_blocks * s.group);
     const int64_t first_row = block * L.rows;
     const int64_t rows = std::min(L.rows, s.out_h - first_row);
-    const int64_t m_begin = chunk * tiles_per_chunk * kTileM;
-    const int64_t m_end = std::min(mg, (chunk + 1) * tiles_per_chunk * kTileM);
+    const int64_t m_begin = chunk * tiles_per_chunk * p.m_unit;
+    const int64_t m_end = std::min(mg, (chunk + 1) * tiles_per_chunk * p.m_unit);
     if (rows <= 0 || m_begin >= m_end) return;
 
     float* panel = ThreadWorkspace(L.panel_floats());
     BuildWindowPanel(s, L, x + n * x_image + g * cg * s.in_h * s.in_w, first_row, rows, panel);
+    alignas(64) float tile[kMaxTileOutputs * kMaxChannelVectors * 16 > kTileM * kMaxTilePositions
+                               ? kMaxTileOutputs * kMaxChannelVectors * 16
+                               : kTileM * kMaxTilePositions];
+    const float* res_image = residual != nullptr ? residual + n * y_image : nullptr;
+    float* y_out = y + n * y_image;
+
+    if (p.family == TileFamily::kChannels) {
+      ChannelTileArgs a;
+      a.block_stride = kChannelBlock * k;
+      a.taps = L.tap_offset.data();
+      a.tap_count = s.kernel_h * s.kernel_w;
+      a.channels = cg;
+      a.channel_stride = L.channel_stride;
+      a.row_stride = L.row_len;
+      a.out = tile;
+      a.out_stride = isa.channel_tile_width();
+      for (int64_t m0 = m_begin; m0 < m_end; m0 += p.m_unit) {
+        const int64_t count = std::min<int64_t>(p.m_unit, mg - m0);
+        const int64_t first_channel = g * mg + m0;
+        const ChannelTileFn fn = isa.channel_tile[CeilDiv(count, vl)][p.tile_cols];
+        a.w = packed_w + first_channel * k;
+        for (int64_t r0 = 0; r0 < rows; r0 += p.tile_rows) {
+          for (int64_t j0 = 0; j0 < s.out_w; j0 += p.tile_cols) {
+            a.x = panel + r0 * L.row_len + j0;
+            fn(a);
+            StoreChannelTile(p, tile, count, r0, j0, rows, first_row, first_channel, bias, res_image, y_out);
+          }
+        }
+      }
+      return;
+    }
 
     const int64_t positions = L.positions(rows);
-    alignas(64) float tile[kTileM * kMaxTilePositions];
     TileArgs args;
     args.taps = L.tap_offset.data();
     args.tap_count = s.kernel_h * s.kernel_w;
@@ -109,7 +183,6 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     args.channel_stride = L.channel_stride;
     args.out = tile;
     args.out_stride = tp;
-    const float* res_image = residual != nullptr ? residual + n * y_image : nullptr;
     for (int64_t m0 = m_begin; m0 < m_end; m0 += kTileM) {
       const int rm = static_cast<int>(std::min<int64_t>(kTileM, mg - m0));
       const int64_t first_channel = g * mg + m0;
@@ -117,8 +190,8 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
       for (int64_t q0 = 0; q0 < positions; q0 += tp) {
         const int64_t count = std::min<int64_t>(tp, positions - q0);
         args.x = panel + q0;
-        p.isa->tile[rm][CeilDiv(count, vl)](args);
-        StoreTile(p, tile, rm, q0, count, first_row, first_channel, bias, res_image, y + n * y_image);
+        isa.tile[rm][CeilDiv(count, vl)](args);
+        StorePositionTile(p, tile, rm, q0, count, first_row, first_channel, bias, res_image, y_out);
       }
     }
   };

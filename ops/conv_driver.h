@@ -7,6 +7,7 @@
 
 #include "conv_params.h"
 #include "microkernel.h"
+#include "weight_pack.h"
 #include "window_layout.h"
 
 namespace im2win {
@@ -18,10 +19,13 @@ struct ConvPlan {
   ConvShape shape;
   Epilogue epilogue;
   const IsaKernels* isa = nullptr;
+  TileFamily family = TileFamily::kPositions;  // must match how the weights were packed
   WindowLayout layout;
   int64_t row_blocks = 0;       // blocks of layout.rows output rows per image
-  int64_t m_tiles = 0;          // channel tiles per group
+  int64_t m_unit = 0;           // output channels per register tile (kTileM or a channel tile)
+  int64_t m_tiles = 0;          // register tiles of output channels per group
   int64_t m_chunks = 0;         // channel tiles split across work items
+  int tile_rows = 0, tile_cols = 0;  // outputs per channel tile
   int64_t work_items() const { return shape.batch * shape.group * row_blocks * m_chunks; }
   // Bytes each thread reserves (the window panel); independent of the batch.
   int64_t workspace_bytes() const { return layout.panel_floats() * static_cast<int64_t>(sizeof(float)); }

@@ -5,7 +5,11 @@
 namespace im2win {
 namespace {
 
-inline float Clamp(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+// min(max(v, lo), hi) as ONNX's Clip defines it: when lo > hi the result is hi.
+inline float Clamp(float v, float lo, float hi) {
+  const float low_clipped = v < lo ? lo : v;
+  return low_clipped > hi ? hi : low_clipped;
+}
 
 template <typename F>
 void Apply(const float* acc, float bias, const float* residual, float* dst, int64_t n, F activation) {

@@ -1,5 +1,6 @@
-// AVX2 + FMA micro-kernels: 8 floats per vector, tiles of 6 channels x 16 positions
-// (12 accumulators + 2 input vectors + 1 broadcast of the 16 ymm registers).
+// AVX2 + FMA micro-kernels: 8 floats per vector. Position tiles of 6 channels x 16 positions,
+// channel tiles of 16 channels x 6 outputs (12 accumulators + 2 vectors + 1 broadcast of the 16
+// ymm registers).
 // Compiled with -mavx2 -mfma.
 #include <immintrin.h>
 
@@ -21,7 +22,7 @@ struct V {
 
 #include "microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<2>("avx2");
+constexpr IsaKernels kTable = MakeKernelTable<2, 2, 6>("avx2");
 
 }  // namespace
 }  // namespace avx2

@@ -1,5 +1,10 @@
-// The micro-kernel contract shared by every ISA: one register tile of up to kTileM output
-// channels x tile_positions consecutive panel positions, reduced over C/group x Kh x Kw.
+// The micro-kernel contract shared by every ISA. A tile is a block of outputs held in registers
+// and reduced over C/group x Kh x Kw, in one of two families:
+//  - position tiles: up to kTileM output channels x a run of consecutive panel positions in the
+//    vector lanes (any number of output channels; depthwise);
+//  - channel tiles: blocks of kChannelBlock output channels in the vector lanes x a small
+//    rows x columns block of output positions, each broadcast from the panel (no lane is spent
+//    on the columns a window row carries beyond the output width, so short rows run at full speed).
 // A kernel knows pointers and counts only.
 #pragma once
 
@@ -26,6 +31,26 @@ struct TileArgs {
 
 using TileFn = void (*)(const TileArgs&);
 
+// Channel tiles: weights packed in blocks of this many output channels, [channel][tap][16].
+constexpr int kChannelBlock = 16;
+constexpr int kMaxChannelVectors = 2;
+constexpr int kMaxTileOutputs = 12;  // rows x columns of a channel tile, at most
+
+struct ChannelTileArgs {
+  const float* x;          // panel at the tile's first output (row r0, column j0), channel 0, tap 0
+  const float* w;          // the tile's first channel block
+  int64_t block_stride;    // floats between consecutive channel blocks
+  const int32_t* taps;
+  int64_t tap_count;
+  int64_t channels;
+  int64_t channel_stride;
+  int64_t row_stride;      // floats between output rows in the panel (row_len)
+  float* out;              // result: one row of out_stride floats (the channels) per output
+  int64_t out_stride;
+};
+
+using ChannelTileFn = void (*)(const ChannelTileArgs&);
+
 struct IsaKernels {
   const char* name;
   int vector_len;      // floats per vector
@@ -33,7 +58,13 @@ struct IsaKernels {
   // tile[rm][rv]: rm output channels (1..kTileM) x rv vectors of positions (1..tile_vectors);
   // narrower tiles finish a block without computing lanes that would be dropped.
   TileFn tile[kTileM + 1][kMaxTileVectors + 1];
+  // channel_tile[mv][cols]: mv vectors of channels x (max_outputs / cols) rows x cols columns;
+  // channel_vectors == 0 means this ISA has no channel tiles.
+  int channel_vectors;
+  int max_outputs;
+  ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
   int tile_positions() const { return vector_len * tile_vectors; }
+  int channel_tile_width() const { return vector_len * channel_vectors; }
 };
 
 // One table per ISA, each defined in its own file compiled with that ISA's flags only.

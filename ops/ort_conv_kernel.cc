@@ -31,9 +31,28 @@ bool AttributeMissing(const OrtApi& api, OrtStatus* status, const char* name) {
   throw ConvError(std::string("attribute '") + name + "' could not be read: " + message);
 }
 
+// ORT reads a scalar attribute as an empty list; ONNX Conv's list attributes must be lists.
+void RefuseScalarForList(const OrtApi& api, const OrtKernelInfo* info, const char* name, bool floats) {
+  OrtStatus* st = nullptr;
+  if (floats) {
+    float f = 0.f;
+    st = api.KernelInfoGetAttribute_float(info, name, &f);
+  } else {
+    int64_t i = 0;
+    st = api.KernelInfoGetAttribute_int64(info, name, &i);
+  }
+  if (st != nullptr) {
+    api.ReleaseStatus(st);
+    return;
+  }
+  throw ConvError(std::string("attribute '") + name + "' must be a list of " + (floats ? "floats" : "ints") +
+                  ", got a single " + (floats ? "float" : "int"));
+}
+
 std::vector<int64_t> GetInts(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
   size_t size = 0;
   if (AttributeMissing(api, api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size), name)) return {};
+  if (size == 0) RefuseScalarForList(api, info, name, false);
   std::vector<int64_t> values(size);
   if (size > 0) Check(api, api.KernelInfoGetAttributeArray_int64(info, name, values.data(), &size));
   return values;
@@ -42,6 +61,7 @@ std::vector<int64_t> GetInts(const OrtApi& api, const OrtKernelInfo* info, const
 std::vector<float> GetFloats(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
   size_t size = 0;
   if (AttributeMissing(api, api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size), name)) return {};
+  if (size == 0) RefuseScalarForList(api, info, name, true);
   std::vector<float> values(size);
   if (size > 0) Check(api, api.KernelInfoGetAttributeArray_float(info, name, values.data(), &size));
   return values;
@@ -149,7 +169,8 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api
     const TensorView wv = View(api, w, "W");
     ValidateWeightShape(attrs_, wv.dims);
     packed_w_.resize(wv.elements());
-    PackWeights(wv.data, wv.dims[0], attrs_.group, wv.elements() / wv.dims[0], packed_w_.data());
+    packed_family_ = ChooseTileFamily(*isa_, wv.dims[0] / attrs_.group);
+    PackWeights(packed_family_, wv.data, wv.dims[0], attrs_.group, wv.elements() / wv.dims[0], packed_w_.data());
     packed_w_dims_ = wv.dims;
     weights_packed_ = true;
   }
@@ -205,14 +226,14 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   void* y_data = nullptr;
   Check(api_, api_.GetTensorMutableData(y_value, &y_data));
 
+  const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_);
   const float* packed = packed_w_.data();
   std::vector<float> run_packed;  // only for weights that arrive at run time
-  if (!weights_packed_ || packed_w_dims_ != w.dims) {
+  if (!weights_packed_ || packed_w_dims_ != w.dims || packed_family_ != plan.family) {
     run_packed.resize(w.elements());
-    PackWeights(w.data, w.dims[0], shape.group, w.elements() / w.dims[0], run_packed.data());
+    PackWeights(plan.family, w.data, w.dims[0], shape.group, w.elements() / w.dims[0], run_packed.data());
     packed = run_packed.data();
   }
-  const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_);
   RunConv(plan, x.data, packed, bias, residual, static_cast<float*>(y_data), OrtRunner(api_, context));
 }
 

@@ -9,6 +9,7 @@
 
 #include "conv_params.h"
 #include "microkernel.h"
+#include "weight_pack.h"
 
 namespace im2win {
 
@@ -29,6 +30,7 @@ class OrtConvKernel {
   Epilogue epilogue_;
   const IsaKernels* isa_ = nullptr;
   bool weights_packed_ = false;  // W was a constant initializer, packed here once
+  TileFamily packed_family_ = TileFamily::kPositions;
   std::vector<int64_t> packed_w_dims_;
   std::vector<float> packed_w_;
 };

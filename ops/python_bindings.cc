@@ -68,8 +68,8 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
   std::vector<float> packed(w.size());
   {
     py::gil_scoped_release release;
-    PackWeights(w.data(), shape.out_channels, shape.group, w.size() / shape.out_channels, packed.data());
     const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels);
+    PackWeights(plan.family, w.data(), shape.out_channels, shape.group, w.size() / shape.out_channels, packed.data());
     RunConv(plan, x.data(), packed.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr, y.mutable_data(),
             ThreadRunner(threads));
   }

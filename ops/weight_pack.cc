@@ -2,15 +2,19 @@
 
 #include <algorithm>
 
-#include "microkernel.h"
-
 namespace im2win {
 
-void PackWeights(const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed) {
+TileFamily ChooseTileFamily(const IsaKernels& isa, int64_t outputs_per_group) {
+  return isa.channel_vectors > 0 && outputs_per_group % kChannelBlock == 0 ? TileFamily::kChannels
+                                                                           : TileFamily::kPositions;
+}
+
+void PackWeights(TileFamily family, const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed) {
   const int64_t per_group = out_channels / group;
+  const int64_t block = family == TileFamily::kChannels ? kChannelBlock : kTileM;
   for (int64_t g = 0; g < group; ++g) {
-    for (int64_t m0 = 0; m0 < per_group; m0 += kTileM) {
-      const int64_t rm = std::min<int64_t>(kTileM, per_group - m0);
+    for (int64_t m0 = 0; m0 < per_group; m0 += block) {
+      const int64_t rm = std::min<int64_t>(block, per_group - m0);
       const int64_t first = g * per_group + m0;
       const float* src = w + first * k;
       float* dst = packed + first * k;

@@ -3,12 +3,23 @@
 
 #include <cstdint>
 
+#include "microkernel.h"
+
 namespace im2win {
 
-// W is ONNX's OIHW: M x K with K = C/group * Kh * Kw. Within each group, output channels are cut
-// into tiles of kTileM (the last tile of a group may be smaller) and each tile is stored as
-// [k][channel in tile], so a tile's weights are one consecutive stream. The packed array has the
-// same size as W, and the tile that starts at output channel m begins at m * K.
-void PackWeights(const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed);
+enum class TileFamily { kPositions, kChannels };
+
+// Channel tiles need whole blocks of kChannelBlock output channels per group and an ISA that
+// has them; everything else (depthwise, odd channel counts, the portable path) uses position tiles.
+TileFamily ChooseTileFamily(const IsaKernels& isa, int64_t outputs_per_group);
+
+// W is ONNX's OIHW: M x K with K = C/group * Kh * Kw.
+//  - kPositions: within each group, output channels are cut into tiles of kTileM (the last one of
+//    a group may be smaller), each stored as [k][channel in tile]; the tile that starts at output
+//    channel m begins at m * K, and the packed array has W's size.
+//  - kChannels: within each group, blocks of kChannelBlock output channels, each [k][16]; the block
+//    that starts at output channel m begins at m * K.
+// Either way the packed array has W's size.
+void PackWeights(TileFamily family, const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed);
 
 }  // namespace im2win

@@ -1,5 +1,7 @@
 #include "window_layout.h"
 
+#include "microkernel.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -25,7 +27,8 @@ WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
       L.tap_offset.push_back(static_cast<int32_t>((kh * L.num_phases + kw_slot[kw]) * L.plane +
                                                   (kw * s.dilation_w) / s.stride_w));
-  L.slack = tile_positions + L.row_len;
+  // A position tile reads up to a tile past the last position; a channel tile up to its rows.
+  L.slack = tile_positions + (kMaxTileOutputs + 1) * L.row_len;
   return L;
 }
 

@@ -110,16 +110,31 @@ def run_model(model: onnx.ModelProto, feeds: dict, threads: int | None = None, i
 # NumPy reference
 # --------------------------------------------------------------------------------------------
 
+def _trunc_div(a: int, b: int) -> int:
+    """C++ integer division (rounds toward zero)."""
+    return -(-a // b) if a < 0 else a // b
+
+
 def resolve_pads(in_sizes, kernel, strides, dilations, auto_pad="NOTSET", pads=None):
-    """Begin and end pads per spatial axis under ONNX Conv rules."""
+    """Begin and end pads per spatial axis under ONNX Conv rules.
+
+    SAME_* follows ORT's Conv, which com.im2win::Conv matches on purpose (ops/conv_params.cc): the
+    output size is ceil(in / stride), and when the stride exceeds the dilated kernel the total
+    "padding" is negative, i.e. the input is cropped; ORT adds one to that total when it would
+    otherwise fall short of the target, and splits it with C++'s truncating division.
+    (onnx.reference instead clamps the total at 0; the two agree whenever the total is >= 0.)
+    Negative pads returned here mean cropping; reference_conv handles them.
+    """
     rank = len(in_sizes)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begin, end = [], []
         for n, k, s, d in zip(in_sizes, kernel, strides, dilations):
-            out = -(-n // s)
-            total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
+            dilated = (k - 1) * d + 1
+            target = -(-n // s)
+            total = (target - 1) * s + dilated - n
+            if int((n + 2 * total - dilated) / s + 1) < target:
+                total += 1
+            begin.append(_trunc_div(total, 2) if auto_pad == "SAME_UPPER" else _trunc_div(total + 1, 2))
             end.append(total - begin[-1])
         return begin, end
     if auto_pad == "VALID" or pads is None:
@@ -152,6 +167,20 @@ def apply_activation(y: np.ndarray, activation: str = "", params: Sequence[float
     raise ValueError(f"unknown activation {activation!r}")
 
 
+def conv_output_shape(x_shape, w_shape, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                      pads=None, strides=None) -> tuple:
+    """Y's shape under ONNX Conv rules (N x M x out...); out sizes may be <= 0 for an empty output.
+    group and kernel_shape are accepted (and ignored) so that a Conv attribute dict can be passed."""
+    rank = len(x_shape) - 2
+    kernel = list(w_shape[2:])
+    strides = list(strides or [1] * rank)
+    dilations = list(dilations or [1] * rank)
+    begin, end = resolve_pads(x_shape[2:], kernel, strides, dilations, auto_pad, pads)
+    out = [(n + b + e - ((k - 1) * d + 1)) // s + 1
+           for n, b, e, k, d, s in zip(x_shape[2:], begin, end, kernel, dilations, strides)]
+    return (x_shape[0], w_shape[0], *out)
+
+
 def reference_conv(x, w, b=None, z=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
                    pads=None, strides=None, activation="", activation_params=()):
     """activation(conv(x, w) + b + z) in float64 by a loop over kernel taps; returns float32.
@@ -167,10 +196,13 @@ def reference_conv(x, w, b=None, z=None, *, auto_pad="NOTSET", dilations=None, g
     strides = list(strides or [1] * rank)
     dilations = list(dilations or [1] * rank)
     begin, end = resolve_pads(x.shape[2:], kernel, strides, dilations, auto_pad, pads)
-    xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(begin, end)))
+    # Negative pads (SAME_* with a stride above the kernel) crop the input; the rest is zero padding.
+    crop = tuple(slice(max(0, -b), n - max(0, -e)) for b, e, n in zip(begin, end, x.shape[2:]))
+    zero_pads = [(max(0, b), max(0, e)) for b, e in zip(begin, end)]
+    xp = np.pad(x[(slice(None), slice(None)) + crop], [(0, 0), (0, 0)] + zero_pads)
     out_sizes = [(xp.shape[2 + i] - ((kernel[i] - 1) * dilations[i] + 1)) // strides[i] + 1 for i in range(rank)]
-    assert all(o > 0 for o in out_sizes), "empty output"
-    n, c = x.shape[:2]
+    assert all(o > 0 for o in out_sizes), f"empty output {out_sizes}"
+    n = x.shape[0]
     m, cg = w.shape[:2]
     mg = m // group
     y = np.zeros((n, m, *out_sizes))
