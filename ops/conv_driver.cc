@@ -91,12 +91,13 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, int* 
 
 }  // namespace
 
-ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa) {
+ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa,
+                      TilePreference preference) {
   ConvPlan p;
   p.shape = s;
   p.epilogue = epilogue;
   p.isa = &isa;
-  p.family = ChooseTileFamily(isa, s.outputs_per_group());
+  p.family = ChooseTileFamily(isa, s, preference);
   const WindowLayout one_row = MakeWindowLayout(s, 1, isa.tile_positions());
   const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride);
   int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats, 1, s.out_h);

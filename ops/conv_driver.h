@@ -31,7 +31,8 @@ struct ConvPlan {
   int64_t workspace_bytes() const { return layout.panel_floats() * static_cast<int64_t>(sizeof(float)); }
 };
 
-ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa);
+ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
+                      TilePreference preference = TilePreference::kAuto);
 
 // packed_w from PackWeights; bias (M) and residual (Y's shape) may be null.
 void RunConv(const ConvPlan& plan, const float* x, const float* packed_w, const float* bias, const float* residual,

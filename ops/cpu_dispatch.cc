@@ -44,4 +44,16 @@ const IsaKernels& SelectIsa(const std::string& requested) {
   throw ConvError("unknown ISA '" + name + "' (IM2WIN_ISA takes avx512, avx2, generic or auto)");
 }
 
+TilePreference SelectTilePreference(const std::string& requested) {
+  std::string name = requested;
+  if (name.empty()) {
+    const char* env = std::getenv("IM2WIN_TILES");
+    if (env != nullptr) name = env;
+  }
+  if (name.empty() || name == "auto") return TilePreference::kAuto;
+  if (name == "positions") return TilePreference::kPositions;
+  if (name == "channels") return TilePreference::kChannels;
+  throw ConvError("unknown tile family '" + name + "' (IM2WIN_TILES takes positions, channels or auto)");
+}
+
 }  // namespace im2win

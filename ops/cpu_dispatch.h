@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "microkernel.h"
+#include "weight_pack.h"
 
 namespace im2win {
 
@@ -14,5 +15,9 @@ std::vector<std::string> AvailableIsas();
 // name: "avx512", "avx2", "generic", or empty for the best available. An empty name also honours
 // the IM2WIN_ISA environment variable. Throws ConvError for an unknown name or one this CPU lacks.
 const IsaKernels& SelectIsa(const std::string& name = "");
+
+// name: "positions", "channels", "auto", or empty for IM2WIN_TILES (default auto). Forces a tile
+// family where the layer allows it, so that tests can run every kernel on one machine.
+TilePreference SelectTilePreference(const std::string& name = "");
 
 }  // namespace im2win

@@ -115,6 +115,30 @@ TensorView View(const OrtApi& api, const OrtValue* value, const char* name) {
   return v;
 }
 
+// The dims ORT knows for an input at kernel creation (-1 where symbolic; empty if unknown).
+std::vector<int64_t> StaticInputDims(const OrtApi& api, const OrtKernelInfo* info, size_t index) {
+  OrtTypeInfo* type_info = nullptr;
+  if (OrtStatus* st = api.KernelInfo_GetInputTypeInfo(info, index, &type_info)) {
+    api.ReleaseStatus(st);
+    return {};
+  }
+  std::vector<int64_t> dims;
+  const OrtTensorTypeAndShapeInfo* tensor_info = nullptr;
+  size_t rank = 0;
+  OrtStatus* st = api.CastTypeInfoToTensorInfo(type_info, &tensor_info);
+  if (st == nullptr && tensor_info != nullptr) st = api.GetDimensionsCount(tensor_info, &rank);
+  if (st == nullptr && tensor_info != nullptr) {
+    dims.resize(rank);
+    st = api.GetDimensions(tensor_info, dims.data(), rank);
+  }
+  if (st != nullptr) {
+    api.ReleaseStatus(st);
+    dims.clear();
+  }
+  api.ReleaseTypeInfo(type_info);
+  return dims;
+}
+
 ParallelRunner OrtRunner(const OrtApi& api, OrtKernelContext* context) {
   return [&api, context](int64_t count, const std::function<void(int64_t)>& body) {
     if (count <= 0) return;
@@ -161,19 +185,41 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api
     throw ConvError("weight_layout '" + layout + "' is not supported; this build reads OIHW weights only");
   isa_ = &SelectIsa();
 
-  // Constant weights are validated and packed once, here; others are packed on every run.
+  tile_preference_ = SelectTilePreference();
+
+  // Constant weights are validated here and packed once; others are packed on every run.
   int is_constant = 0;
   const OrtValue* w = nullptr;
   Check(api, api.KernelInfoGetConstantInput_tensor(info, 1, &is_constant, &w));
   if (is_constant && w != nullptr) {
     const TensorView wv = View(api, w, "W");
     ValidateWeightShape(attrs_, wv.dims);
-    packed_w_.resize(wv.elements());
-    packed_family_ = ChooseTileFamily(*isa_, wv.dims[0] / attrs_.group);
-    PackWeights(packed_family_, wv.data, wv.dims[0], attrs_.group, wv.elements() / wv.dims[0], packed_w_.data());
-    packed_w_dims_ = wv.dims;
-    weights_packed_ = true;
+    w_dims_ = wv.dims;
+    weights_constant_ = true;
+    // With X's channels and spatial size known (the batch may be symbolic), the shapes are checked
+    // now and the weights packed for the tile family the runs will use.
+    std::vector<int64_t> x_dims = StaticInputDims(api, info, 0);
+    if (x_dims.size() == wv.dims.size() && x_dims[1] > 0 && x_dims[2] > 0 && x_dims.back() > 0) {
+      x_dims[0] = 1;
+      const ConvShape shape = ResolveConvShape(attrs_, x_dims, wv.dims);
+      PackedConstantWeights(ChooseTileFamily(*isa_, shape, tile_preference_), wv.data);
+    }
   }
+}
+
+const float* OrtConvKernel::PackedConstantWeights(TileFamily family, const float* w) const {
+  const int index = static_cast<int>(family);
+  if (!packed_ready_[index].load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(pack_mutex_);
+    if (!packed_ready_[index].load(std::memory_order_relaxed)) {
+      int64_t elements = 1;
+      for (int64_t d : w_dims_) elements *= d;
+      packed_[index].resize(elements);
+      PackWeights(family, w, w_dims_[0], attrs_.group, elements / w_dims_[0], packed_[index].data());
+      packed_ready_[index].store(true, std::memory_order_release);
+    }
+  }
+  return packed_[index].data();
 }
 
 OrtStatus* OrtConvKernel::Compute(OrtKernelContext* context) const {
@@ -226,10 +272,12 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   void* y_data = nullptr;
   Check(api_, api_.GetTensorMutableData(y_value, &y_data));
 
-  const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_);
-  const float* packed = packed_w_.data();
+  const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_, tile_preference_);
+  const float* packed = nullptr;
   std::vector<float> run_packed;  // only for weights that arrive at run time
-  if (!weights_packed_ || packed_w_dims_ != w.dims || packed_family_ != plan.family) {
+  if (weights_constant_ && w.dims == w_dims_) {
+    packed = PackedConstantWeights(plan.family, w.data);
+  } else {
     run_packed.resize(w.elements());
     PackWeights(plan.family, w.data, w.dims[0], shape.group, w.elements() / w.dims[0], run_packed.data());
     packed = run_packed.data();

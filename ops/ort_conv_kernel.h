@@ -4,6 +4,8 @@
 
 #include <onnxruntime_c_api.h>
 
+#include <atomic>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,15 +26,21 @@ class OrtConvKernel {
  private:
   void ComputeOrThrow(OrtKernelContext* context) const;
 
+  // Constant weights, packed once per tile family the node's shapes need (one in practice): at
+  // kernel creation when X's spatial shape is known, else at the first run. Read-only once ready.
+  const float* PackedConstantWeights(TileFamily family, const float* w) const;
+
   const OrtApi& api_;
   std::string node_name_;
   ConvAttributes attrs_;
   Epilogue epilogue_;
   const IsaKernels* isa_ = nullptr;
-  bool weights_packed_ = false;  // W was a constant initializer, packed here once
-  TileFamily packed_family_ = TileFamily::kPositions;
-  std::vector<int64_t> packed_w_dims_;
-  std::vector<float> packed_w_;
+  TilePreference tile_preference_ = TilePreference::kAuto;
+  bool weights_constant_ = false;
+  std::vector<int64_t> w_dims_;  // of the constant W
+  mutable std::mutex pack_mutex_;
+  mutable std::vector<float> packed_[2];  // by TileFamily
+  mutable std::atomic<bool> packed_ready_[2] = {false, false};
 };
 
 // The node's name as ORT knows it ("" when it has none).

@@ -44,7 +44,8 @@ ConvAttributes Attributes(const std::string& auto_pad, const Ints& dilations, in
 py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const py::object& b_obj,
                         const py::object& z_obj, const std::string& auto_pad, const Ints& dilations, int64_t group,
                         const Ints& kernel_shape, const Ints& pads, const Ints& strides, const std::string& activation,
-                        const std::vector<float>& activation_params, const std::string& isa, int threads) {
+                        const std::vector<float>& activation_params, const std::string& isa, int threads,
+                        const std::string& tiles) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, kernel_shape, pads, strides);
   const Epilogue epilogue = ParseEpilogue(activation, activation_params);
   FloatArray x = AsFloat32(x_obj, "x"), w = AsFloat32(w_obj, "w");
@@ -63,12 +64,13 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
       throw ConvError("z must have the output's shape " + DimsToString(y_dims) + ", got " + DimsToString(Dims(z)));
   }
   const IsaKernels& kernels = SelectIsa(isa);
+  const TilePreference preference = SelectTilePreference(tiles);
   py::array_t<float> y(y_dims);
   if (y.size() == 0) return y;
   std::vector<float> packed(w.size());
   {
     py::gil_scoped_release release;
-    const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels);
+    const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels, preference);
     PackWeights(plan.family, w.data(), shape.out_channels, shape.group, w.size() / shape.out_channels, packed.data());
     RunConv(plan, x.data(), packed.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr, y.mutable_data(),
             ThreadRunner(threads));
@@ -107,6 +109,7 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   const ConvShape s = ResolveConvShape(attrs, x_dims, w_dims);
   const ConvPlan plan = MakeConvPlan(s, Epilogue{}, SelectIsa(isa));
   py::dict d;
+  d["tile_family"] = plan.family == TileFamily::kChannels ? "channels" : "positions";
   d["im2win_per_thread"] = plan.workspace_bytes();
   d["im2col"] = Im2colWorkspaceBytes(s);
   d["rows_per_block"] = plan.layout.rows;
@@ -124,9 +127,10 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("conv", &Conv, arg("x"), arg("w"), arg("b") = py::none(), arg("z") = py::none(), py::kw_only(),
         arg("auto_pad") = "NOTSET", arg("dilations") = py::none(), arg("group") = 1, arg("kernel_shape") = py::none(),
         arg("pads") = py::none(), arg("strides") = py::none(), arg("activation") = "",
-        arg("activation_params") = std::vector<float>{}, arg("isa") = "", arg("threads") = 1,
+        arg("activation_params") = std::vector<float>{}, arg("isa") = "", arg("threads") = 1, arg("tiles") = "",
         "Y = activation(conv(x, w) + b + z) with ONNX Conv attributes; x is N x C x [H x] W, w is M x C/group x "
-        "[kh x] kw.");
+        "[kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do); threads > 1 runs on "
+        "std::threads.");
   m.def("im2win_transform", &Transform, arg("x"), arg("kernel_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("pads") = py::none(), arg("strides") = py::none(),
         "The im2win window tensor of x, shape N x C x Kh x phases x Ho x row_len.");

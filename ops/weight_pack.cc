@@ -4,9 +4,12 @@
 
 namespace im2win {
 
-TileFamily ChooseTileFamily(const IsaKernels& isa, int64_t outputs_per_group) {
-  return isa.channel_vectors > 0 && outputs_per_group % kChannelBlock == 0 ? TileFamily::kChannels
-                                                                           : TileFamily::kPositions;
+TileFamily ChooseTileFamily(const IsaKernels& isa, const ConvShape& s, TilePreference preference) {
+  const bool channels_possible = isa.channel_vectors > 0 && s.outputs_per_group() % kChannelBlock == 0;
+  if (!channels_possible || preference == TilePreference::kPositions) return TileFamily::kPositions;
+  if (preference == TilePreference::kChannels) return TileFamily::kChannels;
+  const int64_t row_len = s.out_w + ((s.kernel_w - 1) * s.dilation_w) / s.stride_w;
+  return 10 * s.out_w < 9 * row_len ? TileFamily::kChannels : TileFamily::kPositions;
 }
 
 void PackWeights(TileFamily family, const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed) {

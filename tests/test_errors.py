@@ -17,7 +17,8 @@ NODE = "bad_conv"
 @dataclass
 class Case:
     """One bad node. `when` says where the error must appear: "create" (session creation),
-    "run", or "create_if_const" (creation when W is a constant initializer, else run)."""
+    "run", or "create_if_const" (creation when W is a constant initializer, as X's shape is static
+    here, else run)."""
 
     x_shape: tuple
     w_shape: tuple
@@ -30,11 +31,11 @@ class Case:
 
 CASES = {
     "channels_mismatch": Case((1, 4, 8, 8), (6, 3, 3, 3), "X has C=4 channels but W [6,3,3,3] with group 1 expects C=3",
-                              "run"),
+                              "create_if_const"),
     "channels_mismatch_grouped": Case((1, 4, 8, 8), (6, 1, 3, 3), "X has C=4 channels but W [6,1,3,3] with group 2 "
-                                      "expects C=2", "run", {"group": 2}),
+                                      "expects C=2", "create_if_const", {"group": 2}),
     "group_not_dividing_c": Case((1, 5, 8, 8), (6, 2, 3, 3), "group 2 does not divide the number of input channels C=5",
-                                 "run", {"group": 2}),
+                                 "create_if_const", {"group": 2}),
     "group_not_dividing_m": Case((1, 4, 8, 8), (5, 2, 3, 3), "group 2 does not divide the number of output channels M=5",
                                  "create_if_const", {"group": 2}),
     "group_zero": Case((1, 4, 8, 8), (6, 4, 3, 3), "group must be >= 1, got 0", "create", {"group": 0}),
@@ -50,12 +51,12 @@ CASES = {
                           {"dilations": [0, 1]}),
     "pads_odd_length": Case((1, 4, 8, 8), (6, 4, 3, 3), "pads must hold a begin and an end value per spatial axis, "
                             "got 3 values", "create", {"pads": [1, 1, 1]}),
-    "pads_wrong_length": Case((1, 4, 8, 8), (6, 4, 3, 3), "pads [1,1] must have 4 values for spatial rank 2", "run",
+    "pads_wrong_length": Case((1, 4, 8, 8), (6, 4, 3, 3), "pads [1,1] must have 4 values for spatial rank 2", "create_if_const",
                               {"pads": [1, 1]}),
-    "strides_wrong_length": Case((1, 4, 8, 8), (6, 4, 3, 3), "strides [2] must have 2 values for spatial rank 2", "run",
+    "strides_wrong_length": Case((1, 4, 8, 8), (6, 4, 3, 3), "strides [2] must have 2 values for spatial rank 2", "create_if_const",
                                  {"strides": [2]}),
     "dilations_wrong_length": Case((1, 4, 8), (6, 4, 3), "dilations [1,1] must have 1 values for spatial rank 1",
-                                   "run", {"dilations": [1, 1]}),
+                                   "create_if_const", {"dilations": [1, 1]}),
     "attributes_3d": Case((1, 4, 8, 8), (6, 4, 3, 3), "attributes describe spatial rank 3 (3-D convolution)", "create",
                           {"strides": [1, 1, 1]}),
     "unknown_auto_pad": Case((1, 4, 8, 8), (6, 4, 3, 3), "auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER, "
@@ -80,9 +81,9 @@ CASES = {
     "residual_shape": Case((1, 4, 8, 8), (6, 4, 3, 3), "Z must have the output's shape [1,6,6,6], got [1,6,6,5]", "run",
                            z_shape=(1, 6, 6, 5)),
     "kernel_larger_than_input": Case((1, 2, 3, 3), (4, 2, 5, 5), "input W size 3 plus pads (0,0) is smaller than the "
-                                     "dilated kernel size 5, so the output would be empty", "run"),
+                                     "dilated kernel size 5, so the output would be empty", "create_if_const"),
     "dilated_kernel_larger_than_padded_input": Case((1, 2, 8, 8), (4, 2, 3, 3), "input H size 8 plus pads (1,0) is "
-                                                    "smaller than the dilated kernel size 13", "run",
+                                                    "smaller than the dilated kernel size 13", "create_if_const",
                                                     {"dilations": [6, 1], "pads": [1, 0, 0, 0]}),
 }
 
@@ -130,6 +131,18 @@ def test_bad_node_is_refused(name, w_as_input):
             sess.run(None, feeds)
         assert "INVALID_ARGUMENT" in str(info.value)
     assert _node_error(case.message) in str(info.value)
+    _check_still_works()
+
+
+def test_shape_errors_wait_for_the_run_when_x_has_symbolic_spatial_dims():
+    """With constant W but X's H and W unknown at creation, the shape check happens at run time."""
+    model, feeds = _build(CASES["channels_mismatch"], w_as_input=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    sess = make_session(model)
+    with pytest.raises(Exception) as info:
+        sess.run(None, feeds)
+    assert _node_error(CASES["channels_mismatch"].message) in str(info.value)
     _check_still_works()
 
 

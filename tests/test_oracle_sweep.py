@@ -2,7 +2,9 @@
 
 Every case is one Conv (+ residual Add + activation in the reference, fused in ours). Cases are
 packed 50 to a model so that the sweep of 500+ cases per ISA path stays fast. The same cases run
-on every ISA this CPU offers, forced through IM2WIN_ISA, with 1 and 2 intra-op threads.
+on every ISA this CPU offers, forced through IM2WIN_ISA, and on each tile family, forced
+through IM2WIN_TILES (channel tiles apply where a group has whole blocks of 16 output channels),
+with 1 and 2 intra-op threads.
 
 Tolerance: |ours - ORT| <= 1e-4 * max(1, max|ORT output|) per case, elementwise. Both sides
 accumulate C/group*kh*kw float32 products (at most a few hundred here) with inputs ~N(0, 1) and
@@ -29,7 +31,8 @@ def random_case(rng: np.random.Generator) -> dict:
     rank = 1 if rng.random() < 0.2 else 2
     group = int(rng.choice([1, 1, 1, 2, 3]))
     cg = int(rng.integers(1, 9))
-    mg = int(rng.integers(1, 15))
+    # Multiples of 16 output channels per group make channel tiles possible.
+    mg = int(rng.choice([16, 32, 48])) if rng.random() < 0.3 else int(rng.integers(1, 15))
     depthwise = rng.random() < 0.15
     if depthwise:
         group, cg, mg = int(rng.integers(1, 17)), 1, int(rng.choice([1, 1, 2, 3]))
@@ -97,6 +100,10 @@ EDGE_CASES = {
     "valid_padding": edge([1, 3, 10, 11], [4, 3, 3, 4], auto_pad="VALID", strides=[2, 3]),
     "wide_row_many_tiles": edge([1, 3, 4, 300], [7, 3, 3, 3], pads=[1, 1, 1, 1]),
     "many_channels": edge([1, 130, 6, 6], [20, 130, 3, 3], pads=[1, 1, 1, 1]),
+    "channel_blocks_short_rows": edge([2, 40, 7, 7], [48, 40, 3, 3], pads=[1, 1, 1, 1], residual=True,
+                                      activation="Relu"),
+    "channel_blocks_grouped": edge([1, 8, 9, 13], [64, 4, 3, 3], group=2, strides=[2, 1]),
+    "channel_blocks_wide": edge([1, 5, 3, 70], [32, 5, 1, 3], dilations=[1, 2]),
     "residual_and_relu": edge([2, 4, 8, 8], [6, 4, 3, 3], pads=[1, 1, 1, 1], residual=True, activation="Relu"),
     "no_bias": edge([1, 3, 8, 8], [5, 3, 3, 3], bias=False),
 }
@@ -192,7 +199,7 @@ def _expected_shape(case: dict) -> list[int]:
     return [x[0], w[0]] + out
 
 
-def run_cases(cases: list[dict], isa: str, threads: int, seed: int, monkeypatch):
+def run_cases(cases: list[dict], isa: str, threads: int, seed: int, monkeypatch, tiles: str = "auto"):
     rng = np.random.default_rng(seed)
     ref_model, our_model, feeds = build_models(cases, rng)
     onnx.checker.check_model(ref_model)
@@ -200,6 +207,7 @@ def run_cases(cases: list[dict], isa: str, threads: int, seed: int, monkeypatch)
     ref_opts.intra_op_num_threads = threads
     ref = ort.InferenceSession(ref_model.SerializeToString(), ref_opts, providers=["CPUExecutionProvider"])
     monkeypatch.setenv("IM2WIN_ISA", isa)
+    monkeypatch.setenv("IM2WIN_TILES", tiles)
     ours = ort.InferenceSession(our_model.SerializeToString(), im2win_ort.session_options(threads),
                                 providers=["CPUExecutionProvider"])
     want = ref.run(None, feeds)
@@ -217,16 +225,21 @@ RANDOM = [random_case(_rng) for _ in range(RANDOM_CASES)]
 CHUNKS = [RANDOM[i:i + CASES_PER_MODEL] for i in range(0, RANDOM_CASES, CASES_PER_MODEL)]
 
 
+TILES = ["auto", "positions", "channels"]
+
+
+@pytest.mark.parametrize("tiles", TILES)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("chunk", range(len(CHUNKS)))
-def test_random_sweep(isa, chunk, monkeypatch):
-    run_cases(CHUNKS[chunk], isa, threads=1 + chunk % 2, seed=chunk, monkeypatch=monkeypatch)
+def test_random_sweep(isa, tiles, chunk, monkeypatch):
+    run_cases(CHUNKS[chunk], isa, threads=1 + chunk % 2, seed=chunk, monkeypatch=monkeypatch, tiles=tiles)
 
 
+@pytest.mark.parametrize("tiles", TILES)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", sorted(EDGE_CASES))
-def test_edge_case(isa, name, monkeypatch):
-    run_cases([EDGE_CASES[name]], isa, threads=2, seed=7, monkeypatch=monkeypatch)
+def test_edge_case(isa, tiles, name, monkeypatch):
+    run_cases([EDGE_CASES[name]], isa, threads=2, seed=7, monkeypatch=monkeypatch, tiles=tiles)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -251,3 +264,4 @@ def test_sweep_covers_the_named_features():
     assert any(max(c["strides"]) > max(c["w_shape"][2:]) for c in RANDOM)
     assert {c["activation"] for c in RANDOM} == set(ACTIVATIONS)
     assert any(c["residual"] for c in RANDOM) and any(not c["bias"] for c in RANDOM)
+    assert sum(c["w_shape"][0] // c["group"] % 16 == 0 for c in RANDOM) >= 100  # channel tiles
