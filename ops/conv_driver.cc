@@ -58,7 +58,7 @@ void StoreChannelTile(const ConvPlan& p, const float* tile, int64_t channels, in
   const int64_t out_plane = s.out_h * s.out_w;
   const int64_t cols = std::min<int64_t>(p.tile_cols, s.out_w - j0);
   const int64_t tile_rows = std::min<int64_t>(p.tile_rows, rows - r0);
-  const int stride = p.isa->channel_tile_width();
+  const int64_t stride = p.m_unit;
   float run[kMaxTileOutputs];
   for (int64_t m = 0; m < channels; ++m) {
     const int64_t ch = first_channel + m;
@@ -73,18 +73,25 @@ void StoreChannelTile(const ConvPlan& p, const float* tile, int64_t channels, in
 }
 
 // Channel tiles cover the block with rows x cols outputs; picks the shape that computes the
-// fewest dropped outputs, preferring tiles with enough outputs to hide the FMA latency.
-void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, int* tile_rows, int* tile_cols) {
+// fewest dropped outputs, preferring tiles with enough outputs to hide the FMA latency and, a
+// little, two vectors of channels (a broadcast then feeds two FMAs).
+void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvPlan* p) {
   double best = -1.0;
-  for (int cols = 1; cols <= isa.max_outputs; ++cols) {
-    const int ra = isa.max_outputs / cols;
-    const double computed = static_cast<double>(CeilDiv(out_w, cols) * cols) * (CeilDiv(rows, ra) * ra);
-    const double useful = static_cast<double>(out_w * rows);
-    const double score = useful / computed * std::min(1.0, ra * cols / 8.0);
-    if (score > best) {
-      best = score;
-      *tile_rows = ra;
-      *tile_cols = cols;
+  for (int mv = 1; mv <= isa.channel_vectors; ++mv) {
+    const int outputs = isa.max_outputs[mv];
+    if (outputs == 0 || p->shape.outputs_per_group() % (mv * isa.vector_len) != 0) continue;  // whole tiles only
+    for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
+      const int ra = outputs / cols;
+      const double computed = static_cast<double>(CeilDiv(out_w, cols) * cols) * (CeilDiv(rows, ra) * ra);
+      const double useful = static_cast<double>(out_w * rows);
+      const double score = useful / computed * std::min(1.0, ra * cols * mv / 16.0) *
+                           (mv == isa.channel_vectors ? 1.0 : 0.97);
+      if (score > best) {
+        best = score;
+        p->tile_vectors = mv;
+        p->tile_rows = ra;
+        p->tile_cols = cols;
+      }
     }
   }
 }
@@ -98,11 +105,12 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.epilogue = epilogue;
   p.isa = &isa;
   p.family = ChooseTileFamily(isa, s, preference);
-  const WindowLayout one_row = MakeWindowLayout(s, 1, isa.tile_positions());
+  const WindowLayout one_row = MakeWindowLayout(s, 1);
   const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride);
   int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats, 1, s.out_h);
   int64_t row_blocks = CeilDiv(s.out_h, rows);
-  p.m_unit = p.family == TileFamily::kChannels ? isa.channel_tile_width() : kTileM;
+  if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, s.out_w, rows, &p);
+  p.m_unit = p.family == TileFamily::kChannels ? p.tile_vectors * isa.vector_len : kTileM;
   p.m_tiles = CeilDiv(s.outputs_per_group(), p.m_unit);
   const int64_t images = std::max<int64_t>(1, s.batch * s.group);
   // Too few items: first split the channel tiles (no loss of tile width), then the rows.
@@ -113,8 +121,12 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     row_blocks = CeilDiv(s.out_h, rows);
   }
   p.row_blocks = row_blocks;
-  p.layout = MakeWindowLayout(s, rows, isa.tile_positions());
-  if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, s.out_w, rows, &p.tile_rows, &p.tile_cols);
+  if (p.family == TileFamily::kChannels) {
+    ChooseChannelTile(isa, s.out_w, rows, &p);  // again: the rows may have been split above
+    p.layout = MakeWindowLayout(s, rows, p.tile_rows, p.tile_cols);
+  } else {
+    p.layout = MakeWindowLayout(s, rows, 0, isa.tile_positions());
+  }
   return p;
 }
 
@@ -144,9 +156,8 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
 
     float* panel = ThreadWorkspace(L.panel_floats());
     BuildWindowPanel(s, L, x + n * x_image + g * cg * s.in_h * s.in_w, first_row, rows, panel);
-    alignas(64) float tile[kMaxTileOutputs * kMaxChannelVectors * 16 > kTileM * kMaxTilePositions
-                               ? kMaxTileOutputs * kMaxChannelVectors * 16
-                               : kTileM * kMaxTilePositions];
+    constexpr int kChannelTileFloats = kMaxTileOutputs * kChannelBlock * kMaxChannelVectors;
+    alignas(64) float tile[std::max(kChannelTileFloats, kTileM * kMaxTilePositions)];
     const float* res_image = residual != nullptr ? residual + n * y_image : nullptr;
     float* y_out = y + n * y_image;
 
@@ -159,11 +170,11 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
       a.channel_stride = L.channel_stride;
       a.row_stride = L.row_len;
       a.out = tile;
-      a.out_stride = isa.channel_tile_width();
+      a.out_stride = p.m_unit;
       for (int64_t m0 = m_begin; m0 < m_end; m0 += p.m_unit) {
         const int64_t count = std::min<int64_t>(p.m_unit, mg - m0);
         const int64_t first_channel = g * mg + m0;
-        const ChannelTileFn fn = isa.channel_tile[CeilDiv(count, vl)][p.tile_cols];
+        const ChannelTileFn fn = isa.channel_tile[p.tile_vectors][p.tile_cols];
         a.w = packed_w + first_channel * k;
         for (int64_t r0 = 0; r0 < rows; r0 += p.tile_rows) {
           for (int64_t j0 = 0; j0 < s.out_w; j0 += p.tile_cols) {

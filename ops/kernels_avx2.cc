@@ -22,7 +22,7 @@ struct V {
 
 #include "microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<2, 2, 6>("avx2");
+constexpr IsaKernels kTable = MakeKernelTable<2, 6, 0>("avx2");
 
 }  // namespace
 }  // namespace avx2

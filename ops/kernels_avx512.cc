@@ -1,6 +1,6 @@
 // AVX-512F micro-kernels: 16 floats per vector. Position tiles of 6 channels x 64 positions
 // (24 accumulators + 4 input vectors of the 32 zmm registers); channel tiles of 32 channels x 12
-// outputs (24 accumulators + 2 weight vectors + 1 broadcast). Compiled with -mavx512f -mfma.
+// outputs (24 accumulators + 2 weight vectors + 1 broadcast) or 16 channels x 28 outputs. Compiled with -mavx512f -mfma.
 #include <immintrin.h>
 
 #include "microkernel.h"
@@ -21,7 +21,7 @@ struct V {
 
 #include "microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<4, 2, 12>("avx512");
+constexpr IsaKernels kTable = MakeKernelTable<4, 12, 28>("avx512");
 
 }  // namespace
 }  // namespace avx512

@@ -34,7 +34,7 @@ using TileFn = void (*)(const TileArgs&);
 // Channel tiles: weights packed in blocks of this many output channels, [channel][tap][16].
 constexpr int kChannelBlock = 16;
 constexpr int kMaxChannelVectors = 2;
-constexpr int kMaxTileOutputs = 12;  // rows x columns of a channel tile, at most
+constexpr int kMaxTileOutputs = 28;  // rows x columns of a channel tile, at most
 
 struct ChannelTileArgs {
   const float* x;          // panel at the tile's first output (row r0, column j0), channel 0, tap 0
@@ -58,13 +58,13 @@ struct IsaKernels {
   // tile[rm][rv]: rm output channels (1..kTileM) x rv vectors of positions (1..tile_vectors);
   // narrower tiles finish a block without computing lanes that would be dropped.
   TileFn tile[kTileM + 1][kMaxTileVectors + 1];
-  // channel_tile[mv][cols]: mv vectors of channels x (max_outputs / cols) rows x cols columns;
+  // channel_tile[mv][cols]: mv vectors of channels x (max_outputs[mv] / cols) rows x cols columns
+  // (fewer channel vectors leave registers for more outputs: tiny images fit in one tile);
   // channel_vectors == 0 means this ISA has no channel tiles.
   int channel_vectors;
-  int max_outputs;
+  int max_outputs[kMaxChannelVectors + 1];
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
   int tile_positions() const { return vector_len * tile_vectors; }
-  int channel_tile_width() const { return vector_len * channel_vectors; }
 };
 
 // One table per ISA, each defined in its own file compiled with that ISA's flags only.

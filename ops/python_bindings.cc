@@ -92,7 +92,7 @@ py::array_t<float> Transform(const py::object& x_obj, const std::vector<int64_t>
                              const Ints& strides) {
   FloatArray x = AsFloat32(x_obj, "x");
   const ConvShape s = ShapeFor(Dims(x), kernel_shape, auto_pad, dilations, pads, strides);
-  const WindowLayout L = MakeWindowLayout(s, s.out_h, 0);
+  const WindowLayout L = MakeWindowLayout(s, s.out_h);
   py::array_t<float> out({s.batch, s.in_channels, s.kernel_h, L.num_phases, s.out_h, L.row_len});
   if (out.size() == 0) return out;
   py::gil_scoped_release release;
@@ -110,6 +110,11 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   const ConvPlan plan = MakeConvPlan(s, Epilogue{}, SelectIsa(isa));
   py::dict d;
   d["tile_family"] = plan.family == TileFamily::kChannels ? "channels" : "positions";
+  // Register tile: output channels x rows x columns of outputs (positions tiles: x a run of positions).
+  if (plan.family == TileFamily::kChannels)
+    d["tile"] = std::to_string(plan.m_unit) + "x" + std::to_string(plan.tile_rows) + "x" + std::to_string(plan.tile_cols);
+  else
+    d["tile"] = std::to_string(kTileM) + "x" + std::to_string(plan.isa->tile_positions());
   d["im2win_per_thread"] = plan.workspace_bytes();
   d["im2col"] = Im2colWorkspaceBytes(s);
   d["rows_per_block"] = plan.layout.rows;

@@ -1,13 +1,10 @@
 #include "window_layout.h"
 
-#include "microkernel.h"
-
 #include <algorithm>
-#include <cstring>
 
 namespace im2win {
 
-WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_t tile_positions) {
+WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_t read_rows, int64_t read_floats) {
   WindowLayout L;
   L.rows = rows_per_block;
   L.row_len = s.out_w + ((s.kernel_w - 1) * s.dilation_w) / s.stride_w;
@@ -27,8 +24,9 @@ WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
       L.tap_offset.push_back(static_cast<int32_t>((kh * L.num_phases + kw_slot[kw]) * L.plane +
                                                   (kw * s.dilation_w) / s.stride_w));
-  // A position tile reads up to a tile past the last position; a channel tile up to its rows.
-  L.slack = tile_positions + (kMaxTileOutputs + 1) * L.row_len;
+  // Past the last position of the last plane a tile still reads its own extent plus, through
+  // the taps, up to one window row.
+  L.slack = (read_rows + 1) * L.row_len + read_floats;
   return L;
 }
 
@@ -49,18 +47,20 @@ void BuildWindowPanel(const ConvShape& s, const WindowLayout& L, const float* x_
         float* dst = panel + c * L.channel_stride + (kh * L.num_phases + p) * L.plane;
         for (int64_t r = 0; r < rows; ++r, dst += L.row_len) {
           const int64_t y = (first_row + r) * s.stride_h + kh * s.dilation_h - s.pad_top;
+          // Plain loops rather than memcpy/memset: rows are often a few floats long, and the
+          // stride-1 copy vectorizes.
           if (y < 0 || y >= s.in_h) {
-            std::memset(dst, 0, sizeof(float) * L.row_len);
+            for (int64_t t = 0; t < L.row_len; ++t) dst[t] = 0.0f;
             continue;
           }
           const float* src = xc + y * s.in_w + first_col;
-          std::memset(dst, 0, sizeof(float) * t_lo);
+          for (int64_t t = 0; t < t_lo; ++t) dst[t] = 0.0f;
           if (s.stride_w == 1) {
-            std::memcpy(dst + t_lo, src + t_lo, sizeof(float) * (t_hi - t_lo));
+            for (int64_t t = t_lo; t < t_hi; ++t) dst[t] = src[t];
           } else {
             for (int64_t t = t_lo; t < t_hi; ++t) dst[t] = src[t * s.stride_w];
           }
-          std::memset(dst + t_hi, 0, sizeof(float) * (L.row_len - t_hi));
+          for (int64_t t = t_hi; t < L.row_len; ++t) dst[t] = 0.0f;
         }
       }
     }

@@ -34,8 +34,10 @@ struct WindowLayout {
   int64_t positions(int64_t rows_in_block) const { return rows_in_block * row_len; }
 };
 
-// tile_positions: how far a micro-kernel may read past the last position.
-WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_t tile_positions);
+// A micro-kernel may read up to read_rows window rows plus read_floats past the block's last
+// position; that much slack follows the panel.
+WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_t read_rows = 0,
+                              int64_t read_floats = 0);
 
 // Fills the panel for output rows [first_row, first_row + rows) of one image and group.
 // x_group points at that image's first channel of the group (C/group planes of in_h x in_w).
