@@ -13,7 +13,7 @@ namespace {
 // A window panel of about this many floats stays in a Zen 4 / Skylake-SP L2 beside a tile's weights.
 constexpr int64_t kPanelBudgetFloats = 64 * 1024;
 // Enough work items that a batch-1 layer keeps every thread of a small pool busy.
-constexpr int64_t kMinWorkItems = 8;
+constexpr int64_t kMinWorkItems = 4;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

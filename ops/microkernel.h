@@ -51,6 +51,10 @@ struct ChannelTileArgs {
 
 using ChannelTileFn = void (*)(const ChannelTileArgs&);
 
+// Runs iterations x kFmaProbeChains independent vector FMAs (for the peak-FLOP/s probe).
+constexpr int kFmaProbeChains = 24;
+using FmaLoopFn = float (*)(int64_t iterations);
+
 struct IsaKernels {
   const char* name;
   int vector_len;      // floats per vector
@@ -64,6 +68,7 @@ struct IsaKernels {
   int channel_vectors;
   int max_outputs[kMaxChannelVectors + 1];
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
+  FmaLoopFn fma_loop;
   int tile_positions() const { return vector_len * tile_vectors; }
 };
 

@@ -7,6 +7,7 @@
 
 #include "conv_driver.h"
 #include "cpu_dispatch.h"
+#include "fma_probe.h"
 #include "weight_pack.h"
 
 namespace py = pybind11;
@@ -146,5 +147,13 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("available_isas", &AvailableIsas, "ISAs this CPU can run, best first.");
   m.def("selected_isa", [](const std::string& isa) { return std::string(SelectIsa(isa).name); }, arg("isa") = "",
         "The ISA a conv would use (honours IM2WIN_ISA when isa is empty).");
+  m.def("fma_peak_gflops",
+        [](const std::string& isa, int threads, double seconds) {
+          const IsaKernels& kernels = SelectIsa(isa);
+          py::gil_scoped_release release;
+          return MeasureFmaPeak(kernels, threads, seconds);
+        },
+        arg("isa") = "", arg("threads") = 1, arg("seconds") = 0.3,
+        "FP32 GFLOP/s of independent FMA chains on `threads` threads: this machine's peak for the ISA.");
   py::register_exception<ConvError>(m, "ConvError", PyExc_ValueError);
 }
