@@ -13,7 +13,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ORT's)")
     demo.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
     sub.add_parser("info", help="print the library path and the ISAs this CPU can run")
-    args = parser.parse_args(argv)
+    sub.add_parser("bench", help="per-layer benchmark against ORT's Conv (see `im2win-ort bench --help`)",
+                   add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     if args.command in (None, "demo"):
         from .demo import run_demo

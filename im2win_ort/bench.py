@@ -1,0 +1,278 @@
+"""Per-layer benchmark: com.im2win::Conv against ORT's own Conv (ORT_ENABLE_ALL: NCHWc; and
+ORT_ENABLE_EXTENDED: im2col + SGEMM) and PyTorch's conv2d when torch is installed.
+
+    python -m im2win_ort.bench [--sets paper,resnet50,vgg16,mobilenetv2] [--threads 1,2] [--json FILE]
+
+Each configuration runs in its own ORT session with a fixed thread count; runs are interleaved
+across configurations (so that machine noise hits all alike) and each time is the median over
+repeated runs after warm-up. GFLOP/s are relative to this machine's FP32 FMA peak, measured by a
+probe of the same run, and every speed is also given as a time ratio against ORT from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from .layer_sets import LAYER_SETS, ConvLayer
+
+BASELINES = ["ort_all", "ort_extended", "torch"]
+
+
+def conv_model(layer: ConvLayer, domain: str = "") -> bytes:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    fan_in = layer.w_shape[1] * layer.kernel**2
+    w = (rng.standard_normal(layer.w_shape) / math.sqrt(fan_in)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(layer.out_channels)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], domain=domain, strides=[layer.stride] * 2,
+                            pads=[layer.pad] * 4, group=layer.group)
+    graph = helper.make_graph(
+        [node], layer.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, layer.x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+
+
+def _ort_runner(model: bytes, threads: int, level, im2win: bool, x: np.ndarray):
+    import onnxruntime as ort
+
+    from ._library import session_options
+
+    so = session_options(threads) if im2win else ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = level
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    feeds = {"x": x}
+    return lambda: sess.run(None, feeds)[0]
+
+
+def _torch_runner(layer: ConvLayer, threads: int, x: np.ndarray):
+    try:
+        import torch
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    fan_in = layer.w_shape[1] * layer.kernel**2
+    w = torch.from_numpy((rng.standard_normal(layer.w_shape) / math.sqrt(fan_in)).astype(np.float32))
+    b = torch.from_numpy((0.1 * rng.standard_normal(layer.out_channels)).astype(np.float32))
+    xt = torch.from_numpy(x)
+
+    def run():
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            return torch.nn.functional.conv2d(xt, w, b, stride=layer.stride, padding=layer.pad,
+                                              groups=layer.group).numpy()
+
+    return run
+
+
+def median_times(runners: dict[str, Callable], min_seconds: float, max_runs: int, warmup: int = 2) -> dict:
+    """Median seconds per runner; runs interleaved round-robin until each has min_seconds or max_runs."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    while True:
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+        n = len(next(iter(times.values())))
+        if n >= max_runs or (n >= 5 and min(sum(t) for t in times.values()) >= min_seconds):
+            return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds: float = 0.3,
+                max_runs: int = 30) -> dict:
+    import onnxruntime as ort
+
+    from . import _kernels
+
+    x = np.random.default_rng(1).standard_normal(layer.x_shape).astype(np.float32)
+    reference = conv_model(layer)
+    runners = {
+        "im2win": _ort_runner(conv_model(layer, "com.im2win"), threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                              True, x),
+        "ort_all": _ort_runner(reference, threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, False, x),
+        "ort_extended": _ort_runner(reference, threads, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, False, x),
+    }
+    torch_run = _torch_runner(layer, threads, x)
+    if torch_run is not None:
+        runners["torch"] = torch_run
+    # Never time a wrong answer: check ours against ORT first.
+    want, got = runners["ort_all"](), runners["im2win"]()
+    err = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
+    if not err <= 1e-4:
+        raise RuntimeError(f"{layer.name}: com.im2win::Conv differs from ORT's Conv (relative error {err:.3g})")
+
+    seconds = median_times(runners, min_seconds, max_runs)
+    ws = _kernels.workspace_bytes(layer.x_shape, layer.w_shape, strides=[layer.stride] * 2, pads=[layer.pad] * 4,
+                                  group=layer.group)
+    record = {
+        "layer": layer.name, "shape": layer.describe(), "batch": layer.batch, "threads": threads,
+        "gflop": layer.flops / 1e9, "max_rel_err": err, "seconds": seconds,
+        "gflops": {name: layer.flops / t / 1e9 for name, t in seconds.items()},
+        "ratio": {name: seconds["im2win"] / seconds[name] for name in BASELINES if name in seconds},
+        "workspace_bytes": {"im2win_per_thread": ws["im2win_per_thread"], "im2col": ws["im2col"]},
+        "tile": f"{ws['tile_family']} {ws['tile']}",
+    }
+    record["pct_peak"] = 100.0 * record["gflops"]["im2win"] / peak_gflops
+    return record
+
+
+def machine_info(threads_list) -> dict:
+    import onnxruntime as ort
+
+    from . import _kernels
+
+    model, flags = platform.processor(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("", platform.processor()):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    interesting = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"]
+    return {
+        "cpu": model, "cores": os.cpu_count(), "features": [f for f in interesting if f in flags],
+        "isa": _kernels.selected_isa(), "onnxruntime": ort.__version__, "python": platform.python_version(),
+        "fma_peak_gflops": {str(t): _kernels.fma_peak_gflops(threads=t) for t in threads_list},
+    }
+
+
+def _geomean(values) -> float:
+    values = list(values)
+    return float(math.exp(sum(math.log(v) for v in values) / len(values))) if values else float("nan")
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Geometric-mean time ratios and the worst layer against ORT_ENABLE_ALL, per set and thread count."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["set"], r["threads"]), []).append(r)
+    rows = []
+    for (name, threads), rs in groups.items():
+        row = {"set": name, "threads": threads, "layers": len(rs)}
+        for base in BASELINES:
+            ratios = [r["ratio"][base] for r in rs if base in r["ratio"]]
+            if ratios:
+                row[f"geomean_vs_{base}"] = _geomean(ratios)
+        worst = max(rs, key=lambda r: r["ratio"]["ort_all"])
+        row["worst_vs_ort_all"] = {"layer": worst["layer"], "batch": worst["batch"], "ratio": worst["ratio"]["ort_all"]}
+        row["median_pct_peak"] = float(np.median([r["pct_peak"] for r in rs]))
+        rows.append(row)
+    return rows
+
+
+def format_table(records: list[dict], summary: list[dict], machine: dict) -> str:
+    has_torch = any("torch" in r["gflops"] for r in records)
+    peaks = ", ".join(f"{t} thr {p:.1f}" for t, p in machine["fma_peak_gflops"].items())
+    lines = [
+        f"CPU: {machine['cpu']} ({machine['cores']} cores; {' '.join(machine['features'])}); ISA {machine['isa']}; "
+        f"onnxruntime {machine['onnxruntime']}",
+        f"FP32 FMA peak (probe, GFLOP/s): {peaks}",
+        "GFLOP/s per configuration; ratio = time(im2win) / time(baseline), < 1 means im2win is faster; "
+        "workspace = bytes per thread (im2win) vs im2col's",
+        "",
+    ]
+    head = (f"{'layer':<16}{'shape':<34}{'thr':>4}{'im2win':>8}{'%peak':>7}{'ORT-ALL':>9}{'ORT-EXT':>9}"
+            + (f"{'torch':>8}" if has_torch else "") + f"{'/ALL':>7}{'/EXT':>7}" + (f"{'/torch':>8}" if has_torch else "")
+            + f"{'ws im2win':>11}{'ws im2col':>11}  tile")
+    lines.append(head)
+    lines.append("-" * len(head))
+    for r in records:
+        g, q = r["gflops"], r["ratio"]
+        line = (f"{r['layer']:<16}{r['shape']:<34}{r['threads']:>4}{g['im2win']:>8.1f}{r['pct_peak']:>6.0f}%"
+                f"{g['ort_all']:>9.1f}{g['ort_extended']:>9.1f}")
+        if has_torch:
+            line += f"{g.get('torch', float('nan')):>8.1f}"
+        line += f"{q['ort_all']:>7.2f}{q['ort_extended']:>7.2f}"
+        if has_torch:
+            line += f"{q.get('torch', float('nan')):>8.2f}"
+        ws = r["workspace_bytes"]
+        line += f"{_kib(ws['im2win_per_thread']):>11}{_kib(ws['im2col']):>11}  {r['tile']}"
+        lines.append(line)
+    lines.append("")
+    for s in summary:
+        parts = [f"{s['set']}, {s['threads']} thread(s), {s['layers']} layers: geomean ratio"]
+        parts.append(", ".join(f"vs {b} {s[f'geomean_vs_{b}']:.3f}" for b in BASELINES if f"geomean_vs_{b}" in s))
+        w = s["worst_vs_ort_all"]
+        parts.append(f"worst vs ort_all {w['ratio']:.2f} ({w['layer']} N{w['batch']}); "
+                     f"median {s['median_pct_peak']:.0f}% of peak")
+        lines.append("; ".join(parts))
+    return "\n".join(lines)
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.0f}K" if n < 10 * 1024 * 1024 else f"{n / 1024 / 1024:.0f}M"
+
+
+def run(sets: list[str], threads_list: list[int], min_seconds: float = 0.3, max_runs: int = 30,
+        progress=None) -> dict:
+    machine = machine_info(threads_list)
+    records = []
+    for set_name in sets:
+        for layer in LAYER_SETS[set_name]():
+            for threads in threads_list:
+                peak = machine["fma_peak_gflops"][str(threads)]
+                record = bench_layer(layer, threads, peak, min_seconds, max_runs)
+                record["set"] = set_name
+                records.append(record)
+                if progress:
+                    progress(record)
+    return {"machine": machine, "records": records, "summary": summarize(records)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="im2win-ort bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default="paper,resnet50,vgg16,mobilenetv2",
+                        help=f"comma-separated layer sets from {', '.join(LAYER_SETS)}")
+    parser.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts")
+    parser.add_argument("--min-seconds", type=float, default=0.3, help="least time per configuration and layer")
+    parser.add_argument("--max-runs", type=int, default=30, help="most timed runs per configuration and layer")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    sets = [s for s in args.sets.split(",") if s]
+    unknown = [s for s in sets if s not in LAYER_SETS]
+    if unknown:
+        parser.error(f"unknown layer set(s) {', '.join(unknown)}; choose from {', '.join(LAYER_SETS)}")
+    try:
+        threads_list = [int(t) for t in args.threads.split(",") if t]
+    except ValueError:
+        parser.error(f"--threads takes comma-separated integers, got {args.threads!r}")
+    if not threads_list or min(threads_list) < 1:
+        parser.error("--threads needs positive thread counts")
+
+    def progress(r):
+        print(f"  {r['layer']:<16} N{r['batch']} {r['threads']} thr: {r['gflops']['im2win']:.1f} GFLOP/s, "
+              f"{r['ratio']['ort_all']:.2f} x ORT-ALL", file=sys.stderr, flush=True)
+
+    result = run(sets, threads_list, args.min_seconds, args.max_runs, progress)
+    print(format_table(result["records"], result["summary"], result["machine"]))
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, args.json)
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The benchmark runs end to end on a tiny layer (so it never rots) and reports real measurements."""
+
+import json
+
+from im2win_ort import bench
+from im2win_ort.layer_sets import LAYER_SETS, ConvLayer
+
+
+def test_bench_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--sets", "tiny", "--threads", "1,2", "--min-seconds", "0.01", "--max-runs", "5",
+                       "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "tiny" in table and "FMA peak" in table and "geomean ratio" in table
+    result = json.loads(out.read_text())
+    assert result["machine"]["fma_peak_gflops"]["1"] > 0
+    records = result["records"]
+    assert [r["threads"] for r in records] == [1, 2]
+    for r in records:
+        assert r["max_rel_err"] <= 1e-4
+        assert {"im2win", "ort_all", "ort_extended"} <= set(r["seconds"])
+        assert all(t > 0 for t in r["seconds"].values())
+        assert r["gflops"]["im2win"] == r["gflop"] / r["seconds"]["im2win"]
+        assert r["workspace_bytes"]["im2col"] == 8 * 9 * 12 * 12 * 4
+        assert 0 < r["workspace_bytes"]["im2win_per_thread"]
+    assert {s["threads"] for s in result["summary"]} == {1, 2}
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--sets", "nosuchset"])
+    assert info.value.code == 2
+    assert "unknown layer set" in capsys.readouterr().err
+
+
+def test_layer_sets_hold_the_networks_distinct_shapes():
+    resnet = LAYER_SETS["resnet50"]()
+    shapes = {(l.channels, l.height, l.out_channels, l.kernel, l.stride) for l in resnet}
+    assert len(shapes) == len(resnet)  # distinct
+    assert (3, 224, 64, 7, 2) in shapes and (512, 7, 512, 3, 1) in shapes and (1024, 14, 2048, 1, 2) in shapes
+    vgg = LAYER_SETS["vgg16"]()
+    assert len(vgg) == 9 and vgg[-1].height == 14
+    mobilenet = LAYER_SETS["mobilenetv2"]()
+    assert any(l.group == l.channels > 1 for l in mobilenet)  # depthwise
+    assert mobilenet[-1].out_channels == 1280 and mobilenet[-1].height == 7
+    paper = LAYER_SETS["paper"]()
+    assert len(paper) == 24 and {l.batch for l in paper} == {1, 8}
+    assert ConvLayer("x", 3, 227, 227, 96, 11, 4).out_hw == (55, 55)
