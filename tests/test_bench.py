@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from im2win_ort import bench
 from im2win_ort.layer_sets import LAYER_SETS, ConvLayer
 
@@ -20,15 +22,13 @@ def test_bench_smoke(tmp_path, capsys):
         assert r["max_rel_err"] <= 1e-4
         assert {"im2win", "ort_all", "ort_extended"} <= set(r["seconds"])
         assert all(t > 0 for t in r["seconds"].values())
-        assert r["gflops"]["im2win"] == r["gflop"] / r["seconds"]["im2win"]
+        assert r["gflops"]["im2win"] == pytest.approx(r["gflop"] / r["seconds"]["im2win"])
         assert r["workspace_bytes"]["im2col"] == 8 * 9 * 12 * 12 * 4
         assert 0 < r["workspace_bytes"]["im2win_per_thread"]
     assert {s["threads"] for s in result["summary"]} == {1, 2}
 
 
 def test_bench_rejects_bad_arguments(capsys):
-    import pytest
-
     with pytest.raises(SystemExit) as info:
         bench.main(["--sets", "nosuchset"])
     assert info.value.code == 2
