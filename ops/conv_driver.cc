@@ -10,8 +10,9 @@
 namespace im2win {
 namespace {
 
-// A window panel of about this many floats stays in a Zen 4 / Skylake-SP L2 beside a tile's weights.
-constexpr int64_t kPanelBudgetFloats = 64 * 1024;
+// A window panel of up to this many floats (512 KiB) stays in a Zen 4 / Skylake-SP L2 (1 MiB)
+// beside a tile's weights.
+constexpr int64_t kPanelBudgetFloats = 128 * 1024;
 // Enough work items that a batch-1 layer keeps every thread of a small pool busy.
 constexpr int64_t kMinWorkItems = 4;
 
@@ -96,6 +97,21 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
   }
 }
 
+// Position tiles compute whole vectors: picks the rows per block (at most max_rows) that compute
+// the fewest positions in all over the image, the most rows on a tie.
+int64_t ChooseBlockRows(int64_t out_h, int64_t row_len, int64_t max_rows, int vector_len) {
+  int64_t best_rows = max_rows, best_cost = -1;
+  for (int64_t rows = max_rows; rows >= std::max<int64_t>(1, max_rows / 2); --rows) {
+    const int64_t full = out_h / rows, last = out_h % rows;
+    const int64_t cost = full * CeilDiv(rows * row_len, vector_len) + CeilDiv(last * row_len, vector_len);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best_rows = rows;
+    }
+  }
+  return best_rows;
+}
+
 }  // namespace
 
 ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa,
@@ -106,8 +122,11 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.isa = &isa;
   p.family = ChooseTileFamily(isa, s, preference);
   const WindowLayout one_row = MakeWindowLayout(s, 1);
-  const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride);
-  int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats, 1, s.out_h);
+  // Each output row adds one panel row per phase pair; the windows' overhang is paid once.
+  const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride / one_row.plane_rows);
+  const int64_t overhang = one_row.plane_rows - 1;
+  int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats - overhang, 1, s.out_h);
+  if (p.family == TileFamily::kPositions) rows = ChooseBlockRows(s.out_h, one_row.row_len, rows, isa.vector_len);
   int64_t row_blocks = CeilDiv(s.out_h, rows);
   if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, s.out_w, rows, &p);
   p.m_unit = p.family == TileFamily::kChannels ? p.tile_vectors * isa.vector_len : kTileM;

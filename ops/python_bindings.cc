@@ -87,14 +87,16 @@ ConvShape ShapeFor(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   return ResolveConvShape(Attributes(auto_pad, dilations, 1, kernel_shape, pads, strides), x_dims, w_dims);
 }
 
-// The whole-image window tensor, N x C x Kh x phases x Ho x row_len (see window_layout.h).
+// The whole-image window panel, N x C x row phases x column phases x plane_rows x row_len
+// (see window_layout.h).
 py::array_t<float> Transform(const py::object& x_obj, const std::vector<int64_t>& kernel_shape,
                              const std::string& auto_pad, const Ints& dilations, const Ints& pads,
                              const Ints& strides) {
   FloatArray x = AsFloat32(x_obj, "x");
   const ConvShape s = ShapeFor(Dims(x), kernel_shape, auto_pad, dilations, pads, strides);
   const WindowLayout L = MakeWindowLayout(s, s.out_h);
-  py::array_t<float> out({s.batch, s.in_channels, s.kernel_h, L.num_phases, s.out_h, L.row_len});
+  py::array_t<float> out({s.batch, s.in_channels, static_cast<int64_t>(L.row_phase.size()),
+                          static_cast<int64_t>(L.col_phase.size()), L.plane_rows, L.row_len});
   if (out.size() == 0) return out;
   py::gil_scoped_release release;
   const int64_t image = s.in_channels * s.in_h * s.in_w;
@@ -139,7 +141,8 @@ PYBIND11_MODULE(_kernels, m) {
         "std::threads.");
   m.def("im2win_transform", &Transform, arg("x"), arg("kernel_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("pads") = py::none(), arg("strides") = py::none(),
-        "The im2win window tensor of x, shape N x C x Kh x phases x Ho x row_len.");
+        "The im2win window panel of x for all output rows, shape N x C x row phases x column phases x "
+        "panel rows x row_len (ops/window_layout.h).");
   m.def("workspace_bytes", &Workspace, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
         arg("isa") = "",

@@ -3,27 +3,39 @@
 #include <algorithm>
 
 namespace im2win {
+namespace {
+
+// For taps k = 0..kernel-1: the slot of phase (k*dilation) mod stride (adding it to `phases` when
+// new) and the shift (k*dilation) / stride.
+void SplitByPhase(int64_t kernel, int64_t dilation, int64_t stride, std::vector<int64_t>* phases,
+                  std::vector<int64_t>* slot, std::vector<int64_t>* shift) {
+  for (int64_t k = 0; k < kernel; ++k) {
+    const int64_t phase = (k * dilation) % stride;
+    auto it = std::find(phases->begin(), phases->end(), phase);
+    slot->push_back(it - phases->begin());
+    if (it == phases->end()) phases->push_back(phase);
+    shift->push_back((k * dilation) / stride);
+  }
+}
+
+}  // namespace
 
 WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_t read_rows, int64_t read_floats) {
   WindowLayout L;
   L.rows = rows_per_block;
   L.row_len = s.out_w + ((s.kernel_w - 1) * s.dilation_w) / s.stride_w;
   L.channels = s.channels_per_group();
-  // Only the phases some tap reads are stored: a stride larger than the kernel skips columns.
-  std::vector<int64_t> kw_slot(s.kernel_w);
-  for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
-    const int64_t phase = (kw * s.dilation_w) % s.stride_w;
-    auto it = std::find(L.slot_phase.begin(), L.slot_phase.end(), phase);
-    kw_slot[kw] = it - L.slot_phase.begin();
-    if (it == L.slot_phase.end()) L.slot_phase.push_back(phase);
-  }
-  L.num_phases = static_cast<int64_t>(L.slot_phase.size());
-  L.plane = L.rows * L.row_len;
-  L.channel_stride = s.kernel_h * L.num_phases * L.plane;
+  std::vector<int64_t> kh_slot, kh_shift, kw_slot, kw_shift;
+  SplitByPhase(s.kernel_h, s.dilation_h, s.stride_h, &L.row_phase, &kh_slot, &kh_shift);
+  SplitByPhase(s.kernel_w, s.dilation_w, s.stride_w, &L.col_phase, &kw_slot, &kw_shift);
+  L.plane_rows = L.rows + *std::max_element(kh_shift.begin(), kh_shift.end());
+  L.plane = L.plane_rows * L.row_len;
+  const int64_t col_slots = static_cast<int64_t>(L.col_phase.size());
+  L.channel_stride = static_cast<int64_t>(L.row_phase.size()) * col_slots * L.plane;
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
-      L.tap_offset.push_back(static_cast<int32_t>((kh * L.num_phases + kw_slot[kw]) * L.plane +
-                                                  (kw * s.dilation_w) / s.stride_w));
+      L.tap_offset.push_back(static_cast<int32_t>((kh_slot[kh] * col_slots + kw_slot[kw]) * L.plane +
+                                                  kh_shift[kh] * L.row_len + kw_shift[kw]));
   // Past the last position of the last plane a tile still reads its own extent plus, through
   // the taps, up to one window row.
   L.slack = (read_rows + 1) * L.row_len + read_floats;
@@ -33,35 +45,34 @@ WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_
 void BuildWindowPanel(const ConvShape& s, const WindowLayout& L, const float* x_group, int64_t first_row,
                       int64_t rows, float* panel) {
   const int64_t in_plane = s.in_h * s.in_w;
+  const int64_t rows_needed = rows + (L.plane_rows - L.rows);  // the block's rows and its windows' overhang
   for (int64_t c = 0; c < L.channels; ++c) {
     const float* xc = x_group + c * in_plane;
-    for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
-      for (int64_t p = 0; p < L.num_phases; ++p) {
-        const int64_t phase = L.slot_phase[p];
-        // Window columns t whose input column t*stride_w + phase - pad_left lies inside X.
-        const int64_t first_col = phase - s.pad_left;
+    float* dst = panel + c * L.channel_stride;
+    for (int64_t row_phase : L.row_phase) {
+      for (int64_t col_phase : L.col_phase) {
+        // Window columns t whose input column t*stride_w + col_phase - pad_left lies inside X.
+        const int64_t first_col = col_phase - s.pad_left;
         const int64_t t_lo = std::min(L.row_len, first_col >= 0 ? 0 : (-first_col + s.stride_w - 1) / s.stride_w);
         const int64_t last = s.in_w - 1 - first_col;  // may be negative: floor-divide
-        const int64_t t_hi =
-            std::max(t_lo, std::min(L.row_len, last < 0 ? 0 : last / s.stride_w + 1));
-        float* dst = panel + c * L.channel_stride + (kh * L.num_phases + p) * L.plane;
-        for (int64_t r = 0; r < rows; ++r, dst += L.row_len) {
-          const int64_t y = (first_row + r) * s.stride_h + kh * s.dilation_h - s.pad_top;
-          // Plain loops rather than memcpy/memset: rows are often a few floats long, and the
-          // stride-1 copy vectorizes.
+        const int64_t t_hi = std::max(t_lo, std::min(L.row_len, last < 0 ? 0 : last / s.stride_w + 1));
+        float* row = dst;
+        for (int64_t u = 0; u < rows_needed; ++u, row += L.row_len) {
+          const int64_t y = (first_row + u) * s.stride_h + row_phase - s.pad_top;
           if (y < 0 || y >= s.in_h) {
-            for (int64_t t = 0; t < L.row_len; ++t) dst[t] = 0.0f;
+            for (int64_t t = 0; t < L.row_len; ++t) row[t] = 0.0f;
             continue;
           }
           const float* src = xc + y * s.in_w + first_col;
-          for (int64_t t = 0; t < t_lo; ++t) dst[t] = 0.0f;
+          for (int64_t t = 0; t < t_lo; ++t) row[t] = 0.0f;
           if (s.stride_w == 1) {
-            for (int64_t t = t_lo; t < t_hi; ++t) dst[t] = src[t];
+            for (int64_t t = t_lo; t < t_hi; ++t) row[t] = src[t];
           } else {
-            for (int64_t t = t_lo; t < t_hi; ++t) dst[t] = src[t * s.stride_w];
+            for (int64_t t = t_lo; t < t_hi; ++t) row[t] = src[t * s.stride_w];
           }
-          for (int64_t t = t_hi; t < L.row_len; ++t) dst[t] = 0.0f;
+          for (int64_t t = t_hi; t < L.row_len; ++t) row[t] = 0.0f;
         }
+        dst += L.plane;
       }
     }
   }

@@ -187,12 +187,12 @@ def test_random_convolutions_match_numpy(problem, seed):
     assert_close(got, want)
 
 
-# --- the im2win window tensor ---------------------------------------------------------------
+# --- the im2win window panel ----------------------------------------------------------------
 
 def numpy_window_tensor(x, kernel_shape, auto_pad="NOTSET", dilations=None, pads=None, strides=None):
-    """window_layout.h's tensor, N x C x Kh x phases x Ho x row_len, with
-    T[n, c, kh, p, r, t] = X[n, c, r*s_h + kh*d_h - pad_top, t*s_w + phase[p] - pad_left] (0 outside X).
-    Returns the tensor, the column phase of each slot and the resolved geometry."""
+    """window_layout.h's panel for all output rows, N x C x A x P x plane_rows x row_len, with
+    T[n, c, a, p, u, t] = X[n, c, u*s_h + row_phase[a] - pad_top, t*s_w + col_phase[p] - pad_left]
+    (0 outside X). Returns the tensor, the row and column phase of each slot and the geometry."""
     rank = x.ndim - 2
     kernel = list(kernel_shape)
     strides = list(strides or [1] * rank)
@@ -207,21 +207,23 @@ def numpy_window_tensor(x, kernel_shape, auto_pad="NOTSET", dilations=None, pads
     out_h = (in_h + begin[0] + end[0] - (kh_n - 1) * dh - 1) // sh + 1
     out_w = (in_w + begin[1] + end[1] - (kw_n - 1) * dw - 1) // sw + 1
     row_len = out_w + ((kw_n - 1) * dw) // sw
-    phases = list(dict.fromkeys((kw * dw) % sw for kw in range(kw_n)))  # in order of first use
+    plane_rows = out_h + ((kh_n - 1) * dh) // sh
+    row_phases = list(dict.fromkeys((kh * dh) % sh for kh in range(kh_n)))  # in order of first use
+    col_phases = list(dict.fromkeys((kw * dw) % sw for kw in range(kw_n)))
     n, c = x.shape[:2]
-    t = np.zeros((n, c, kh_n, len(phases), out_h, row_len), np.float32)
-    for kh in range(kh_n):
-        for p, phase in enumerate(phases):
-            for r in range(out_h):
-                y = r * sh + kh * dh - begin[0]
+    t = np.zeros((n, c, len(row_phases), len(col_phases), plane_rows, row_len), np.float32)
+    for a, row_phase in enumerate(row_phases):
+        for p, col_phase in enumerate(col_phases):
+            for u in range(plane_rows):
+                y = u * sh + row_phase - begin[0]
                 if not 0 <= y < in_h:
                     continue
                 for col in range(row_len):
-                    xc = col * sw + phase - begin[1]
+                    xc = col * sw + col_phase - begin[1]
                     if 0 <= xc < in_w:
-                        t[:, :, kh, p, r, col] = x[:, :, y, xc]
-    geometry = {"out_h": out_h, "out_w": out_w, "sw": sw, "dw": dw, "kernel": (kh_n, kw_n)}
-    return t, phases, geometry
+                        t[:, :, a, p, u, col] = x[:, :, y, xc]
+    geometry = {"out_h": out_h, "out_w": out_w, "sh": sh, "dh": dh, "sw": sw, "dw": dw, "kernel": (kh_n, kw_n)}
+    return t, (row_phases, col_phases), geometry
 
 
 TRANSFORM_CASES = {
@@ -248,18 +250,20 @@ def test_im2win_transform_matches_numpy(name):
     assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)
 
-    # The layout's promise: output (r, j), tap (kh, kw) reads T[.., kh, slot(kw), r, j + shift(kw)],
-    # so a conv built from the tensor alone equals the reference.
+    # The layout's promise: output (r, j), tap (kh, kw) reads
+    # T[.., a(kh), p(kw), r + row_shift(kh), j + col_shift(kw)], so a conv built from the panel
+    # alone equals the reference.
+    row_phases, col_phases = phases
     w = rng.standard_normal((3, x_shape[1], *kernel)).astype(np.float32)
     kh_n, kw_n = g["kernel"]
     w4 = w.reshape(3, x_shape[1], kh_n, kw_n)
     y = np.zeros((x_shape[0], 3, g["out_h"], g["out_w"]))
     for kh in range(kh_n):
+        a, row_shift = row_phases.index((kh * g["dh"]) % g["sh"]), (kh * g["dh"]) // g["sh"]
         for kw in range(kw_n):
-            slot = phases.index((kw * g["dw"]) % g["sw"])
-            shift = (kw * g["dw"]) // g["sw"]
-            window = want[:, :, kh, slot, :, shift:shift + g["out_w"]].astype(np.float64)
-            y += np.einsum("nchw,mc->nmhw", window, w4[:, :, kh, kw])
+            p, col_shift = col_phases.index((kw * g["dw"]) % g["sw"]), (kw * g["dw"]) // g["sw"]
+            window = want[:, :, a, p, row_shift:row_shift + g["out_h"], col_shift:col_shift + g["out_w"]]
+            y += np.einsum("nchw,mc->nmhw", window.astype(np.float64), w4[:, :, kh, kw])
     want_y = reference_conv(x, w, **attrs)
     assert_close(y.reshape(want_y.shape).astype(np.float32), want_y)
 
