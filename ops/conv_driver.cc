@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -97,6 +98,55 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
   }
 }
 
+// Depthwise: per channel, the window panel, then each output row in runs of up to a tile,
+// stored with the epilogue fused (activations other than Relu and Clip follow on the row).
+void RunDepthwise(const ConvPlan& p, const float* x_image, const float* w, const float* bias, const float* residual,
+                  float* y_image, int64_t g_begin, int64_t g_end, int64_t first_row, int64_t rows, float* panel) {
+  const ConvShape& s = p.shape;
+  const WindowLayout& L = p.layout;
+  const IsaKernels& isa = *p.isa;
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  const int tp = isa.tile_positions();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  DepthwiseRowArgs a;
+  a.taps = L.tap_offset.data();
+  a.tap_count = taps;
+  a.lo = -kInf;
+  a.hi = kInf;
+  bool activation_after = false;
+  switch (p.epilogue.activation) {
+    case Activation::kNone:
+      break;
+    case Activation::kRelu:
+      a.lo = 0.0f;
+      break;
+    case Activation::kClip:
+      a.lo = p.epilogue.alpha;
+      a.hi = p.epilogue.beta;
+      break;
+    default:
+      activation_after = true;
+  }
+  for (int64_t g = g_begin; g < g_end; ++g) {
+    BuildWindowPanel(s, L, x_image + g * in_plane, first_row, rows, panel);
+    a.w = w + g * taps;
+    a.bias = bias != nullptr ? bias[g] : 0.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t offset = g * out_plane + (first_row + r) * s.out_w;
+      for (int64_t j0 = 0; j0 < s.out_w; j0 += tp) {
+        a.count = std::min<int64_t>(tp, s.out_w - j0);
+        a.x = panel + r * L.row_len + j0;
+        a.y = y_image + offset + j0;
+        a.residual = residual != nullptr ? residual + offset + j0 : nullptr;
+        isa.depthwise_row[CeilDiv(a.count, isa.vector_len)](a);
+      }
+      if (activation_after)
+        ApplyEpilogue(y_image + offset, 0.0f, nullptr, y_image + offset, s.out_w, p.epilogue);
+    }
+  }
+}
+
 // Position tiles compute whole vectors: picks the rows per block (at most max_rows) that compute
 // the fewest positions in all over the image, the most rows on a tie.
 int64_t ChooseBlockRows(int64_t out_h, int64_t row_len, int64_t max_rows, int vector_len) {
@@ -140,6 +190,10 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     row_blocks = CeilDiv(s.out_h, rows);
   }
   p.row_blocks = row_blocks;
+  // Depthwise: a channel is little work, so an item takes several, enough for ~4 items a thread.
+  p.depthwise = s.channels_per_group() == 1 && s.outputs_per_group() == 1;
+  if (p.depthwise)
+    p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / (4 * kMinWorkItems));
   if (p.family == TileFamily::kChannels) {
     ChooseChannelTile(isa, s.out_w, rows, &p);  // again: the rows may have been split above
     p.layout = MakeWindowLayout(s, rows, p.tile_rows, p.tile_cols);
@@ -165,8 +219,8 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
   auto body = [&](int64_t item) {
     const int64_t chunk = item % p.m_chunks;
     const int64_t block = (item / p.m_chunks) % p.row_blocks;
-    const int64_t g = (item / (p.m_chunks * p.row_blocks)) % s.group;
-    const int64_t n = item / (p.m_chunks * p.row_blocks * s.group);
+    const int64_t g = (item / (p.m_chunks * p.row_blocks)) % p.group_blocks() * p.groups_per_item;
+    const int64_t n = item / (p.m_chunks * p.row_blocks * p.group_blocks());
     const int64_t first_row = block * L.rows;
     const int64_t rows = std::min(L.rows, s.out_h - first_row);
     const int64_t m_begin = chunk * tiles_per_chunk * p.m_unit;
@@ -174,11 +228,16 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     if (rows <= 0 || m_begin >= m_end) return;
 
     float* panel = ThreadWorkspace(L.panel_floats());
+    const float* res_image = residual != nullptr ? residual + n * y_image : nullptr;
+    float* y_out = y + n * y_image;
+    if (p.depthwise) {
+      RunDepthwise(p, x + n * x_image, packed_w, bias, res_image, y_out, g, std::min(s.group, g + p.groups_per_item),
+                   first_row, rows, panel);
+      return;
+    }
     BuildWindowPanel(s, L, x + n * x_image + g * cg * s.in_h * s.in_w, first_row, rows, panel);
     constexpr int kChannelTileFloats = kMaxTileOutputs * kChannelBlock * kMaxChannelVectors;
     alignas(64) float tile[std::max(kChannelTileFloats, kTileM * kMaxTilePositions)];
-    const float* res_image = residual != nullptr ? residual + n * y_image : nullptr;
-    float* y_out = y + n * y_image;
 
     if (p.family == TileFamily::kChannels) {
       ChannelTileArgs a;

@@ -25,8 +25,11 @@ struct ConvPlan {
   int64_t m_unit = 0;           // output channels per register tile (kTileM or a channel tile)
   int64_t m_tiles = 0;          // register tiles of output channels per group
   int64_t m_chunks = 0;         // channel tiles split across work items
+  bool depthwise = false;       // one input and one output channel per group: depthwise row tiles
+  int64_t groups_per_item = 1;
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
-  int64_t work_items() const { return shape.batch * shape.group * row_blocks * m_chunks; }
+  int64_t group_blocks() const { return (shape.group + groups_per_item - 1) / groups_per_item; }
+  int64_t work_items() const { return shape.batch * group_blocks() * row_blocks * m_chunks; }
   // Bytes each thread reserves (the window panel); independent of the batch.
   int64_t workspace_bytes() const { return layout.panel_floats() * static_cast<int64_t>(sizeof(float)); }
 };

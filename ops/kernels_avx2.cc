@@ -18,6 +18,16 @@ struct V {
   static T Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static T Fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static void Store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static T Add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T Min(T a, T b) { return _mm256_min_ps(a, b); }
+  static T Max(T a, T b) { return _mm256_max_ps(a, b); }
+  // Lane i is on when i < n: compare a lane index vector against n.
+  static __m256i Mask(int64_t n) {
+    const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n < 8 ? n : 8)), index);
+  }
+  static T LoadPartial(const float* p, int64_t n) { return _mm256_maskload_ps(p, Mask(n)); }
+  static void StorePartial(float* p, T v, int64_t n) { _mm256_maskstore_ps(p, Mask(n), v); }
 };
 
 #include "microkernel_tile.inc"

@@ -21,6 +21,27 @@ struct V {
   static void Store(float* p, T v) {
     for (int i = 0; i < 4; ++i) p[i] = v.f[i];
   }
+  static T Add(T a, T b) {
+    for (int i = 0; i < 4; ++i) a.f[i] += b.f[i];
+    return a;
+  }
+  // As the x86 instructions: the second operand when either is NaN.
+  static T Min(T a, T b) {
+    for (int i = 0; i < 4; ++i) a.f[i] = a.f[i] < b.f[i] ? a.f[i] : b.f[i];
+    return a;
+  }
+  static T Max(T a, T b) {
+    for (int i = 0; i < 4; ++i) a.f[i] = a.f[i] > b.f[i] ? a.f[i] : b.f[i];
+    return a;
+  }
+  static T LoadPartial(const float* p, int64_t n) {
+    T v = Zero();
+    for (int i = 0; i < 4 && i < n; ++i) v.f[i] = p[i];
+    return v;
+  }
+  static void StorePartial(float* p, T v, int64_t n) {
+    for (int i = 0; i < 4 && i < n; ++i) p[i] = v.f[i];
+  }
 };
 
 #include "microkernel_tile.inc"

@@ -51,6 +51,22 @@ struct ChannelTileArgs {
 
 using ChannelTileFn = void (*)(const ChannelTileArgs&);
 
+// Depthwise row tile: one channel (C/group = M/group = 1), a run of up to tile_positions outputs
+// of one output row, with bias, residual and a clamp applied in registers and stored straight
+// into Y (Relu and Clip are clamps; other activations run afterwards on the stored row).
+struct DepthwiseRowArgs {
+  const float* x;          // panel at the run's first output (tap 0)
+  const float* w;          // the channel's Kh*Kw weights
+  const int32_t* taps;
+  int64_t tap_count;
+  int64_t count;           // outputs to store, 1..tile_positions
+  float* y;                // Y at the run's first output
+  const float* residual;   // Z at the same place, or null
+  float bias, lo, hi;      // y = min(max(acc + bias + z, lo), hi)
+};
+
+using DepthwiseRowFn = void (*)(const DepthwiseRowArgs&);
+
 // Runs iterations x kFmaProbeChains independent vector FMAs (for the peak-FLOP/s probe).
 constexpr int kFmaProbeChains = 24;
 using FmaLoopFn = float (*)(int64_t iterations);
@@ -68,6 +84,7 @@ struct IsaKernels {
   int channel_vectors;
   int max_outputs[kMaxChannelVectors + 1];
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
+  DepthwiseRowFn depthwise_row[kMaxTileVectors + 1];  // by vectors of outputs, 1..tile_vectors
   FmaLoopFn fma_loop;
   int tile_positions() const { return vector_len * tile_vectors; }
 };
