@@ -14,6 +14,8 @@ namespace {
 // A window panel of up to this many floats (512 KiB) stays in a Zen 4 / Skylake-SP L2 (1 MiB)
 // beside a tile's weights.
 constexpr int64_t kPanelBudgetFloats = 128 * 1024;
+// Depthwise rows shorter than this are walked as one run across rows (see DepthwiseRowArgs).
+constexpr int64_t kSpanRowsBelow = 32;
 // Enough work items that a batch-1 layer keeps every thread of a small pool busy.
 constexpr int64_t kMinWorkItems = 4;
 
@@ -128,10 +130,38 @@ void RunDepthwise(const ConvPlan& p, const float* x_image, const float* w, const
     default:
       activation_after = true;
   }
+  // Short rows: runs of positions span rows, and each vector's output lanes are marked once here.
+  const bool span_rows = s.out_w < kSpanRowsBelow;
+  const int vl = isa.vector_len;
+  const int64_t positions = L.positions(rows);
+  thread_local std::vector<uint32_t> masks;
+  if (span_rows) {
+    masks.assign(CeilDiv(positions, vl), 0u);
+    for (int64_t q = 0; q < positions; ++q)
+      if (q % L.row_len < s.out_w) masks[q / vl] |= 1u << (q % vl);
+  }
+  a.lane_masks = nullptr;
   for (int64_t g = g_begin; g < g_end; ++g) {
     BuildWindowPanel(s, L, x_image + g * in_plane, first_row, rows, panel);
     a.w = w + g * taps;
     a.bias = bias != nullptr ? bias[g] : 0.0f;
+    if (span_rows) {
+      for (int64_t q0 = 0; q0 < positions; q0 += tp) {
+        // Outputs before position q0: whole rows, then the row's columns up to out_w.
+        const int64_t before = (q0 / L.row_len) * s.out_w + std::min(q0 % L.row_len, s.out_w);
+        const int64_t offset = g * out_plane + first_row * s.out_w + before;
+        a.x = panel + q0;
+        a.lane_masks = masks.data() + q0 / vl;
+        a.y = y_image + offset;
+        a.residual = residual != nullptr ? residual + offset : nullptr;
+        isa.depthwise_row[CeilDiv(std::min<int64_t>(tp, positions - q0), vl)](a);
+      }
+      if (activation_after) {
+        float* out = y_image + g * out_plane + first_row * s.out_w;
+        ApplyEpilogue(out, 0.0f, nullptr, out, rows * s.out_w, p.epilogue);
+      }
+      continue;
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t offset = g * out_plane + (first_row + r) * s.out_w;
       for (int64_t j0 = 0; j0 < s.out_w; j0 += tp) {

@@ -27,6 +27,20 @@ struct V {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n < 8 ? n : 8)), index);
   }
   static T LoadPartial(const float* p, int64_t n) { return _mm256_maskload_ps(p, Mask(n)); }
+  // Packing by lanes: no single instruction here, so through memory.
+  static int64_t CompressStore(float* p, T v, uint32_t mask) {
+    float lanes[kLanes];
+    Store(lanes, v);
+    int64_t n = 0;
+    for (int i = 0; i < kLanes; ++i)
+      if (mask >> i & 1u) p[n++] = lanes[i];
+    return n;
+  }
+  static T ExpandLoad(const float* p, uint32_t mask) {
+    float lanes[kLanes];
+    for (int i = 0, n = 0; i < kLanes; ++i) lanes[i] = (mask >> i & 1u) ? p[n++] : 0.0f;
+    return Load(lanes);
+  }
   static void StorePartial(float* p, T v, int64_t n) { _mm256_maskstore_ps(p, Mask(n), v); }
 };
 

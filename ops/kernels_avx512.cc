@@ -1,6 +1,7 @@
 // AVX-512F micro-kernels: 16 floats per vector. Position tiles of 6 channels x 64 positions
 // (24 accumulators + 4 input vectors of the 32 zmm registers); channel tiles of 32 channels x 12
-// outputs (24 accumulators + 2 weight vectors + 1 broadcast) or 16 channels x 28 outputs. Compiled with -mavx512f -mfma.
+// outputs (24 accumulators + 2 weight vectors + 1 broadcast) or 16 channels x 28 outputs.
+// Compiled with -mavx512f -mfma -mpopcnt (every AVX-512 CPU has POPCNT).
 #include <immintrin.h>
 
 #include "microkernel.h"
@@ -23,6 +24,15 @@ struct V {
   static __mmask16 Mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
   static T LoadPartial(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(Mask(n), p); }
   static void StorePartial(float* p, T v, int64_t n) { _mm512_mask_storeu_ps(p, Mask(n), v); }
+  // Compress and expand in registers: their memory forms are slow on some CPUs (Zen 4).
+  static int64_t CompressStore(float* p, T v, uint32_t mask) {
+    const int64_t n = _mm_popcnt_u32(mask);
+    _mm512_mask_storeu_ps(p, Mask(n), _mm512_maskz_compress_ps(static_cast<__mmask16>(mask), v));
+    return n;
+  }
+  static T ExpandLoad(const float* p, uint32_t mask) {
+    return _mm512_maskz_expand_ps(static_cast<__mmask16>(mask), LoadPartial(p, _mm_popcnt_u32(mask)));
+  }
 };
 
 #include "microkernel_tile.inc"

@@ -39,6 +39,20 @@ struct V {
     for (int i = 0; i < 4 && i < n; ++i) v.f[i] = p[i];
     return v;
   }
+  // Packing by lanes: no single instruction here, so through memory.
+  static int64_t CompressStore(float* p, T v, uint32_t mask) {
+    float lanes[kLanes];
+    Store(lanes, v);
+    int64_t n = 0;
+    for (int i = 0; i < kLanes; ++i)
+      if (mask >> i & 1u) p[n++] = lanes[i];
+    return n;
+  }
+  static T ExpandLoad(const float* p, uint32_t mask) {
+    float lanes[kLanes];
+    for (int i = 0, n = 0; i < kLanes; ++i) lanes[i] = (mask >> i & 1u) ? p[n++] : 0.0f;
+    return Load(lanes);
+  }
   static void StorePartial(float* p, T v, int64_t n) {
     for (int i = 0; i < 4 && i < n; ++i) p[i] = v.f[i];
   }

@@ -51,15 +51,20 @@ struct ChannelTileArgs {
 
 using ChannelTileFn = void (*)(const ChannelTileArgs&);
 
-// Depthwise row tile: one channel (C/group = M/group = 1), a run of up to tile_positions outputs
-// of one output row, with bias, residual and a clamp applied in registers and stored straight
-// into Y (Relu and Clip are clamps; other activations run afterwards on the stored row).
+// Depthwise tile: one channel (C/group = M/group = 1), a run of up to tile_positions consecutive
+// panel positions, with bias, residual and a clamp applied in registers and stored straight into
+// Y (Relu and Clip are clamps; other activations run afterwards on the stored outputs).
+//  - lane_masks null: the run lies in one output row and its first `count` outputs are stored.
+//  - lane_masks set: the run spans rows (short rows); lane_masks[v] marks the lanes of vector v
+//    that are outputs (column < out_w), which are packed together and stored in order, since
+//    consecutive valid positions are consecutive outputs of Y.
 struct DepthwiseRowArgs {
-  const float* x;          // panel at the run's first output (tap 0)
+  const float* x;          // panel at the run's first position (tap 0)
   const float* w;          // the channel's Kh*Kw weights
   const int32_t* taps;
   int64_t tap_count;
-  int64_t count;           // outputs to store, 1..tile_positions
+  int64_t count;           // outputs to store, 1..tile_positions (lane_masks null)
+  const uint32_t* lane_masks;
   float* y;                // Y at the run's first output
   const float* residual;   // Z at the same place, or null
   float bias, lo, hi;      // y = min(max(acc + bias + z, lo), hi)
