@@ -137,8 +137,9 @@ void RunDepthwise(const ConvPlan& p, const float* x_image, const float* w, const
   thread_local std::vector<uint32_t> masks;
   if (span_rows) {
     masks.assign(CeilDiv(positions, vl), 0u);
-    for (int64_t q = 0; q < positions; ++q)
-      if (q % L.row_len < s.out_w) masks[q / vl] |= 1u << (q % vl);
+    const int log2_vl = __builtin_ctz(static_cast<unsigned>(vl));  // vector lengths are powers of 2
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t q = r * L.row_len, end = q + s.out_w; q < end; ++q) masks[q >> log2_vl] |= 1u << (q & (vl - 1));
   }
   a.lane_masks = nullptr;
   for (int64_t g = g_begin; g < g_end; ++g) {
