@@ -55,13 +55,15 @@ void StorePositionTile(const ConvPlan& p, const float* tile, int rm, int64_t q0,
 
 // Channel tile: the tile holds one row of channels per output; writes the outputs inside the
 // block (rows) and the image (columns) through the epilogue.
-void StoreChannelTile(const ConvPlan& p, const float* tile, int64_t channels, int64_t r0, int64_t j0, int64_t rows,
-                      int64_t first_row, int64_t first_channel, const float* bias, const float* residual,
-                      float* y_image) {
+// The block is height x width outputs (width = out_w, or the whole block as one run when window
+// rows carry no extra columns; either way output (r, j) of the block is Y's (first_row, 0) + r*out_w + j).
+void StoreChannelTile(const ConvPlan& p, const float* tile, int64_t channels, int64_t r0, int64_t j0, int64_t height,
+                      int64_t width, int64_t first_row, int64_t first_channel, const float* bias,
+                      const float* residual, float* y_image) {
   const ConvShape& s = p.shape;
   const int64_t out_plane = s.out_h * s.out_w;
-  const int64_t cols = std::min<int64_t>(p.tile_cols, s.out_w - j0);
-  const int64_t tile_rows = std::min<int64_t>(p.tile_rows, rows - r0);
+  const int64_t cols = std::min<int64_t>(p.tile_cols, width - j0);
+  const int64_t tile_rows = std::min<int64_t>(p.tile_rows, height - r0);
   const int64_t stride = p.m_unit;
   float run[kMaxTileOutputs];
   for (int64_t m = 0; m < channels; ++m) {
@@ -79,9 +81,11 @@ void StoreChannelTile(const ConvPlan& p, const float* tile, int64_t channels, in
 // Channel tiles cover the block with rows x cols outputs; picks the shape that computes the
 // fewest dropped outputs, preferring tiles with enough outputs to hide the FMA latency and, a
 // little, two vectors of channels (a broadcast then feeds two FMAs).
-void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvPlan* p) {
+// keep_vectors: choose only the rows x cols for the channel vectors already chosen.
+void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvPlan* p, bool keep_vectors = false) {
   double best = -1.0;
   for (int mv = 1; mv <= isa.channel_vectors; ++mv) {
+    if (keep_vectors && mv != p->tile_vectors) continue;
     const int outputs = isa.max_outputs[mv];
     if (outputs == 0 || p->shape.outputs_per_group() % (mv * isa.vector_len) != 0) continue;  // whole tiles only
     for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
@@ -209,7 +213,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats - overhang, 1, s.out_h);
   if (p.family == TileFamily::kPositions) rows = ChooseBlockRows(s.out_h, one_row.row_len, rows, isa.vector_len);
   int64_t row_blocks = CeilDiv(s.out_h, rows);
-  if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, s.out_w, rows, &p);
+  if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p);
   p.m_unit = p.family == TileFamily::kChannels ? p.tile_vectors * isa.vector_len : kTileM;
   p.m_tiles = CeilDiv(s.outputs_per_group(), p.m_unit);
   const int64_t images = std::max<int64_t>(1, s.batch * s.group);
@@ -226,7 +230,8 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (p.depthwise)
     p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / (4 * kMinWorkItems));
   if (p.family == TileFamily::kChannels) {
-    ChooseChannelTile(isa, s.out_w, rows, &p);  // again: the rows may have been split above
+    // Again, as the rows may have been split; the channels per tile are settled (m_unit).
+    ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p, true);
     p.layout = MakeWindowLayout(s, rows, p.tile_rows, p.tile_cols);
   } else {
     p.layout = MakeWindowLayout(s, rows, 0, isa.tile_positions());
@@ -285,11 +290,13 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
         const int64_t first_channel = g * mg + m0;
         const ChannelTileFn fn = isa.channel_tile[p.tile_vectors][p.tile_cols];
         a.w = packed_w + first_channel * k;
-        for (int64_t r0 = 0; r0 < rows; r0 += p.tile_rows) {
-          for (int64_t j0 = 0; j0 < s.out_w; j0 += p.tile_cols) {
+        const int64_t height = p.TileHeight(rows), width = p.TileWidth(rows);
+        for (int64_t r0 = 0; r0 < height; r0 += p.tile_rows) {
+          for (int64_t j0 = 0; j0 < width; j0 += p.tile_cols) {
             a.x = panel + r0 * L.row_len + j0;
             fn(a);
-            StoreChannelTile(p, tile, count, r0, j0, rows, first_row, first_channel, bias, res_image, y_out);
+            StoreChannelTile(p, tile, count, r0, j0, height, width, first_row, first_channel, bias, res_image,
+                             y_out);
           }
         }
       }

@@ -28,6 +28,11 @@ struct ConvPlan {
   bool depthwise = false;       // one input and one output channel per group: depthwise row tiles
   int64_t groups_per_item = 1;
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
+  // Channel tiles cover a block of `rows` output rows as TileHeight x TileWidth outputs: rows x
+  // out_w, or one run of rows * out_w when window rows carry no columns past the output width.
+  bool FlatRows() const { return shape.out_w + ((shape.kernel_w - 1) * shape.dilation_w) / shape.stride_w == shape.out_w; }
+  int64_t TileWidth(int64_t rows) const { return FlatRows() ? rows * shape.out_w : shape.out_w; }
+  int64_t TileHeight(int64_t rows) const { return FlatRows() ? 1 : rows; }
   int64_t group_blocks() const { return (shape.group + groups_per_item - 1) / groups_per_item; }
   int64_t work_items() const { return shape.batch * group_blocks() * row_blocks * m_chunks; }
   // Bytes each thread reserves (the window panel); independent of the batch.

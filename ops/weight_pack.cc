@@ -8,8 +8,13 @@ TileFamily ChooseTileFamily(const IsaKernels& isa, const ConvShape& s, TilePrefe
   const bool channels_possible = isa.channel_vectors > 0 && s.outputs_per_group() % kChannelBlock == 0;
   if (!channels_possible || preference == TilePreference::kPositions) return TileFamily::kPositions;
   if (preference == TilePreference::kChannels) return TileFamily::kChannels;
+  // Share of position-tile lanes that are outputs: not the columns a window row carries past the
+  // output width, nor the rest of the image's last vector.
   const int64_t row_len = s.out_w + ((s.kernel_w - 1) * s.dilation_w) / s.stride_w;
-  return 10 * s.out_w < 9 * row_len ? TileFamily::kChannels : TileFamily::kPositions;
+  const int64_t positions = s.out_h * row_len;
+  const int64_t lanes = (positions + isa.vector_len - 1) / isa.vector_len * isa.vector_len;
+  const double position_lanes_used = static_cast<double>(s.out_w * s.out_h) / static_cast<double>(lanes);
+  return position_lanes_used < 0.9 ? TileFamily::kChannels : TileFamily::kPositions;
 }
 
 void PackWeights(TileFamily family, const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed) {

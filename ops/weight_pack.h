@@ -14,8 +14,8 @@ enum class TilePreference { kAuto, kPositions, kChannels };
 // Channel tiles need whole blocks of kChannelBlock output channels per group and an ISA that has
 // them; everything else (depthwise, odd channel counts, the portable path) uses position tiles.
 // kAuto takes channel tiles where position tiles would spend more than a tenth of their lanes on
-// the columns a window row carries past the output width (short rows: small images), and
-// position tiles elsewhere, where they measure faster.
+// other than outputs (the columns a window row carries past the output width; the end of a small
+// image's last vector), and position tiles elsewhere, where they measure faster.
 TileFamily ChooseTileFamily(const IsaKernels& isa, const ConvShape& s, TilePreference preference);
 
 // W is ONNX's OIHW: M x K with K = C/group * Kh * Kw.
