@@ -227,6 +227,8 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.row_blocks = row_blocks;
   // Depthwise: a channel is little work, so an item takes several, enough for ~4 items a thread.
   p.depthwise = s.channels_per_group() == 1 && s.outputs_per_group() == 1;
+  p.direct = !p.depthwise && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+             s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
   if (p.depthwise)
     p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / (4 * kMinWorkItems));
   if (p.family == TileFamily::kChannels) {
@@ -263,7 +265,7 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     const int64_t m_end = std::min(mg, (chunk + 1) * tiles_per_chunk * p.m_unit);
     if (rows <= 0 || m_begin >= m_end) return;
 
-    float* panel = ThreadWorkspace(L.panel_floats());
+    float* panel = ThreadWorkspace(p.workspace_floats());
     const float* res_image = residual != nullptr ? residual + n * y_image : nullptr;
     float* y_out = y + n * y_image;
     if (p.depthwise) {
@@ -271,7 +273,29 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
                    first_row, rows, panel);
       return;
     }
-    BuildWindowPanel(s, L, x + n * x_image + g * cg * s.in_h * s.in_w, first_row, rows, panel);
+    // A 1x1, stride-1, unpadded conv reads X itself: it is its own window panel.
+    const float* src = panel;
+    int64_t channel_stride = L.channel_stride;
+    if (p.direct) {
+      src = x + n * x_image + g * cg * s.in_h * s.in_w + first_row * s.in_w;
+      channel_stride = s.in_h * s.in_w;
+    } else {
+      BuildWindowPanel(s, L, x + n * x_image + g * cg * s.in_h * s.in_w, first_row, rows, panel);
+    }
+    // A block's last tile may read past its outputs (whole vectors, whole tiles). From a panel that
+    // is slack; from X it could pass X's end, so that tile reads a zero-padded copy instead.
+    const int64_t run = p.family == TileFamily::kChannels ? p.TileWidth(rows) : L.positions(rows);
+    const int64_t step = p.family == TileFamily::kChannels ? p.tile_cols : tp;
+    const int64_t last = (run - 1) / step * step;
+    const int64_t tail_extent = p.family == TileFamily::kChannels ? p.tile_cols : CeilDiv(run - last, vl) * vl;
+    const bool tail_copy = p.direct && last + tail_extent > run;
+    if (tail_copy) {
+      for (int64_t c = 0; c < cg; ++c) {
+        float* dst = panel + c * tail_extent;
+        const float* from = src + c * channel_stride + last;
+        for (int64_t i = 0; i < tail_extent; ++i) dst[i] = i < run - last ? from[i] : 0.0f;
+      }
+    }
     constexpr int kChannelTileFloats = kMaxTileOutputs * kChannelBlock * kMaxChannelVectors;
     alignas(64) float tile[std::max(kChannelTileFloats, kTileM * kMaxTilePositions)];
 
@@ -281,7 +305,6 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
       a.taps = L.tap_offset.data();
       a.tap_count = s.kernel_h * s.kernel_w;
       a.channels = cg;
-      a.channel_stride = L.channel_stride;
       a.row_stride = L.row_len;
       a.out = tile;
       a.out_stride = p.m_unit;
@@ -293,7 +316,9 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
         const int64_t height = p.TileHeight(rows), width = p.TileWidth(rows);
         for (int64_t r0 = 0; r0 < height; r0 += p.tile_rows) {
           for (int64_t j0 = 0; j0 < width; j0 += p.tile_cols) {
-            a.x = panel + r0 * L.row_len + j0;
+            const bool from_tail = tail_copy && j0 == last;
+            a.x = from_tail ? panel : src + r0 * L.row_len + j0;
+            a.channel_stride = from_tail ? tail_extent : channel_stride;
             fn(a);
             StoreChannelTile(p, tile, count, r0, j0, height, width, first_row, first_channel, bias, res_image,
                              y_out);
@@ -308,7 +333,6 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     args.taps = L.tap_offset.data();
     args.tap_count = s.kernel_h * s.kernel_w;
     args.channels = cg;
-    args.channel_stride = L.channel_stride;
     args.out = tile;
     args.out_stride = tp;
     for (int64_t m0 = m_begin; m0 < m_end; m0 += kTileM) {
@@ -317,7 +341,9 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
       args.w = packed_w + first_channel * k;
       for (int64_t q0 = 0; q0 < positions; q0 += tp) {
         const int64_t count = std::min<int64_t>(tp, positions - q0);
-        args.x = panel + q0;
+        const bool from_tail = tail_copy && q0 == last;
+        args.x = from_tail ? panel : src + q0;
+        args.channel_stride = from_tail ? tail_extent : channel_stride;
         isa.tile[rm][CeilDiv(count, vl)](args);
         StorePositionTile(p, tile, rm, q0, count, first_row, first_channel, bias, res_image, y_out);
       }

@@ -26,6 +26,7 @@ struct ConvPlan {
   int64_t m_tiles = 0;          // register tiles of output channels per group
   int64_t m_chunks = 0;         // channel tiles split across work items
   bool depthwise = false;       // one input and one output channel per group: depthwise row tiles
+  bool direct = false;          // 1x1, stride 1, no padding: X is read in place, no panel
   int64_t groups_per_item = 1;
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
   // Channel tiles cover a block of `rows` output rows as TileHeight x TileWidth outputs: rows x
@@ -35,8 +36,13 @@ struct ConvPlan {
   int64_t TileHeight(int64_t rows) const { return FlatRows() ? 1 : rows; }
   int64_t group_blocks() const { return (shape.group + groups_per_item - 1) / groups_per_item; }
   int64_t work_items() const { return shape.batch * group_blocks() * row_blocks * m_chunks; }
-  // Bytes each thread reserves (the window panel); independent of the batch.
-  int64_t workspace_bytes() const { return layout.panel_floats() * static_cast<int64_t>(sizeof(float)); }
+  // Bytes each thread reserves, independent of the batch: the window panel, or for a direct conv
+  // the copy of a block's last tile of inputs.
+  int64_t workspace_floats() const {
+    const int64_t tail = family == TileFamily::kChannels ? tile_cols : isa->tile_positions();
+    return direct ? layout.channels * tail : layout.panel_floats();
+  }
+  int64_t workspace_bytes() const { return workspace_floats() * static_cast<int64_t>(sizeof(float)); }
 };
 
 ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
