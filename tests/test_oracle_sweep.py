@@ -107,7 +107,7 @@ EDGE_CASES = {
     # 1x1, stride 1, no padding reads X in place; the last tile reads a padded copy.
     "direct_1x1_positions_tail": edge([2, 5, 3, 7], [7, 5, 1, 1]),
     "direct_1x1_channels_tail": edge([1, 24, 5, 7], [32, 24, 1, 1], residual=True, activation="Clip"),
-    "direct_1x1_grouped": edge([1, 12, 4, 9], [64, 4, 1, 1], group=3),
+    "direct_1x1_grouped": edge([1, 12, 4, 9], [96, 4, 1, 1], group=3),
     "direct_1x1_conv1d": edge([3, 6, 37], [16, 6, 1]),
     "residual_and_relu": edge([2, 4, 8, 8], [6, 4, 3, 3], pads=[1, 1, 1, 1], residual=True, activation="Relu"),
     "no_bias": edge([1, 3, 8, 8], [5, 3, 3, 3], bias=False),
