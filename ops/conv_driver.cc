@@ -182,6 +182,68 @@ void RunDepthwise(const ConvPlan& p, const float* x_image, const float* w, const
   }
 }
 
+// Depthwise with vector_len channels in the lanes, from channel g_begin (see DepthwiseLanesArgs).
+void RunDepthwiseLanes(const ConvPlan& p, const float* x_image, const float* w, const float* bias,
+                       const float* residual, float* y_image, int64_t g_begin, int64_t first_row, int64_t rows,
+                       float* workspace) {
+  const ConvShape& s = p.shape;
+  const WindowLayout& L = p.layout;
+  const int lanes = p.isa->vector_len;
+  const int64_t taps = s.kernel_h * s.kernel_w, out_plane = s.out_h * s.out_w;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  DepthwiseLanesArgs a;
+  a.x = x_image + g_begin * s.in_h * s.in_w;
+  a.in_h = s.in_h;
+  a.in_w = s.in_w;
+  a.stride_h = s.stride_h;
+  a.stride_w = s.stride_w;
+  a.pad_top = s.pad_top;
+  a.pad_left = s.pad_left;
+  a.row_phase = L.row_phase.data();
+  a.row_phases = static_cast<int64_t>(L.row_phase.size());
+  a.col_phase = L.col_phase.data();
+  a.col_phases = static_cast<int64_t>(L.col_phase.size());
+  thread_local std::vector<int32_t> col_slot, output_offset;
+  col_slot.assign(s.stride_w, -1);
+  for (size_t i = 0; i < L.col_phase.size(); ++i) col_slot[L.col_phase[i]] = static_cast<int32_t>(i);
+  a.col_slot = col_slot.data();
+  a.plane_rows = L.plane_rows;
+  a.row_len = L.row_len;
+  a.first_row = first_row;
+  a.outputs = rows * s.out_w;
+  output_offset.resize(a.outputs + lanes - 1);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < s.out_w; ++j) output_offset[r * s.out_w + j] = static_cast<int32_t>(r * L.row_len + j);
+  std::fill(output_offset.begin() + a.outputs, output_offset.end(), output_offset[a.outputs - 1]);
+  a.output_offset = output_offset.data();
+  a.taps = L.tap_offset.data();
+  a.tap_count = taps;
+  a.panel = workspace;
+  float* weights = workspace + lanes * L.channel_stride;  // [tap][channel]
+  for (int64_t t = 0; t < taps; ++t)
+    for (int l = 0; l < lanes; ++l) weights[t * lanes + l] = w[(g_begin + l) * taps + t];
+  a.w = weights;
+  a.bias = bias != nullptr ? bias + g_begin : nullptr;
+  a.out_plane = out_plane;
+  const int64_t offset = g_begin * out_plane + first_row * s.out_w;
+  a.y = y_image + offset;
+  a.residual = residual != nullptr ? residual + offset : nullptr;
+  a.lo = -kInf;
+  a.hi = kInf;
+  const Activation act = p.epilogue.activation;
+  if (act == Activation::kRelu) a.lo = 0.0f;
+  if (act == Activation::kClip) {
+    a.lo = p.epilogue.alpha;
+    a.hi = p.epilogue.beta;
+  }
+  p.isa->depthwise_lanes(a);
+  if (act != Activation::kNone && act != Activation::kRelu && act != Activation::kClip)
+    for (int l = 0; l < lanes; ++l) {
+      float* out = a.y + l * out_plane;
+      ApplyEpilogue(out, 0.0f, nullptr, out, a.outputs, p.epilogue);
+    }
+}
+
 // Position tiles compute whole vectors: picks the rows per block (at most max_rows) that compute
 // the fewest positions in all over the image, the most rows on a tie.
 int64_t ChooseBlockRows(int64_t out_h, int64_t row_len, int64_t max_rows, int vector_len) {
@@ -231,6 +293,20 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
              s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
   if (p.depthwise)
     p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / (4 * kMinWorkItems));
+  p.depthwise_lanes = p.depthwise && isa.depthwise_lanes != nullptr && s.group % isa.vector_len == 0;
+  if (p.depthwise_lanes) {
+    // vector_len channels side by side: the block's rows shrink to keep the panel in budget.
+    p.groups_per_item = isa.vector_len;
+    rows = std::clamp<int64_t>(kPanelBudgetFloats / (row_floats * isa.vector_len) - overhang, 1, s.out_h);
+    row_blocks = CeilDiv(s.out_h, rows);
+    const int64_t items = std::max<int64_t>(1, s.batch) * (s.group / isa.vector_len);
+    if (items * row_blocks < kMinWorkItems) {
+      row_blocks = std::min(s.out_h, CeilDiv(kMinWorkItems, items));
+      rows = CeilDiv(s.out_h, row_blocks);
+      row_blocks = CeilDiv(s.out_h, rows);
+    }
+    p.row_blocks = row_blocks;
+  }
   if (p.family == TileFamily::kChannels) {
     // Again, as the rows may have been split; the channels per tile are settled (m_unit).
     ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p, true);
@@ -268,6 +344,10 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     float* panel = ThreadWorkspace(p.workspace_floats());
     const float* res_image = residual != nullptr ? residual + n * y_image : nullptr;
     float* y_out = y + n * y_image;
+    if (p.depthwise_lanes) {
+      RunDepthwiseLanes(p, x + n * x_image, packed_w, bias, res_image, y_out, g, first_row, rows, panel);
+      return;
+    }
     if (p.depthwise) {
       RunDepthwise(p, x + n * x_image, packed_w, bias, res_image, y_out, g, std::min(s.group, g + p.groups_per_item),
                    first_row, rows, panel);

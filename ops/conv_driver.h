@@ -26,6 +26,7 @@ struct ConvPlan {
   int64_t m_tiles = 0;          // register tiles of output channels per group
   int64_t m_chunks = 0;         // channel tiles split across work items
   bool depthwise = false;       // one input and one output channel per group: depthwise row tiles
+  bool depthwise_lanes = false; // depthwise with vector_len channels in the lanes (C a multiple of it)
   bool direct = false;          // 1x1, stride 1, no padding: X is read in place, no panel
   int64_t groups_per_item = 1;
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
@@ -40,6 +41,8 @@ struct ConvPlan {
   // the copy of a block's last tile of inputs.
   int64_t workspace_floats() const {
     const int64_t tail = family == TileFamily::kChannels ? tile_cols : isa->tile_positions();
+    if (depthwise_lanes)  // the channels' panels side by side, then their weights
+      return isa->vector_len * (layout.channel_stride + shape.kernel_h * shape.kernel_w);
     return direct ? layout.channels * tail : layout.panel_floats();
   }
   int64_t workspace_bytes() const { return workspace_floats() * static_cast<int64_t>(sizeof(float)); }

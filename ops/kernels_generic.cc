@@ -39,6 +39,14 @@ struct V {
     for (int i = 0; i < 4 && i < n; ++i) v.f[i] = p[i];
     return v;
   }
+  static void Transpose(T r[4]) {
+    for (int i = 0; i < 4; ++i)
+      for (int j = i + 1; j < 4; ++j) {
+        const float swap = r[i].f[j];
+        r[i].f[j] = r[j].f[i];
+        r[j].f[i] = swap;
+      }
+  }
   // Packing by lanes: no single instruction here, so through memory.
   static int64_t CompressStore(float* p, T v, uint32_t mask) {
     float lanes[kLanes];

@@ -72,6 +72,39 @@ struct DepthwiseRowArgs {
 
 using DepthwiseRowFn = void (*)(const DepthwiseRowArgs&);
 
+// Depthwise over a block of vector_len channels at once, the channels in the lanes: every lane
+// does useful work whatever the image size. The block's window rows are written to `panel`
+// interleaved as [row phase][column phase][panel row][column][channel] (the window_layout.h panel
+// of each channel, side by side), outputs are taken vector_len at a time in Y's order (so they
+// may span rows), and each tile is transposed back to one run of outputs per channel, which is
+// stored with bias, residual and the clamp fused (Y's order makes the run consecutive in Y).
+struct DepthwiseLanesArgs {
+  const float* x;              // X at the block's first channel (one image, NCHW)
+  int64_t in_h, in_w;
+  int64_t stride_h, stride_w, pad_top, pad_left;
+  const int64_t* row_phase;    // window_layout.h's phases and, per phase value, its slot or -1
+  int64_t row_phases;
+  const int64_t* col_phase;
+  int64_t col_phases;
+  const int32_t* col_slot;     // [stride_w]
+  int64_t plane_rows, row_len;
+  int64_t first_row;           // the block's first output row; panel row u is input row (first_row+u)*stride_h+phase-pad
+  int64_t outputs;             // outputs of the block per channel (rows * out_w)
+  const int32_t* output_offset;  // per output of the block: (r * row_len + j), its position in a
+                                 // plane; then vector_len - 1 more copies of the last one
+  const int32_t* taps;         // window_layout.h tap offsets (one channel's plain panel)
+  int64_t tap_count;
+  const float* w;              // weights interleaved [tap][channel]
+  const float* bias;           // [channel], or null
+  int64_t out_plane;           // floats between channels in Y
+  float* y;                    // Y at (first channel, first output of the block)
+  const float* residual;       // Z at the same place, or null
+  float lo, hi;
+  float* panel;                // workspace
+};
+
+using DepthwiseLanesFn = void (*)(const DepthwiseLanesArgs&);
+
 // Runs iterations x kFmaProbeChains independent vector FMAs (for the peak-FLOP/s probe).
 constexpr int kFmaProbeChains = 24;
 using FmaLoopFn = float (*)(int64_t iterations);
@@ -90,6 +123,7 @@ struct IsaKernels {
   int max_outputs[kMaxChannelVectors + 1];
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
   DepthwiseRowFn depthwise_row[kMaxTileVectors + 1];  // by vectors of outputs, 1..tile_vectors
+  DepthwiseLanesFn depthwise_lanes;
   FmaLoopFn fma_loop;
   int tile_positions() const { return vector_len * tile_vectors; }
 };

@@ -104,6 +104,12 @@ EDGE_CASES = {
                                       activation="Relu"),
     "channel_blocks_grouped": edge([1, 8, 9, 13], [64, 4, 3, 3], group=2, strides=[2, 1]),
     "channel_blocks_wide": edge([1, 5, 3, 70], [32, 5, 1, 3], dilations=[1, 2]),
+    # Depthwise with the channels in the vector lanes (C a multiple of the vector length).
+    "depthwise_lanes_stride2": edge([2, 32, 15, 17], [32, 1, 3, 3], group=32, strides=[2, 2], pads=[1, 1, 1, 1],
+                                    residual=True, activation="HardSwish"),
+    "depthwise_lanes_small_dilated": edge([1, 48, 7, 7], [48, 1, 3, 3], group=48, dilations=[2, 2],
+                                          pads=[2, 2, 2, 2], activation="Clip"),
+    "depthwise_lanes_wide_5x5": edge([1, 16, 5, 41], [16, 1, 5, 5], group=16, pads=[2, 1, 2, 3], strides=[1, 3]),
     # 1x1, stride 1, no padding reads X in place; the last tile reads a padded copy.
     "direct_1x1_positions_tail": edge([2, 5, 3, 7], [7, 5, 1, 1]),
     "direct_1x1_channels_tail": edge([1, 24, 5, 7], [32, 24, 1, 1], residual=True, activation="Clip"),
