@@ -64,8 +64,8 @@ def network(seed: int = 0):
         nodes, act_inits = onnx_activation(act, params, out, name)
         ort_nodes += nodes
         ort_inits += act_inits
-        node = helper.make_node("Conv", inputs + ([""] if residual and not bias else []) + ([residual] if residual else []),
-                                [name], name=name, domain=DOMAIN, activation=act, **attrs)
+        optional = ([""] if residual and not bias else []) + ([residual] if residual else [])
+        node = helper.make_node("Conv", inputs + optional, [name], name=name, domain=DOMAIN, activation=act, **attrs)
         if params:
             node.attribute.append(helper.make_attribute("activation_params", params))
         im2win_nodes.append(node)
@@ -137,14 +137,16 @@ def test_threads_and_session_options():
 def test_com_im2win_conv_inside_a_subgraph():
     w = np.random.default_rng(2).standard_normal((3, 2, 3, 3)).astype(np.float32)
     inner = conv_model(["N", 2, 6, 6], w, domain=DOMAIN, pads=[1, 1, 1, 1], activation="Relu").graph
-    then_branch = helper.make_graph(list(inner.node), "then", [], list(inner.output), initializer=list(inner.initializer))
+    then_branch = helper.make_graph(list(inner.node), "then", [], list(inner.output),
+                                    initializer=list(inner.initializer))
     else_branch = helper.make_graph([helper.make_node("Identity", ["X"], ["Y"])], "else", [],
                                     [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
     node = helper.make_node("If", ["cond"], ["out"], then_branch=then_branch, else_branch=else_branch)
     graph = helper.make_graph([node], "if", [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
                                              helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2, 6, 6])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid(DOMAIN, 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
+                                                    helper.make_opsetid(DOMAIN, 1)])
     x = np.random.default_rng(3).standard_normal((1, 2, 6, 6)).astype(np.float32)
     (y,) = im2win_ort.InferenceSession(model, backend="python").run(None, {"cond": np.array(True), "X": x})
     assert_close(y, im2win_ort.reference.conv(x, w, pads=[1, 1, 1, 1], activation="Relu"))
