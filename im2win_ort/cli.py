@@ -12,6 +12,22 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run a small built-in network on com.im2win::Conv and check it against ORT")
     demo.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ORT's)")
     demo.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
+    rw = sub.add_parser("rewrite", help="rewrite a model's Conv nodes to com.im2win::Conv",
+                        description="Rewrites MODEL's Conv nodes to com.im2win::Conv (folding BatchNormalization, "
+                                    "constant Mul/Add, fusing residual Add and activations) and writes the result.")
+    rw.add_argument("model", help="the ONNX model to read (never modified)")
+    rw.add_argument("-o", "--output", help="where to write the rewritten model (default: MODEL.im2win.onnx)")
+    rw.add_argument("--validate", action="store_true",
+                    help="run both models in ORT and fail if any output differs beyond --tolerance")
+    rw.add_argument("--inputs", metavar="NPZ", help="inputs for --validate (default: random, symbolic dims = 1)")
+    rw.add_argument("--tolerance", type=float, default=None,
+                    help="largest |difference| / max(1, max |output|) --validate accepts (default 1e-3)")
+    rw.add_argument("--skip-pointwise", action="store_true", help="keep 1x1 convs on ORT")
+    rw.add_argument("--skip-depthwise", action="store_true", help="keep depthwise convs on ORT")
+    rw.add_argument("--report", action="store_true", help="print what was replaced, fused, folded and left to ORT")
+    rw.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
+                    help="write tensors to MODEL.data next to the output (auto: when the input had external "
+                         "data or the model is over 2 GB)")
     sub.add_parser("info", help="print the library path and the ISAs this CPU can run")
     sub.add_parser("bench", help="per-layer benchmark against ORT's Conv (see `im2win-ort bench --help`)",
                    add_help=False)
@@ -27,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(threads=getattr(args, "threads", None), batch=getattr(args, "batch", 4))
+    if args.command == "rewrite":
+        return _rewrite_command(args)
     if args.command == "info":
         from . import _kernels, get_library_path
 
@@ -35,3 +53,54 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.print_help(sys.stderr)
     return 2
+
+
+def _rewrite_command(args) -> int:
+    """Reads, rewrites, optionally validates, then writes atomically; errors end with exit code 1."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from .model_io import ModelError, load_model, save_model, uses_external_data
+    from .rewrite import RewriteError, rewrite_with_report
+    from .validate import DEFAULT_TOLERANCE, compare, random_inputs
+
+    source = Path(args.model)
+    target = Path(args.output) if args.output else source.with_name(source.stem + ".im2win.onnx")
+    try:
+        if target.resolve() == source.resolve():
+            raise ModelError(f"{target}: the output would overwrite the input model; choose another -o")
+        original = load_model(source)
+        rewritten, report = rewrite_with_report(original, skip_pointwise=args.skip_pointwise,
+                                                skip_depthwise=args.skip_depthwise)
+        if args.report:
+            print(report.summary())
+        if args.validate:
+            tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+            if args.inputs:
+                try:
+                    with np.load(args.inputs) as data:
+                        feeds = {k: data[k] for k in data.files}
+                except Exception as e:
+                    raise ModelError(f"{args.inputs}: cannot read the inputs ({e})") from None
+            else:
+                feeds = random_inputs(original)
+            differences = compare(original, rewritten, feeds)
+            failed = [d for d in differences if not d.ok(tolerance)]
+            for d in differences:
+                print(f"{d.name}: max abs error {d.max_abs:.3g}, max relative error {d.max_rel:.3g}"
+                      f"{'  FAILED' if d in failed else ''}")
+            if failed:
+                print(f"im2win-ort rewrite: validation failed (tolerance {tolerance:g}); nothing written",
+                      file=sys.stderr)
+                return 1
+        external = {"yes": True, "no": False}.get(args.external_data)
+        if external is None and uses_external_data(source):
+            external = True
+        save_model(rewritten, target, external_data=external)
+    except (ModelError, RewriteError, ValueError) as e:
+        print(f"im2win-ort rewrite: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {target} ({len(report.replaced)} Conv node(s) on com.im2win::Conv, {len(report.fused)} fused, "
+          f"{len(report.left)} left to ORT)")
+    return 0

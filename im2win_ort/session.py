@@ -50,10 +50,13 @@ _INSTALL_HINT = ("backend='python' needs onnxruntime-extensions; install it with
 ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
 
-def InferenceSession(model: ModelLike, backend: str = "native", threads: int | None = None, **kwargs):
+def InferenceSession(model: ModelLike, backend: str = "native", threads: int | None = None, rewrite: bool = True,
+                     **kwargs):
     """An onnxruntime.InferenceSession that runs model's com.im2win::Conv nodes.
 
     model: a path, serialized bytes or an onnx.ModelProto (left unchanged).
+    rewrite: when the model still has ONNX Conv nodes, run it rewritten (im2win_ort.rewrite) so they
+        run on com.im2win::Conv; False runs the model as given.
     backend: "native" registers the compiled custom-op library (get_library_path()); "python" runs
         each com.im2win::Conv node with im2win_ort.reference through onnxruntime-extensions.
     threads: intra_op_num_threads (None keeps ORT's default).
@@ -66,6 +69,8 @@ def InferenceSession(model: ModelLike, backend: str = "native", threads: int | N
     if threads is not None:
         so.intra_op_num_threads = int(threads)
     kwargs.setdefault("providers", ["CPUExecutionProvider"])
+    if rewrite:
+        model = _rewritten_if_needed(model)
     if backend == "native":
         so.register_custom_ops_library(get_library_path())
         if not isinstance(model, (str, os.PathLike, bytes)):
@@ -163,11 +168,29 @@ def _to_python_backend(model: onnx.ModelProto, token: str) -> onnx.ModelProto:
 
 
 def _load(model) -> onnx.ModelProto:
-    if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, bytes):
-        return onnx.load_from_string(model)
-    return onnx.load(os.fspath(model))
+    from .model_io import load_model
+
+    return load_model(model)
+
+
+def _has_onnx_conv(graph) -> bool:
+    for node in graph.node:
+        if (node.op_type == "Conv" and node.domain in ("", "ai.onnx")) or \
+                (node.op_type == "FusedConv" and node.domain == "com.microsoft"):
+            return True
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
+            if any(_has_onnx_conv(g) for g in subs):
+                return True
+    return False
+
+
+def _rewritten_if_needed(model: ModelLike) -> ModelLike:
+    """The model rewritten to com.im2win::Conv when it has ONNX Conv nodes, else as given."""
+    from .rewrite import rewrite
+
+    proto = _load(model)
+    return rewrite(proto) if _has_onnx_conv(proto.graph) else model
 
 
 def _add_opset(opset_import) -> None:

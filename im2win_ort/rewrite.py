@@ -1,0 +1,511 @@
+"""Rewrites an ONNX model's Conv nodes to com.im2win::Conv.
+
+ORT's graph optimizer does not touch custom-domain nodes, so the rewriter does what it would have
+done around a Conv: weights computed by constant subgraphs are folded to initializers, a following
+BatchNormalization, Mul or Add by constants is folded into W and B, a residual Add becomes the
+op's Z input and a following activation becomes its fused activation. A fusion happens only when
+the value between the two nodes has no other consumer and is not a graph output. Everything else in
+the model is kept as it was; nodes the op cannot run are left to ORT, with the reason in the report.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
+
+from ._library import DOMAIN
+
+CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+# Single-input activations the op fuses, with their ONNX attribute defaults in activation_params order.
+ACTIVATIONS = {"Relu": (), "Sigmoid": (), "Tanh": (), "HardSwish": (), "LeakyRelu": (("alpha", 0.01),),
+               "HardSigmoid": (("alpha", 0.2), ("beta", 0.5))}
+FLOAT_MAX = float(np.finfo(np.float32).max)
+# Ops whose output is not a function of their inputs: never folded.
+NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                    "Bernoulli", "Dropout"}
+
+
+class RewriteError(Exception):
+    """The model cannot be rewritten; the message says why."""
+
+
+@dataclass
+class RewriteReport:
+    replaced: list[str] = field(default_factory=list)  # nodes now on com.im2win::Conv
+    fused: list[str] = field(default_factory=list)  # what was fused into which node
+    folded: list[str] = field(default_factory=list)  # constant subgraphs folded to initializers
+    left: list[tuple[str, str]] = field(default_factory=list)  # (node, why it stays on ORT)
+
+    def to_dict(self) -> dict:
+        return {"replaced": self.replaced, "fused": self.fused, "folded": self.folded,
+                "left": [{"node": n, "reason": r} for n, r in self.left]}
+
+    def summary(self) -> str:
+        lines = [f"replaced {len(self.replaced)} Conv node(s) with {DOMAIN}::Conv",
+                 f"fused {len(self.fused)}: " + ("; ".join(self.fused) if self.fused else "-"),
+                 f"folded {len(self.folded)} constant value(s): " + (", ".join(self.folded) if self.folded else "-")]
+        lines.append(f"left {len(self.left)} node(s) to ORT" + (":" if self.left else ""))
+        lines += [f"  {name}: {reason}" for name, reason in self.left]
+        return "\n".join(lines)
+
+
+@dataclass
+class Policy:
+    skip_pointwise: bool = False  # keep 1x1 convs on ORT
+    skip_depthwise: bool = False  # keep depthwise convs (group == C == M/multiplier) on ORT
+
+
+def rewrite(model, **options) -> onnx.ModelProto:
+    """The rewritten model (a new ModelProto; the argument is not modified). See rewrite_with_report."""
+    return rewrite_with_report(model, **options)[0]
+
+
+def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False):
+    """Rewrites a model given as a path, bytes or onnx.ModelProto; returns (ModelProto, RewriteReport)."""
+    from .model_io import load_model
+
+    original = load_model(model)
+    out = copy.deepcopy(original)
+    report = RewriteReport()
+    types = _value_types(out)
+    opsets = {o.domain or "": o.version for o in out.opset_import}
+    _GraphRewriter(out.graph, types, opsets, Policy(skip_pointwise, skip_depthwise), report, {}).run()
+    if report.replaced and not any(o.domain == DOMAIN for o in out.opset_import):
+        out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    return out, report
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """Types and shapes ONNX shape inference knows, for every value of every graph it reaches."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # too large for protobuf, or inference failed: use what the model states
+        inferred = model
+    types: dict[str, onnx.TypeProto] = {}
+
+    def collect(graph):
+        for v in list(graph.input) + list(graph.output) + list(graph.value_info):
+            types.setdefault(v.name, v.type)
+        for t in graph.initializer:
+            types.setdefault(t.name, helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+        for node in graph.node:
+            for attr in node.attribute:
+                for sub in _subgraphs(attr):
+                    collect(sub)
+
+    collect(inferred.graph)
+    return types
+
+
+def _subgraphs(attr: AttributeProto):
+    if attr.type == AttributeProto.GRAPH:
+        return [attr.g]
+    if attr.type == AttributeProto.GRAPHS:
+        return list(attr.graphs)
+    return []
+
+
+def _shape(type_proto) -> list | None:
+    """Static dims (None for symbolic ones), or None if the rank is unknown."""
+    if type_proto is None or not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in type_proto.tensor_type.shape.dim]
+
+
+class _GraphRewriter:
+    """Rewrites one graph in place (and its subgraphs, each with its own rewriter)."""
+
+    def __init__(self, graph, types, opsets, policy, report, outer_constants):
+        self.graph, self.types, self.opsets, self.policy, self.report = graph, types, opsets, policy, report
+        self.outer_constants = outer_constants  # name -> TensorProto visible from enclosing graphs
+        self.names = {n.name for n in graph.node} | {o for n in graph.node for o in n.output}
+        self.names |= {t.name for t in graph.initializer} | {i.name for i in graph.input}
+
+    # --- constants -----------------------------------------------------------------------------
+
+    def initializers(self) -> dict[str, TensorProto]:
+        return {t.name: t for t in self.graph.initializer}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value if it is a constant (initializer, Constant node or foldable subgraph), else None."""
+        if not name:
+            return None
+        inits = self.initializers()
+        graph_inputs = {i.name for i in self.graph.input}
+        if name in inits and name not in graph_inputs:  # an initializer that is also an input can be fed
+            return numpy_helper.to_array(inits[name])
+        if name in self.outer_constants:
+            return numpy_helper.to_array(self.outer_constants[name])
+        if self.fold(name):
+            return numpy_helper.to_array(self.initializers()[name])
+        return None
+
+    def producer(self, name: str):
+        for node in self.graph.node:
+            if name in node.output:
+                return node
+        return None
+
+    def fold(self, name: str) -> bool:
+        """Evaluates the constant subgraph that produces `name` into an initializer of that name."""
+        nodes, needed, frontier = [], set(), [name]
+        inits = self.initializers()
+        graph_inputs = {i.name for i in self.graph.input}
+        while frontier:
+            value = frontier.pop()
+            if value in needed or (value in inits and value not in graph_inputs) or value in self.outer_constants:
+                continue
+            node = self.producer(value)
+            if node is None or node.op_type in NONDETERMINISTIC or any(_subgraphs(a) for a in node.attribute):
+                return False
+            needed.add(value)
+            if node not in nodes:
+                nodes.append(node)
+            frontier += [i for i in node.input if i]
+            if len(nodes) > 64:
+                return False
+        order = [n for n in self.graph.node if n in nodes]  # the graph is topologically sorted
+        used = {i for n in order for i in n.input}
+        sub_inits = [t for t in self.graph.initializer if t.name in used] + \
+                    [t for k, t in self.outer_constants.items() if k in used]
+        sub = helper.make_graph(order, "fold", [], [helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)],
+                                initializer=sub_inits)
+        model = helper.make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()])
+        try:
+            from onnx.reference import ReferenceEvaluator
+
+            (value,) = ReferenceEvaluator(model).run(None, {})
+        except Exception:
+            return False
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        for node in order:  # the producing nodes go when nothing else reads their outputs
+            if not any(o in self.consumers() and o != name for o in node.output) and \
+                    not any(o in self.graph_outputs() for o in node.output):
+                self.graph.node.remove(node)
+        producers_left = self.producer(name)
+        if producers_left is not None:  # still produced by a node whose other outputs are in use
+            self.graph.initializer.pop()
+            return False
+        self.report.folded.append(name)
+        return True
+
+    # --- graph queries ---------------------------------------------------------------------------
+
+    def consumers(self) -> dict[str, list]:
+        uses = defaultdict(list)
+        for node in self.graph.node:
+            for i in node.input:
+                if i:
+                    uses[i].append(node)
+            for attr in node.attribute:  # subgraphs may read outer values by name
+                for sub in _subgraphs(attr):
+                    for used in _names_read(sub):
+                        uses[used].append(node)
+        return uses
+
+    def graph_outputs(self) -> set[str]:
+        return {o.name for o in self.graph.output}
+
+    def single_consumer(self, value: str):
+        """The one node reading `value`, if exactly one does and it is not a graph output."""
+        if value in self.graph_outputs():
+            return None
+        readers = self.consumers().get(value, [])
+        return readers[0] if len(readers) == 1 and list(readers[0].input).count(value) == 1 else None
+
+    def unique(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.names:
+            name, i = f"{base}_{i}", i + 1
+        self.names.add(name)
+        return name
+
+    # --- the rewrite -----------------------------------------------------------------------------
+
+    def run(self):
+        for node in list(self.graph.node):
+            for attr in node.attribute:
+                for sub in _subgraphs(attr):
+                    outer = {**self.outer_constants, **self.initializers()}
+                    _GraphRewriter(sub, self.types, self.opsets, self.policy, self.report, outer).run()
+        for node in list(self.graph.node):
+            if (node.domain in ("", "ai.onnx") and node.op_type == "Conv") or \
+                    (node.domain == "com.microsoft" and node.op_type == "FusedConv"):
+                self.convert(node)
+        for node in list(self.graph.node):
+            if node.domain == DOMAIN and node.op_type == "Conv":
+                while self.fuse_next(node):
+                    pass
+        self.sort_topologically()
+        self.drop_unused_initializers()
+
+    def convert(self, node):
+        name = node.name or self.unique(f"{node.output[0]}_conv")
+        reason = self.unsupported(node)
+        if reason:
+            self.report.left.append((name, reason))
+            return
+        inputs = list(node.input)
+        for index in (1, 2):  # weights and bias held in constant subgraphs become initializers
+            if index < len(inputs) and inputs[index] and self.producer(inputs[index]) is not None:
+                self.constant(inputs[index])
+        attrs = [a for a in node.attribute if a.name in CONV_ATTRIBUTES + ("activation", "activation_params")]
+        new = helper.make_node("Conv", inputs, list(node.output), name=name, domain=DOMAIN)
+        new.attribute.extend(attrs)
+        new.doc_string = node.doc_string
+        index = list(self.graph.node).index(node)
+        self.graph.node.remove(node)
+        self.graph.node.insert(index, new)
+        self.report.replaced.append(name)
+
+    def unsupported(self, node) -> str | None:
+        """Why the op cannot (or by policy should not) run this node, or None."""
+        x, w = node.input[0], node.input[1] if len(node.input) > 1 else ""
+        elem = None
+        for value in (x, w):
+            t = self.types.get(value)
+            if t is not None and t.HasField("tensor_type") and t.tensor_type.elem_type:
+                elem = t.tensor_type.elem_type
+                break
+        w_value = self.constant(w) if w else None
+        if elem is None and w_value is not None:
+            elem = helper.np_dtype_to_tensor_dtype(w_value.dtype)
+        if elem != TensorProto.FLOAT:
+            kind = TensorProto.DataType.Name(elem) if elem else "unknown"
+            return f"element type {kind}: {DOMAIN}::Conv runs float32 only"
+        rank = len(w_value.shape) if w_value is not None else None
+        if rank is None:
+            shape = _shape(self.types.get(x)) or _shape(self.types.get(w))
+            kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
+            rank = len(shape) if shape is not None else (len(kernel) + 2 if kernel else None)
+        if rank is None:
+            return "the input's rank is unknown (shape inference could not tell the spatial rank)"
+        if rank not in (3, 4):
+            return f"spatial rank {rank - 2}: {DOMAIN}::Conv runs 1-D and 2-D convolutions"
+        if w_value is not None:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if self.policy.skip_pointwise and all(k == 1 for k in w_value.shape[2:]):
+                return "1x1 (pointwise) conv kept on ORT by policy"
+            if self.policy.skip_depthwise and group > 1 and w_value.shape[1] == 1:
+                return "depthwise conv kept on ORT by policy"
+        elif self.policy.skip_pointwise or self.policy.skip_depthwise:
+            return "weights are not constant, so the pointwise/depthwise policy cannot tell the kind of conv"
+        return None
+
+    # --- fusions ---------------------------------------------------------------------------------
+
+    def fuse_next(self, conv) -> bool:
+        """Fuses the node after `conv` into it when possible; True if it did."""
+        nxt = self.single_consumer(conv.output[0])
+        if nxt is None or nxt.domain not in ("", "ai.onnx"):
+            return False
+        has_activation = any(a.name == "activation" and a.s for a in conv.attribute)
+        has_residual = len(conv.input) > 3 and conv.input[3] != ""
+        op = nxt.op_type
+        done = None
+        if has_activation:
+            return False  # nothing can follow the activation inside the op
+        if op == "BatchNormalization" and not has_residual:
+            done = self.fold_batch_norm(conv, nxt)
+        elif op in ("Mul", "Div") and not has_residual:
+            done = self.fold_scale(conv, nxt)
+        elif op in ("Add", "Sub"):
+            done = self.fold_shift(conv, nxt) or (op == "Add" and not has_residual and self.fuse_residual(conv, nxt))
+        elif op in ACTIVATIONS or op == "Clip":
+            done = self.fuse_activation(conv, nxt)
+        if not done:
+            return False
+        conv.output[0] = nxt.output[0]
+        self.graph.node.remove(nxt)
+        self.report.fused.append(f"{op} '{nxt.name or nxt.output[0]}' into '{conv.name}'")
+        return True
+
+    def weights(self, conv):
+        """(W, B) as arrays when both are constant (B zeros when absent), else None."""
+        w = self.constant(conv.input[1])
+        if w is None:
+            return None
+        b = self.constant(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0], w.dtype)
+        return (w, b) if b is not None else None
+
+    def set_weights(self, conv, w: np.ndarray, b: np.ndarray):
+        """Stores new W and B as fresh initializers (the old ones may be shared with other nodes)."""
+        inputs = list(conv.input) + [""] * (3 - len(conv.input))
+        for index, (value, suffix) in enumerate(((w, "W"), (b, "B")), start=1):
+            name = self.unique(f"{conv.name}_{suffix}")
+            self.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+            inputs[index] = name
+        del conv.input[:]
+        conv.input.extend(inputs)
+
+    def per_channel(self, value: np.ndarray | None, channels: int, rank: int) -> np.ndarray | None:
+        """A constant that broadcasts over Y (N x M x spatial) as one value per channel, as a vector."""
+        if value is None or value.ndim > rank:
+            return None
+        if value.size == 1:
+            return np.full(channels, float(value.reshape(-1)[0]), np.float32)
+        shape = (1,) * (rank - value.ndim) + value.shape
+        if shape[0] == 1 and shape[1] == channels and all(d == 1 for d in shape[2:]):
+            return value.reshape(channels).astype(np.float32)
+        return None
+
+    def fold_batch_norm(self, conv, bn) -> bool:
+        if any(a.name == "training_mode" and a.i for a in bn.attribute) or len([o for o in bn.output if o]) > 1:
+            return False
+        params = [self.constant(name) for name in bn.input[1:5]]
+        wb = self.weights(conv)
+        if wb is None or any(p is None for p in params):
+            return False
+        w, b = wb
+        scale, shift, mean, var = (p.astype(np.float64).reshape(-1) for p in params)
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        factor = scale / np.sqrt(var + eps)
+        if factor.size != w.shape[0]:
+            return False
+        self.set_weights(conv, w * factor.reshape((-1,) + (1,) * (w.ndim - 1)), (b - mean) * factor + shift)
+        return True
+
+    def other_input(self, conv, node) -> str | None:
+        ins = list(node.input)
+        if len(ins) != 2 or ins.count(conv.output[0]) != 1:
+            return None
+        return ins[1] if ins[0] == conv.output[0] else ins[0]
+
+    def fold_scale(self, conv, node) -> bool:
+        other = self.other_input(conv, node)
+        if other is None or (node.op_type == "Div" and node.input[1] != other):
+            return False
+        wb = self.weights(conv)
+        if wb is None:
+            return False
+        w, b = wb
+        factor = self.per_channel(self.constant(other), w.shape[0], w.ndim)
+        if factor is None:
+            return False
+        if node.op_type == "Div":
+            if np.any(factor == 0):
+                return False
+            factor = 1.0 / factor
+        self.set_weights(conv, w * factor.reshape((-1,) + (1,) * (w.ndim - 1)), b * factor)
+        return True
+
+    def fold_shift(self, conv, node) -> bool:
+        other = self.other_input(conv, node)
+        if other is None or (node.op_type == "Sub" and node.input[1] != other):
+            return False
+        wb = self.weights(conv)
+        if wb is None:
+            return False
+        w, b = wb
+        shift = self.per_channel(self.constant(other), w.shape[0], w.ndim)
+        if shift is None:
+            return False
+        self.set_weights(conv, w, b - shift if node.op_type == "Sub" else b + shift)
+        return True
+
+    def fuse_residual(self, conv, add) -> bool:
+        other = self.other_input(conv, add)
+        y_shape, z_shape = _shape(self.types.get(conv.output[0])), _shape(self.types.get(other))
+        out_shape = _shape(self.types.get(add.output[0]))
+        # Z must have Y's shape exactly (no broadcasting); unknown dims must at least be the same symbol.
+        if other is None or y_shape is None or z_shape is None or len(y_shape) != len(z_shape):
+            return False
+        if not self.same_shape(conv.output[0], other) or (out_shape is not None and not self.same_shape(conv.output[0], add.output[0])):
+            return False
+        inputs = list(conv.input) + [""] * (4 - len(conv.input))
+        inputs[3] = other
+        del conv.input[:]
+        conv.input.extend(inputs)
+        return True
+
+    def same_shape(self, a: str, b: str) -> bool:
+        da, db = self.types[a].tensor_type.shape.dim, self.types[b].tensor_type.shape.dim
+        if len(da) != len(db):
+            return False
+        for x, y in zip(da, db):
+            if x.HasField("dim_value") and y.HasField("dim_value"):
+                if x.dim_value != y.dim_value:
+                    return False
+            elif not (x.HasField("dim_param") and y.HasField("dim_param") and x.dim_param == y.dim_param):
+                return False
+        return True
+
+    def fuse_activation(self, conv, act) -> bool:
+        params: list[float] = []
+        if act.op_type == "Clip":
+            if self.opsets.get("", 11) < 11:  # min and max were attributes
+                attrs = {a.name: a.f for a in act.attribute}
+                params = [attrs.get("min", -FLOAT_MAX), attrs.get("max", FLOAT_MAX)]
+            else:
+                bounds = []
+                for index, default in ((1, -FLOAT_MAX), (2, FLOAT_MAX)):
+                    name = act.input[index] if len(act.input) > index else ""
+                    value = self.constant(name) if name else np.float32(default)
+                    if value is None or value.size != 1:
+                        return False  # bounds computed at run time stay with ORT's Clip
+                    bounds.append(float(value.reshape(-1)[0]))
+                params = bounds
+        else:
+            attrs = {a.name: a.f for a in act.attribute}
+            params = [attrs.get(name, default) for name, default in ACTIVATIONS[act.op_type]]
+        conv.attribute.extend([helper.make_attribute("activation", act.op_type)])
+        if params:
+            conv.attribute.extend([helper.make_attribute("activation_params", [float(p) for p in params])])
+        return True
+
+    # --- tidying ---------------------------------------------------------------------------------
+
+    def sort_topologically(self):
+        """Orders nodes so each comes after the producers of what it reads (a fused Z may be later)."""
+        produced = {o: n for n in self.graph.node for o in n.output if o}
+        done, order, visiting = set(), [], set()
+
+        def visit(node):
+            key = id(node)
+            if key in done:
+                return
+            if key in visiting:
+                raise RewriteError(f"the graph has a cycle through node '{node.name}'")
+            visiting.add(key)
+            reads = list(node.input)
+            for attr in node.attribute:
+                for sub in _subgraphs(attr):
+                    reads += list(_names_read(sub))
+            for value in reads:
+                if value in produced and produced[value] is not node:
+                    visit(produced[value])
+            visiting.discard(key)
+            done.add(key)
+            order.append(node)
+
+        for node in list(self.graph.node):
+            visit(node)
+        del self.graph.node[:]
+        self.graph.node.extend(order)
+
+    def drop_unused_initializers(self):
+        """Initializers the rewrite orphaned (W and B replaced by folded copies)."""
+        used = set(self.consumers()) | self.graph_outputs() | {i.name for i in self.graph.input}
+        keep = [t for t in self.graph.initializer if t.name in used]
+        if len(keep) != len(self.graph.initializer):
+            del self.graph.initializer[:]
+            self.graph.initializer.extend(keep)
+
+
+def _names_read(graph) -> set[str]:
+    """Names a (sub)graph reads that it does not define itself: its outer-scope references."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {o for n in graph.node for o in n.output}
+    read = set()
+    for node in graph.node:
+        read |= {i for i in node.input if i}
+        for attr in node.attribute:
+            for sub in _subgraphs(attr):
+                read |= _names_read(sub)
+    read |= {o.name for o in graph.output}
+    return read - defined
