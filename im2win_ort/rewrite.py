@@ -173,17 +173,17 @@ class _GraphRewriter:
         used = {i for n in order for i in n.input}
         sub_inits = [t for t in self.graph.initializer if t.name in used] + \
                     [t for k, t in self.outer_constants.items() if k in used]
-        sub = helper.make_graph(order, "fold", [], [helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)],
-                                initializer=sub_inits)
+        out_type = self.types.get(name)
+        output = onnx.ValueInfoProto(name=name)
+        if out_type is not None:
+            output.type.CopyFrom(out_type)
+        sub = helper.make_graph(order, "fold", [], [output], initializer=sub_inits)
         model = helper.make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()])
-        try:
-            from onnx.reference import ReferenceEvaluator
-
-            (value,) = ReferenceEvaluator(model).run(None, {})
-        except Exception:
+        value = _evaluate(model)
+        if value is None:
             return False
         self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-        for node in order:  # the producing nodes go when nothing else reads their outputs
+        for node in reversed(order):  # the producing nodes go when nothing else reads their outputs
             if not any(o in self.consumers() and o != name for o in node.output) and \
                     not any(o in self.graph_outputs() for o in node.output):
                 self.graph.node.remove(node)
@@ -495,6 +495,26 @@ class _GraphRewriter:
         if len(keep) != len(self.graph.initializer):
             del self.graph.initializer[:]
             self.graph.initializer.extend(keep)
+
+
+def _evaluate(model: onnx.ModelProto):
+    """The single output of an input-free model, by ORT (which has every op at every opset) or,
+    failing that, by onnx's reference evaluator; None if neither can run it."""
+    try:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 3
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {})[0]
+    except Exception:
+        pass
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        return ReferenceEvaluator(model).run(None, {})[0]
+    except Exception:
+        return None
 
 
 def _names_read(graph) -> set[str]:
