@@ -154,4 +154,4 @@ def test_onnx_conformance_conv_models_through_the_rewriter(tmp_path):
             for g, w in zip(got, outputs):
                 np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(w).max())))
             checked += 1
-    assert checked >= 20
+    assert checked >= 19  # all 2-D and 1-D Conv models of onnx 1.23 (3-D ones are left to ORT, checked above)
