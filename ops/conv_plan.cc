@@ -1,0 +1,117 @@
+#include "conv_plan.h"
+
+#include <algorithm>
+
+namespace im2win {
+namespace {
+
+// A window panel of up to this many floats (512 KiB) stays in a Zen 4 / Skylake-SP L2 (1 MiB)
+// beside a tile's weights.
+constexpr int64_t kPanelBudgetFloats = 128 * 1024;
+// Enough work items that a batch-1 layer keeps every thread of a small pool busy.
+constexpr int64_t kMinWorkItems = 4;
+
+// Channel tiles cover the block with rows x cols outputs; picks the shape that computes the
+// fewest dropped outputs, preferring tiles with enough outputs to hide the FMA latency and, a
+// little, two vectors of channels (a broadcast then feeds two FMAs).
+// keep_vectors: choose only the rows x cols for the channel vectors already chosen.
+void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvPlan* p, bool keep_vectors = false) {
+  double best = -1.0;
+  for (int mv = 1; mv <= isa.channel_vectors; ++mv) {
+    if (keep_vectors && mv != p->tile_vectors) continue;
+    const int outputs = isa.max_outputs[mv];
+    if (outputs == 0 || p->shape.outputs_per_group() % (mv * isa.vector_len) != 0) continue;  // whole tiles only
+    for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
+      const int ra = outputs / cols;
+      const double computed = static_cast<double>(CeilDiv(out_w, cols) * cols) * (CeilDiv(rows, ra) * ra);
+      const double useful = static_cast<double>(out_w * rows);
+      const double score = useful / computed * std::min(1.0, ra * cols * mv / 16.0) *
+                           (mv == isa.channel_vectors ? 1.0 : 0.97);
+      if (score > best) {
+        best = score;
+        p->tile_vectors = mv;
+        p->tile_rows = ra;
+        p->tile_cols = cols;
+      }
+    }
+  }
+}
+
+// Position tiles compute whole vectors: picks the rows per block (at most max_rows) that compute
+// the fewest positions in all over the image, the most rows on a tie.
+int64_t ChooseBlockRows(int64_t out_h, int64_t row_len, int64_t max_rows, int vector_len) {
+  int64_t best_rows = max_rows, best_cost = -1;
+  for (int64_t rows = max_rows; rows >= std::max<int64_t>(1, max_rows / 2); --rows) {
+    const int64_t full = out_h / rows, last = out_h % rows;
+    const int64_t cost = full * CeilDiv(rows * row_len, vector_len) + CeilDiv(last * row_len, vector_len);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best_rows = rows;
+    }
+  }
+  return best_rows;
+}
+
+}  // namespace
+
+ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa,
+                      TilePreference preference) {
+  ConvPlan p;
+  p.shape = s;
+  p.epilogue = epilogue;
+  p.isa = &isa;
+  p.family = ChooseTileFamily(isa, s, preference);
+  const WindowLayout one_row = MakeWindowLayout(s, 1);
+  // Each output row adds one panel row per phase pair; the windows' overhang is paid once.
+  const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride / one_row.plane_rows);
+  const int64_t overhang = one_row.plane_rows - 1;
+  int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats - overhang, 1, s.out_h);
+  if (p.family == TileFamily::kPositions) rows = ChooseBlockRows(s.out_h, one_row.row_len, rows, isa.vector_len);
+  int64_t row_blocks = CeilDiv(s.out_h, rows);
+  if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p);
+  p.m_unit = p.family == TileFamily::kChannels ? p.tile_vectors * isa.vector_len : kTileM;
+  p.m_tiles = CeilDiv(s.outputs_per_group(), p.m_unit);
+  const int64_t images = std::max<int64_t>(1, s.batch * s.group);
+  // Too few items: first split the channel tiles (no loss of tile width), then the rows.
+  p.m_chunks = std::clamp<int64_t>(CeilDiv(kMinWorkItems, images * row_blocks), 1, std::max<int64_t>(1, p.m_tiles));
+  if (images * row_blocks * p.m_chunks < kMinWorkItems) {
+    row_blocks = std::min(s.out_h, CeilDiv(kMinWorkItems, images * p.m_chunks));
+    rows = CeilDiv(s.out_h, row_blocks);
+    row_blocks = CeilDiv(s.out_h, rows);
+  }
+  p.row_blocks = row_blocks;
+  // Depthwise: a channel is little work, so an item takes several, enough for ~4 items a thread.
+  p.depthwise = s.channels_per_group() == 1 && s.outputs_per_group() == 1;
+  p.direct = !p.depthwise && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+             s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
+  if (p.depthwise)
+    p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / (4 * kMinWorkItems));
+  p.depthwise_lanes = p.depthwise && isa.depthwise_lanes != nullptr && s.group % isa.vector_len == 0;
+  if (p.depthwise_lanes) {
+    // vector_len channels side by side: the block's rows shrink to keep the panel in budget.
+    p.groups_per_item = isa.vector_len;
+    rows = std::clamp<int64_t>(kPanelBudgetFloats / (row_floats * isa.vector_len) - overhang, 1, s.out_h);
+    row_blocks = CeilDiv(s.out_h, rows);
+    const int64_t items = std::max<int64_t>(1, s.batch) * (s.group / isa.vector_len);
+    if (items * row_blocks < kMinWorkItems) {
+      row_blocks = std::min(s.out_h, CeilDiv(kMinWorkItems, items));
+      rows = CeilDiv(s.out_h, row_blocks);
+      row_blocks = CeilDiv(s.out_h, rows);
+    }
+    p.row_blocks = row_blocks;
+  }
+  if (p.family == TileFamily::kChannels) {
+    // Again, as the rows may have been split; the channels per tile are settled (m_unit).
+    ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p, true);
+    p.layout = MakeWindowLayout(s, rows, p.tile_rows, p.tile_cols);
+  } else {
+    p.layout = MakeWindowLayout(s, rows, 0, isa.tile_positions());
+  }
+  return p;
+}
+
+int64_t Im2colWorkspaceBytes(const ConvShape& s) {
+  return s.channels_per_group() * s.kernel_h * s.kernel_w * s.out_h * s.out_w * static_cast<int64_t>(sizeof(float));
+}
+
+}  // namespace im2win

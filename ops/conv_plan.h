@@ -1,0 +1,55 @@
+// How a convolution is cut into work: the tile family and shape, the window panel's rows per
+// block, the split into work items, and the workspace each thread reserves.
+#pragma once
+
+#include <cstdint>
+
+#include "conv_params.h"
+#include "microkernel.h"
+#include "weight_pack.h"
+#include "window_layout.h"
+
+namespace im2win {
+
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct ConvPlan {
+  ConvShape shape;
+  Epilogue epilogue;
+  const IsaKernels* isa = nullptr;
+  TileFamily family = TileFamily::kPositions;  // must match how the weights were packed
+  WindowLayout layout;
+  int64_t row_blocks = 0;       // blocks of layout.rows output rows per image
+  int64_t m_unit = 0;           // output channels per register tile (kTileM or a channel tile)
+  int64_t m_tiles = 0;          // register tiles of output channels per group
+  int64_t m_chunks = 0;         // channel tiles split across work items
+  bool depthwise = false;       // one input and one output channel per group: depthwise row tiles
+  bool depthwise_lanes = false; // depthwise with vector_len channels in the lanes (C a multiple of it)
+  bool direct = false;          // 1x1, stride 1, no padding: X is read in place, no panel
+  int64_t groups_per_item = 1;
+  int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
+  // Channel tiles cover a block of `rows` output rows as TileHeight x TileWidth outputs: rows x
+  // out_w, or one run of rows * out_w when window rows carry no columns past the output width.
+  bool FlatRows() const { return shape.out_w + ((shape.kernel_w - 1) * shape.dilation_w) / shape.stride_w == shape.out_w; }
+  int64_t TileWidth(int64_t rows) const { return FlatRows() ? rows * shape.out_w : shape.out_w; }
+  int64_t TileHeight(int64_t rows) const { return FlatRows() ? 1 : rows; }
+  int64_t group_blocks() const { return (shape.group + groups_per_item - 1) / groups_per_item; }
+  int64_t work_items() const { return shape.batch * group_blocks() * row_blocks * m_chunks; }
+  // Bytes each thread reserves, independent of the batch: the window panel, or for a direct conv
+  // the copy of a block's last tile of inputs.
+  int64_t workspace_floats() const {
+    const int64_t tail = family == TileFamily::kChannels ? tile_cols : isa->tile_positions();
+    if (depthwise_lanes)  // the channels' panels side by side, then their weights
+      return isa->vector_len * (layout.channel_stride + shape.kernel_h * shape.kernel_w);
+    return direct ? layout.channels * tail : layout.panel_floats();
+  }
+  int64_t workspace_bytes() const { return workspace_floats() * static_cast<int64_t>(sizeof(float)); }
+};
+
+ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
+                      TilePreference preference = TilePreference::kAuto);
+
+// What im2col + GEMM would reserve for the same layer (one image, one group at a time).
+int64_t Im2colWorkspaceBytes(const ConvShape& s);
+
+}  // namespace im2win
