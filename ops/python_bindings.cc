@@ -112,12 +112,22 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   const ConvShape s = ResolveConvShape(attrs, x_dims, w_dims);
   const ConvPlan plan = MakeConvPlan(s, Epilogue{}, SelectIsa(isa));
   py::dict d;
-  d["tile_family"] = plan.family == TileFamily::kChannels ? "channels" : "positions";
-  // Register tile: output channels x rows x columns of outputs (positions tiles: x a run of positions).
-  if (plan.family == TileFamily::kChannels)
+  // The path and its register tile: output channels x rows x columns of outputs (position tiles:
+  // x a run of positions; depthwise: channels in the lanes, or one channel along output rows).
+  if (plan.depthwise_lanes) {
+    d["tile_family"] = "depthwise";
+    d["tile"] = std::to_string(plan.isa->vector_len) + " channels in lanes";
+  } else if (plan.depthwise) {
+    d["tile_family"] = "depthwise";
+    d["tile"] = "rows";
+  } else if (plan.family == TileFamily::kChannels) {
+    d["tile_family"] = "channels";
     d["tile"] = std::to_string(plan.m_unit) + "x" + std::to_string(plan.tile_rows) + "x" + std::to_string(plan.tile_cols);
-  else
+  } else {
+    d["tile_family"] = "positions";
     d["tile"] = std::to_string(kTileM) + "x" + std::to_string(plan.isa->tile_positions());
+  }
+  if (plan.direct) d["tile"] = d["tile"].cast<std::string>() + " direct";
   d["im2win_per_thread"] = plan.workspace_bytes();
   d["im2col"] = Im2colWorkspaceBytes(s);
   d["rows_per_block"] = plan.layout.rows;
