@@ -26,7 +26,7 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
       const double computed = static_cast<double>(CeilDiv(out_w, cols) * cols) * (CeilDiv(rows, ra) * ra);
       const double useful = static_cast<double>(out_w * rows);
       const double score = useful / computed * std::min(1.0, ra * cols * mv / 16.0) *
-                           (mv == isa.channel_vectors ? 1.0 : 0.97);
+                           (mv == isa.channel_vectors ? 1.0 : 0.85);
       if (score > best) {
         best = score;
         p->tile_vectors = mv;

@@ -106,11 +106,11 @@ py::array_t<float> Transform(const py::object& x_obj, const std::vector<int64_t>
 }
 
 py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& w_dims, const std::string& auto_pad,
-                   const Ints& dilations, int64_t group, const Ints& pads, const Ints& strides,
-                   const std::string& isa) {
+                   const Ints& dilations, int64_t group, const Ints& pads, const Ints& strides, const std::string& isa,
+                   const std::string& tiles) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, std::nullopt, pads, strides);
   const ConvShape s = ResolveConvShape(attrs, x_dims, w_dims);
-  const ConvPlan plan = MakeConvPlan(s, Epilogue{}, SelectIsa(isa));
+  const ConvPlan plan = MakeConvPlan(s, Epilogue{}, SelectIsa(isa), SelectTilePreference(tiles));
   py::dict d;
   // The path and its register tile: output channels x rows x columns of outputs (position tiles:
   // x a run of positions; depthwise: channels in the lanes, or one channel along output rows).
@@ -155,7 +155,7 @@ PYBIND11_MODULE(_kernels, m) {
         "panel rows x row_len (ops/window_layout.h).");
   m.def("workspace_bytes", &Workspace, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
-        arg("isa") = "",
+        arg("isa") = "", arg("tiles") = "",
         "Workspace of one conv: im2win bytes per thread beside im2col's bytes for the same layer.");
   m.def("available_isas", &AvailableIsas, "ISAs this CPU can run, best first.");
   m.def("selected_isa", [](const std::string& isa) { return std::string(SelectIsa(isa).name); }, arg("isa") = "",
