@@ -31,11 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="print the library path and the ISAs this CPU can run")
     sub.add_parser("bench", help="per-layer benchmark against ORT's Conv (see `im2win-ort bench --help`)",
                    add_help=False)
+    sub.add_parser("compare", help="peak memory and latency of a whole model: rewritten vs ORT's Conv and PyTorch "
+                                   "(see `im2win-ort compare --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         from .bench import main as bench_main
 
         return bench_main(rest)
+    if args.command == "compare":
+        from .compare import main as compare_main
+
+        return compare_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
