@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="largest |difference| / max(1, max |output|) --validate accepts (default 1e-3)")
     rw.add_argument("--skip-pointwise", action="store_true", help="keep 1x1 convs on ORT")
     rw.add_argument("--skip-depthwise", action="store_true", help="keep depthwise convs on ORT")
+    rw.add_argument("--no-prepack", action="store_true",
+                    help="keep weights in ONNX's OIHW order (the session then also holds a packed copy)")
     rw.add_argument("--report", action="store_true", help="print what was replaced, fused, folded and left to ORT")
     rw.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
                     help="write tensors to MODEL.data next to the output (auto: when the input had external "
@@ -78,7 +80,7 @@ def _rewrite_command(args) -> int:
             raise ModelError(f"{target}: the output would overwrite the input model; choose another -o")
         original = load_model(source)
         rewritten, report = rewrite_with_report(original, skip_pointwise=args.skip_pointwise,
-                                                skip_depthwise=args.skip_depthwise)
+                                                skip_depthwise=args.skip_depthwise, prepack=not args.no_prepack)
         if args.report:
             print(report.summary())
         if args.validate:

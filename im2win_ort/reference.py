@@ -41,6 +41,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .weight_layout import LAYOUT_TILES, unpack
+
 ACTIVATIONS = {  # name -> default activation_params (also their required number)
     "": (), "Relu": (), "Clip": (-np.inf, np.inf), "LeakyRelu": (0.01,), "Sigmoid": (),
     "HardSigmoid": (0.2, 0.5), "Tanh": (), "HardSwish": (),
@@ -160,7 +162,8 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
     Conv's plus the epilogue's (see the README). Sums are taken in float64.
     """
     x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
+    w = unpack(np.asarray(w, np.float64), weight_layout, group) if weight_layout in LAYOUT_TILES else \
+        np.asarray(w, np.float64)
     check_attributes(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
                      pads=pads, strides=strides, activation=activation,
                      activation_params=activation_params, weight_layout=weight_layout)
@@ -220,8 +223,9 @@ def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1
         if rank > 2:
             raise ValueError(f"{name} {values} describe spatial rank {rank}: 3-D convolution is not supported "
                              f"by com.im2win::Conv; spatial rank 1 and 2 are")
-    if weight_layout != "OIHW":
-        raise ValueError(f"weight_layout {weight_layout!r} is not supported: only 'OIHW' (ONNX's) is")
+    if weight_layout != "OIHW" and weight_layout not in LAYOUT_TILES:
+        raise ValueError(f"weight_layout {weight_layout!r} is not supported: 'OIHW' (ONNX's) or a packed "
+                         f"layout ({', '.join(LAYOUT_TILES)})")
     _activation_params(activation, activation_params)
 
 

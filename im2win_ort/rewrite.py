@@ -19,6 +19,7 @@ import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from ._library import DOMAIN
+from .weight_layout import FAMILY_LAYOUTS, pack
 
 CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 # Single-input activations the op fuses, with their ONNX attribute defaults in activation_params order.
@@ -58,6 +59,7 @@ class RewriteReport:
 class Policy:
     skip_pointwise: bool = False  # keep 1x1 convs on ORT
     skip_depthwise: bool = False  # keep depthwise convs (group == C == M/multiplier) on ORT
+    prepack: bool = True  # store constant weights in the op's packed layout (one copy in the session)
 
 
 def rewrite(model, **options) -> onnx.ModelProto:
@@ -65,8 +67,12 @@ def rewrite(model, **options) -> onnx.ModelProto:
     return rewrite_with_report(model, **options)[0]
 
 
-def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False):
-    """Rewrites a model given as a path, bytes or onnx.ModelProto; returns (ModelProto, RewriteReport)."""
+def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False, prepack: bool = True):
+    """Rewrites a model given as a path, bytes or onnx.ModelProto; returns (ModelProto, RewriteReport).
+
+    prepack: store each constant W in the packed order the op's kernels read for the input size
+    shape inference gives (weight_layout), so that the session keeps ORT's copy only.
+    """
     from .model_io import load_model
 
     original = load_model(model)
@@ -74,7 +80,7 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     report = RewriteReport()
     types = _value_types(out)
     opsets = {o.domain or "": o.version for o in out.opset_import}
-    _GraphRewriter(out.graph, types, opsets, Policy(skip_pointwise, skip_depthwise), report, {}).run()
+    _GraphRewriter(out.graph, types, opsets, Policy(skip_pointwise, skip_depthwise, prepack), report, {}).run()
     if report.replaced and not any(o.domain == DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return out, report
@@ -241,6 +247,8 @@ class _GraphRewriter:
             if node.domain == DOMAIN and node.op_type == "Conv":
                 while self.fuse_next(node):
                     pass
+                if self.policy.prepack:
+                    self.prepack(node)
         self.sort_topologically()
         self.drop_unused_initializers()
 
@@ -457,6 +465,37 @@ class _GraphRewriter:
         if params:
             conv.attribute.extend([helper.make_attribute("activation_params", [float(p) for p in params])])
         return True
+
+    # --- pre-packed weights ----------------------------------------------------------------------
+
+    def prepack(self, conv):
+        """Stores W packed for the tile family the op will choose (weight_layout), when W is constant
+        and X's channels and spatial size are known; the op repacks per run if it chooses another."""
+        if any(a.name == "weight_layout" for a in conv.attribute):
+            return
+        w = self.constant(conv.input[1])
+        x_shape = _shape(self.types.get(conv.input[0]))
+        if w is None or x_shape is None or len(x_shape) != w.ndim or any(d is None for d in x_shape[1:]):
+            return
+        try:
+            from . import _kernels
+        except ImportError:  # no compiled kernels here: nothing to ask which layout they read
+            return
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        options = {key: list(attrs[key]) for key in ("dilations", "pads", "strides") if key in attrs}
+        try:
+            plan = _kernels.workspace_bytes([1] + x_shape[1:], list(w.shape), group=attrs.get("group", 1),
+                                            auto_pad=attrs.get("auto_pad", b"NOTSET").decode(), **options)
+        except ValueError:
+            return
+        layout = FAMILY_LAYOUTS.get(plan["tile_family"])
+        if layout is None:  # depthwise: its kernels read OIHW as it is
+            return
+        name = self.unique(f"{conv.name}_W_packed")
+        self.graph.initializer.append(numpy_helper.from_array(pack(w.astype(np.float32), layout, attrs.get("group", 1)),
+                                                              name))
+        conv.input[1] = name
+        conv.attribute.extend([helper.make_attribute("weight_layout", layout)])
 
     # --- tidying ---------------------------------------------------------------------------------
 

@@ -180,9 +180,7 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api
   attrs_.group = GetInt(api, info, "group", 1);
   ValidateAttributes(attrs_);
   epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetFloats(api, info, "activation_params"));
-  const std::string layout = GetString(api, info, "weight_layout", "OIHW");
-  if (layout != "OIHW")
-    throw ConvError("weight_layout '" + layout + "' is not supported; this build reads OIHW weights only");
+  w_prepacked_ = ParseWeightLayout(GetString(api, info, "weight_layout", "OIHW"), &w_family_);
   isa_ = &SelectIsa();
 
   tile_preference_ = SelectTilePreference();
@@ -199,7 +197,7 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api
     // With X's channels and spatial size known (the batch may be symbolic), the shapes are checked
     // now and the weights packed for the tile family the runs will use.
     std::vector<int64_t> x_dims = StaticInputDims(api, info, 0);
-    if (x_dims.size() == wv.dims.size() && x_dims[1] > 0 && x_dims[2] > 0 && x_dims.back() > 0) {
+    if (!w_prepacked_ && x_dims.size() == wv.dims.size() && x_dims[1] > 0 && x_dims[2] > 0 && x_dims.back() > 0) {
       x_dims[0] = 1;
       const ConvShape shape = ResolveConvShape(attrs_, x_dims, wv.dims);
       PackedConstantWeights(ChooseTileFamily(*isa_, shape, tile_preference_), wv.data);
@@ -275,7 +273,16 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_, tile_preference_);
   const float* packed = nullptr;
   std::vector<float> run_packed;  // only for weights that arrive at run time
-  if (weights_constant_ && w.dims == w_dims_) {
+  const int64_t k = w.elements() / w.dims[0];
+  if (w_prepacked_ && w_family_ == plan.family) {
+    packed = w.data;  // packed by the rewriter for this shape: ORT's copy is the only one
+  } else if (w_prepacked_) {  // packed for another tile family (another CPU or input size)
+    std::vector<float> plain(w.elements());
+    UnpackWeights(w_family_, w.data, w.dims[0], shape.group, k, plain.data());
+    run_packed.resize(w.elements());
+    PackWeights(plan.family, plain.data(), w.dims[0], shape.group, k, run_packed.data());
+    packed = run_packed.data();
+  } else if (weights_constant_ && w.dims == w_dims_) {
     packed = PackedConstantWeights(plan.family, w.data);
   } else {
     run_packed.resize(w.elements());

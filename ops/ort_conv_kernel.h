@@ -36,6 +36,8 @@ class OrtConvKernel {
   Epilogue epilogue_;
   const IsaKernels* isa_ = nullptr;
   TilePreference tile_preference_ = TilePreference::kAuto;
+  bool w_prepacked_ = false;  // W arrives packed (weight_layout): used in place, no copy of ours
+  TileFamily w_family_ = TileFamily::kPositions;
   bool weights_constant_ = false;
   std::vector<int64_t> w_dims_;  // of the constant W
   mutable std::mutex pack_mutex_;

@@ -17,19 +17,46 @@ TileFamily ChooseTileFamily(const IsaKernels& isa, const ConvShape& s, TilePrefe
   return position_lanes_used < 0.9 ? TileFamily::kChannels : TileFamily::kPositions;
 }
 
-void PackWeights(TileFamily family, const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed) {
+namespace {
+
+// Visits every weight as (index in OIHW, index when packed).
+template <typename F>
+void ForEachWeight(TileFamily family, int64_t out_channels, int64_t group, int64_t k, F visit) {
   const int64_t per_group = out_channels / group;
   const int64_t block = family == TileFamily::kChannels ? kChannelBlock : kTileM;
   for (int64_t g = 0; g < group; ++g) {
     for (int64_t m0 = 0; m0 < per_group; m0 += block) {
       const int64_t rm = std::min<int64_t>(block, per_group - m0);
       const int64_t first = g * per_group + m0;
-      const float* src = w + first * k;
-      float* dst = packed + first * k;
       for (int64_t i = 0; i < k; ++i)
-        for (int64_t m = 0; m < rm; ++m) dst[i * rm + m] = src[m * k + i];
+        for (int64_t m = 0; m < rm; ++m) visit(first * k + m * k + i, first * k + i * rm + m);
     }
   }
+}
+
+}  // namespace
+
+void PackWeights(TileFamily family, const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed) {
+  ForEachWeight(family, out_channels, group, k, [&](int64_t plain, int64_t tiled) { packed[tiled] = w[plain]; });
+}
+
+void UnpackWeights(TileFamily family, const float* packed, int64_t out_channels, int64_t group, int64_t k, float* w) {
+  ForEachWeight(family, out_channels, group, k, [&](int64_t plain, int64_t tiled) { w[plain] = packed[tiled]; });
+}
+
+const char* WeightLayoutName(TileFamily family) {
+  return family == TileFamily::kChannels ? "im2win.channels16" : "im2win.positions6";
+}
+
+bool ParseWeightLayout(const std::string& name, TileFamily* family) {
+  if (name == "OIHW") return false;
+  for (TileFamily f : {TileFamily::kPositions, TileFamily::kChannels})
+    if (name == WeightLayoutName(f)) {
+      *family = f;
+      return true;
+    }
+  throw ConvError("weight_layout '" + name + "' is not supported (OIHW, " + WeightLayoutName(TileFamily::kPositions) +
+                  " or " + WeightLayoutName(TileFamily::kChannels) + ")");
 }
 
 }  // namespace im2win

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "conv_params.h"
 #include "microkernel.h"
@@ -26,5 +27,13 @@ TileFamily ChooseTileFamily(const IsaKernels& isa, const ConvShape& s, TilePrefe
 //    that starts at output channel m begins at m * K.
 // Either way the packed array has W's size.
 void PackWeights(TileFamily family, const float* w, int64_t out_channels, int64_t group, int64_t k, float* packed);
+// The inverse: packed weights back to OIHW.
+void UnpackWeights(TileFamily family, const float* packed, int64_t out_channels, int64_t group, int64_t k, float* w);
+
+// weight_layout attribute values: "OIHW" (ONNX's), or a packed order the rewriter writes so the
+// session holds one copy of the weights: "im2win.positions6", "im2win.channels16".
+const char* WeightLayoutName(TileFamily family);
+// Returns false for "OIHW"; true and the family for a packed layout; throws ConvError otherwise.
+bool ParseWeightLayout(const std::string& name, TileFamily* family);
 
 }  // namespace im2win

@@ -251,7 +251,7 @@ X, W = np.zeros((1, 4, 6, 6), np.float32), np.zeros((6, 2, 3, 3), np.float32)
     ({"group": 1}, "must hold C/group channels"),
     ({"group": 2, "activation": "Gelu"}, "unknown activation 'Gelu'"),
     ({"group": 2, "activation": "LeakyRelu", "activation_params": [0.1, 0.2]}, "takes 1 activation_params"),
-    ({"group": 2, "weight_layout": "packed"}, "only 'OIHW'"),
+    ({"group": 2, "weight_layout": "packed"}, "weight_layout 'packed' is not supported"),
     ({"group": 2, "auto_pad": "SAME"}, "auto_pad must be one of"),
     ({"group": 2, "auto_pad": "VALID", "pads": [1, 1, 1, 1]}, "cannot be used together"),
     ({"group": 2, "strides": [0, 1]}, "strides must all be >= 1"),

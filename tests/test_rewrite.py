@@ -190,7 +190,7 @@ def test_residual_add_becomes_z_then_activation():
     m = model(nodes, weights(), extra_inputs=(("x2", ("N", 8, 9, 9)),))
     out, report = rewritten_and_checked(m)
     (n,) = im2win_nodes(out)
-    assert list(n.input) == ["x", "W", "B", "x2"] and attribute(n, "activation") == b"Relu"
+    assert n.input[0] == "x" and n.input[3] == "x2" and attribute(n, "activation") == b"Relu"
     assert report.fused == ["Add 'res' into 'conv'", "Relu 'relu' into 'conv'"]
 
 
@@ -235,7 +235,7 @@ def test_shared_weights_are_not_changed_for_the_other_user():
     nodes = [conv(out="c1", name="a"), helper.make_node("Mul", ["c1", "k"], ["y"], name="mul"),
              conv(out="y2", name="b")]
     m = model(nodes, weights() + [init("k", 3.0)], outputs=(("y", ("N", 8, 9, 9)), ("y2", ("N", 8, 9, 9))))
-    out, _ = rewritten_and_checked(m)
+    out, _ = rewritten_and_checked(m, prepack=False)
     b = next(n for n in out.graph.node if n.name == "b")
     assert list(b.input[1:]) == ["W", "B"]
 
@@ -316,3 +316,48 @@ def test_inference_session_rewrites_when_needed():
     x = RNG.standard_normal((2, 4, 9, 9)).astype(np.float32)
     want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-4)
+
+
+# --- pre-packed weights ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m_out,size", [(8, 9), (32, 5), (32, 30)])  # positions; channels (short rows); either
+def test_weights_are_stored_packed_and_run_in_place(m_out, size):
+    from im2win_ort import _kernels
+    from im2win_ort.weight_layout import unpack
+
+    w = RNG.standard_normal((m_out, 4, 3, 3)).astype(np.float32) * 0.3
+    m = model([conv(("x", "W"), out="y")], [init("W", w)], x_shape=("N", 4, size, size),
+              outputs=(("y", ("N", m_out, size, size)),))
+    out, _ = rewritten_and_checked(m)
+    (n,) = im2win_nodes(out)
+    layout = attribute(n, "weight_layout").decode()
+    family = _kernels.workspace_bytes([1, 4, size, size], [m_out, 4, 3, 3], pads=[1, 1, 1, 1])["tile_family"]
+    assert layout == {"positions": "im2win.positions6", "channels": "im2win.channels16"}[family]
+    stored = numpy_helper.to_array(next(t for t in out.graph.initializer if t.name == n.input[1]))
+    np.testing.assert_array_equal(unpack(stored, layout), w)
+    assert [t.name for t in out.graph.initializer] == [n.input[1]]  # one copy: the OIHW one is gone
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_packed_weights_for_another_tile_family_still_run(isa, monkeypatch):
+    """A model packed for one CPU's choice runs right where the op chooses otherwise (repacked per run)."""
+    if isa not in __import__("im2win_ort")._kernels.available_isas():
+        pytest.skip(f"{isa} not available")
+    m = model([conv(("x", "W"), out="y")], [init("W", RNG.standard_normal((32, 4, 3, 3)))], x_shape=("N", 4, 5, 5),
+              outputs=(("y", ("N", 32, 5, 5)),))
+    out, _ = rewrite_with_report(m)
+    monkeypatch.setenv("IM2WIN_ISA", isa)
+    monkeypatch.setenv("IM2WIN_TILES", "positions")
+    for d in compare(m, out, random_inputs(m, symbolic_dim=2)):
+        assert d.ok(1e-4)
+
+
+def test_python_backend_reads_packed_weights():
+    pytest.importorskip("onnxruntime_extensions")
+    m = model([conv(), helper.make_node("Relu", ["c"], ["y"], name="relu")], weights())
+    out, _ = rewrite_with_report(m)
+    assert attribute(im2win_nodes(out)[0], "weight_layout") is not None
+    x = RNG.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    got = im2win_ort.InferenceSession(out, backend="python", rewrite=False).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
