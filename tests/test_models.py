@@ -376,3 +376,14 @@ def test_torch_export_writes_a_file(torch_models, tmp_path):
     fixed = torch_models.export_model("resnet18", batch_dynamic=False, batch=2, **small("resnet18"))
     assert fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
     assert sorted(os.listdir(tmp_path)) == ["r18.onnx"]
+
+
+def test_main_job_end_to_end(tmp_path, capsys):
+    """`python -m models` (README's main job) on a small network: export, rewrite + validate, compare."""
+    from models.__main__ import main as main_job
+
+    assert main_job(["resnet18", "--out", str(tmp_path), "--width", "0.125", "--resolution", "32", "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "max relative error" in out and "report and charts" in out
+    for name in ("resnet18.onnx", "resnet18.im2win.onnx", "compare/report.md", "compare/report.json"):
+        assert (tmp_path / name).is_file(), name
