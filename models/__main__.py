@@ -8,6 +8,7 @@ with ORT's own Conv (and PyTorch when installed), and say where the report and c
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.name not in NETWORKS:
         parser.error(f"unknown network {args.name!r}; choose from {', '.join(NETWORKS)}")
 
-    from im2win_ort.cli import main as im2win_ort
+    def im2win_ort(arguments: list[str]) -> int:
+        # The installed package, run from outside the source tree (whose im2win_ort has no
+        # compiled library; `python -m models` runs from the repository root).
+        return subprocess.call([sys.executable, "-m", "im2win_ort"] + arguments, cwd=out)
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(f"1/3 exporting {args.name} to ONNX", flush=True)
     options = {k: v for k, v in (("width", args.width), ("resolution", args.resolution)) if v is not None}
