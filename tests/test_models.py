@@ -384,6 +384,6 @@ def test_main_job_end_to_end(tmp_path, capsys):
 
     assert main_job(["resnet18", "--out", str(tmp_path), "--width", "0.125", "--resolution", "32", "--runs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "max relative error" in out and "report and charts" in out
+    assert "report and charts" in out  # the subprocesses print the validation and the table
     for name in ("resnet18.onnx", "resnet18.im2win.onnx", "compare/report.md", "compare/report.json"):
         assert (tmp_path / name).is_file(), name
