@@ -375,7 +375,7 @@ class _GraphRewriter:
         factor = scale / np.sqrt(var + eps)
         if factor.size != w.shape[0]:
             return False
-        self.set_weights(conv, w * factor.reshape((-1,) + (1,) * (w.ndim - 1)), (b - mean) * factor + shift)
+        self.set_weights(conv, _scale_rows(w, factor), (b - mean) * factor + shift)
         return True
 
     def other_input(self, conv, node) -> str | None:
@@ -384,35 +384,36 @@ class _GraphRewriter:
             return None
         return ins[1] if ins[0] == conv.output[0] else ins[0]
 
-    def fold_scale(self, conv, node) -> bool:
+    def per_channel_operand(self, conv, node, second_only: bool):
+        """(W, B, c) when `node` combines conv's output with a per-channel constant c (as its
+        second operand when second_only: Div, Sub) and W, B are constant; else None."""
         other = self.other_input(conv, node)
-        if other is None or (node.op_type == "Div" and node.input[1] != other):
-            return False
+        if other is None or (second_only and node.input[1] != other):
+            return None
         wb = self.weights(conv)
         if wb is None:
-            return False
+            return None
         w, b = wb
-        factor = self.per_channel(self.constant(other), w.shape[0], w.ndim)
-        if factor is None:
+        value = self.per_channel(self.constant(other), w.shape[0], w.ndim)
+        return None if value is None else (w, b, value)
+
+    def fold_scale(self, conv, node) -> bool:
+        found = self.per_channel_operand(conv, node, second_only=node.op_type == "Div")
+        if found is None:
             return False
+        w, b, factor = found
         if node.op_type == "Div":
             if np.any(factor == 0):
                 return False
             factor = 1.0 / factor
-        self.set_weights(conv, w * factor.reshape((-1,) + (1,) * (w.ndim - 1)), b * factor)
+        self.set_weights(conv, _scale_rows(w, factor), b * factor)
         return True
 
     def fold_shift(self, conv, node) -> bool:
-        other = self.other_input(conv, node)
-        if other is None or (node.op_type == "Sub" and node.input[1] != other):
+        found = self.per_channel_operand(conv, node, second_only=node.op_type == "Sub")
+        if found is None:
             return False
-        wb = self.weights(conv)
-        if wb is None:
-            return False
-        w, b = wb
-        shift = self.per_channel(self.constant(other), w.shape[0], w.ndim)
-        if shift is None:
-            return False
+        w, b, shift = found
         self.set_weights(conv, w, b - shift if node.op_type == "Sub" else b + shift)
         return True
 
@@ -534,6 +535,11 @@ class _GraphRewriter:
         if len(keep) != len(self.graph.initializer):
             del self.graph.initializer[:]
             self.graph.initializer.extend(keep)
+
+
+def _scale_rows(w: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """W with output channel m scaled by factor[m]."""
+    return w * factor.reshape((-1,) + (1,) * (w.ndim - 1))
 
 
 def _evaluate(model: onnx.ModelProto):
