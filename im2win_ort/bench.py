@@ -3,9 +3,10 @@ ORT_ENABLE_EXTENDED: im2col + SGEMM) and PyTorch's conv2d when torch is installe
 
     python -m im2win_ort.bench [--sets paper,resnet50,vgg16,mobilenetv2] [--threads 1,2] [--json FILE]
 
-Each configuration runs in its own ORT session with a fixed thread count; runs are interleaved
-across configurations (so that machine noise hits all alike) and each time is the median over
-repeated runs after warm-up. GFLOP/s are relative to this machine's FP32 FMA peak, measured by a
+Each configuration runs in its own ORT session with a fixed thread count; runs are timed in
+rounds of short blocks per configuration (so that machine noise hits all alike, and no thread pool
+spins while another configuration is timed) and each time is the median over repeated runs
+after warm-up. GFLOP/s are relative to this machine's FP32 FMA peak, measured by a
 probe of the same run, and every speed is also given as a time ratio against ORT from the same run.
 """
 
@@ -25,6 +26,10 @@ import numpy as np
 from .layer_sets import LAYER_SETS, ConvLayer
 
 BASELINES = ["ort_all", "ort_extended", "torch"]
+# Pause before timing another configuration with several threads: long enough for the previous
+# configuration's spinning pool threads to go to sleep (measured: 2-thread runs timed without it
+# ran at 1-thread speed or below).
+SETTLE_SECONDS = 0.05
 
 
 def conv_model(layer: ConvLayer, domain: str = "") -> bytes:
@@ -79,19 +84,30 @@ def _torch_runner(layer: ConvLayer, threads: int, x: np.ndarray):
     return run
 
 
-def median_times(runners: dict[str, Callable], min_seconds: float, max_runs: int, warmup: int = 2) -> dict:
-    """Median seconds per runner; runs interleaved round-robin until each has min_seconds or max_runs."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
+def median_times(runners: dict[str, Callable], min_seconds: float, max_runs: int, warmup: int = 2,
+                 block: int = 5, settle: float = 0.0) -> dict:
+    """Median seconds per runner, timed in rounds until each has min_seconds or max_runs.
+
+    Each round gives every runner, in turn, `settle` seconds of pause, one untimed run and `block`
+    timed runs. With several threads the pause matters: a thread pool (ORT's, OpenMP's) spins for a
+    while after its run, and a runner timed while another's pool still spins loses a core to it.
+    Rounds keep slow drifts of the machine shared by all runners alike.
+    """
     times: dict[str, list[float]] = {name: [] for name in runners}
+    first = True
     while True:
         for name, run in runners.items():
-            t0 = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t0)
+            if settle > 0:
+                time.sleep(settle)
+            for _ in range(warmup if first else 1):
+                run()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+        first = False
         n = len(next(iter(times.values())))
-        if n >= max_runs or (n >= 5 and min(sum(t) for t in times.values()) >= min_seconds):
+        if n >= max_runs or (n >= 2 * block and min(sum(t) for t in times.values()) >= min_seconds):
             return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -118,7 +134,7 @@ def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds:
     if not err <= 1e-4:
         raise RuntimeError(f"{layer.name}: com.im2win::Conv differs from ORT's Conv (relative error {err:.3g})")
 
-    seconds = median_times(runners, min_seconds, max_runs)
+    seconds = median_times(runners, min_seconds, max_runs, settle=SETTLE_SECONDS if threads > 1 else 0.0)
     ws = _kernels.workspace_bytes(layer.x_shape, layer.w_shape, strides=[layer.stride] * 2, pads=[layer.pad] * 4,
                                   group=layer.group)
     record = {

@@ -7,9 +7,9 @@ interpreter, and reads back one line of stdout that starts with RESULT_MARKER fo
 So that a configuration's memory is only its own, this file imports nothing but the standard
 library and NumPy at start, then either onnxruntime (ORT configurations) or torch and models/
 (PyTorch configurations; models/ also imports onnx, with which it makes the seeded weights), never
-both runtimes, and not the im2win_ort package (whose __init__ imports onnx and onnxruntime); that is
-also why the timing loop below is written out here rather than taken from
-im2win_ort.bench.median_times. The custom-op library path comes in the spec.
+both runtimes, and not the im2win_ort package (whose __init__ imports onnx and onnxruntime). One
+configuration per process, so its runs are simply consecutive (no other pool spins beside them).
+The custom-op library path comes in the spec.
 
 Measured, in this order:
   rss_base   VmRSS once the runtime (and for PyTorch models/) is imported and the inputs are

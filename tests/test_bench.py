@@ -48,3 +48,19 @@ def test_layer_sets_hold_the_networks_distinct_shapes():
     paper = LAYER_SETS["paper"]()
     assert len(paper) == 24 and {l.batch for l in paper} == {1, 8}
     assert ConvLayer("x", 3, 227, 227, 96, 11, 4).out_hw == (55, 55)
+
+
+def test_median_times_times_each_runner_in_blocks_with_a_pause_between(monkeypatch):
+    log = []
+    clock = iter(range(10**6))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(bench.time, "sleep", lambda s: log.append(("sleep", s)))
+    runners = {"a": lambda: log.append("a"), "b": lambda: log.append("b")}
+    seconds = bench.median_times(runners, min_seconds=0.0, max_runs=10, warmup=2, block=5, settle=0.05)
+    assert set(seconds) == {"a", "b"} and all(v == 1.0 for v in seconds.values())  # one tick per timed run
+    # Round 1: pause, 2 warm-up runs, 5 timed runs per runner; round 2: pause, 1 untimed, 5 timed.
+    expected = []
+    for untimed in (2, 1):
+        for name in "ab":
+            expected += [("sleep", 0.05)] + [name] * (untimed + 5)
+    assert log == expected
