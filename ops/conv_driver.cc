@@ -182,7 +182,6 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
   const int64_t in_plane = s.in_h * s.in_w;
   const int64_t x_image = s.in_channels * in_plane;
   const int64_t y_image = s.out_channels * s.out_h * s.out_w;
-  const int64_t tiles_per_chunk = CeilDiv(p.m_tiles, p.m_chunks);
 
   // Work item = (image, block of groups, block of output rows, chunk of output-channel tiles).
   auto body = [&](int64_t item) {
@@ -191,10 +190,10 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     BlockWork b;
     b.g = (item / (p.m_chunks * p.row_blocks)) % p.group_blocks() * p.groups_per_item;
     const int64_t n = item / (p.m_chunks * p.row_blocks * p.group_blocks());
-    b.first_row = block * p.layout.rows;
-    b.rows = std::min(p.layout.rows, s.out_h - b.first_row);
-    b.m_begin = chunk * tiles_per_chunk * p.m_unit;
-    b.m_end = std::min(mg, (chunk + 1) * tiles_per_chunk * p.m_unit);
+    b.first_row = PartBegin(s.out_h, p.row_blocks, block);
+    b.rows = PartSize(s.out_h, p.row_blocks, block);
+    b.m_begin = PartBegin(p.m_tiles, p.m_chunks, chunk) * p.m_unit;
+    b.m_end = std::min(mg, PartBegin(p.m_tiles, p.m_chunks, chunk + 1) * p.m_unit);
     if (b.rows <= 0 || b.m_begin >= b.m_end) return;
     b.w = packed_w;
     b.bias = bias;

@@ -37,19 +37,20 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
   }
 }
 
-// Position tiles compute whole vectors: picks the rows per block (at most max_rows) that compute
-// the fewest positions in all over the image, the most rows on a tie.
-int64_t ChooseBlockRows(int64_t out_h, int64_t row_len, int64_t max_rows, int vector_len) {
-  int64_t best_rows = max_rows, best_cost = -1;
-  for (int64_t rows = max_rows; rows >= std::max<int64_t>(1, max_rows / 2); --rows) {
-    const int64_t full = out_h / rows, last = out_h % rows;
-    const int64_t cost = full * CeilDiv(rows * row_len, vector_len) + CeilDiv(last * row_len, vector_len);
+// Position tiles compute whole vectors: picks the number of blocks (at least min_blocks, each
+// block's rows within one of the others) that computes the fewest positions over the image, the
+// fewest blocks on a tie.
+int64_t ChooseRowBlocks(int64_t out_h, int64_t row_len, int64_t min_blocks, int vector_len) {
+  int64_t best_blocks = min_blocks, best_cost = -1;
+  for (int64_t blocks = min_blocks; blocks <= std::min(out_h, 2 * min_blocks); ++blocks) {
+    int64_t cost = 0;
+    for (int64_t b = 0; b < blocks; ++b) cost += CeilDiv(PartSize(out_h, blocks, b) * row_len, vector_len);
     if (best_cost < 0 || cost < best_cost) {
       best_cost = cost;
-      best_rows = rows;
+      best_blocks = blocks;
     }
   }
-  return best_rows;
+  return best_blocks;
 }
 
 }  // namespace
@@ -65,9 +66,11 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   // Each output row adds one panel row per phase pair; the windows' overhang is paid once.
   const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride / one_row.plane_rows);
   const int64_t overhang = one_row.plane_rows - 1;
-  int64_t rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats - overhang, 1, s.out_h);
-  if (p.family == TileFamily::kPositions) rows = ChooseBlockRows(s.out_h, one_row.row_len, rows, isa.vector_len);
-  int64_t row_blocks = CeilDiv(s.out_h, rows);
+  const int64_t max_rows = std::clamp<int64_t>(kPanelBudgetFloats / row_floats - overhang, 1, s.out_h);
+  int64_t row_blocks = CeilDiv(s.out_h, max_rows);
+  if (p.family == TileFamily::kPositions)
+    row_blocks = ChooseRowBlocks(s.out_h, one_row.row_len, row_blocks, isa.vector_len);
+  int64_t rows = CeilDiv(s.out_h, row_blocks);
   if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p);
   p.m_unit = p.family == TileFamily::kChannels ? p.tile_vectors * isa.vector_len : kTileM;
   p.m_tiles = CeilDiv(s.outputs_per_group(), p.m_unit);
@@ -77,7 +80,6 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (images * row_blocks * p.m_chunks < kMinWorkItems) {
     row_blocks = std::min(s.out_h, CeilDiv(kMinWorkItems, images * p.m_chunks));
     rows = CeilDiv(s.out_h, row_blocks);
-    row_blocks = CeilDiv(s.out_h, rows);
   }
   p.row_blocks = row_blocks;
   // Depthwise: a channel is little work, so an item takes several, enough for ~4 items a thread.
@@ -90,14 +92,11 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (p.depthwise_lanes) {
     // vector_len channels side by side: the block's rows shrink to keep the panel in budget.
     p.groups_per_item = isa.vector_len;
-    rows = std::clamp<int64_t>(kPanelBudgetFloats / (row_floats * isa.vector_len) - overhang, 1, s.out_h);
-    row_blocks = CeilDiv(s.out_h, rows);
+    row_blocks = CeilDiv(s.out_h, std::clamp<int64_t>(kPanelBudgetFloats / (row_floats * isa.vector_len) - overhang,
+                                                      1, s.out_h));
     const int64_t items = std::max<int64_t>(1, s.batch) * (s.group / isa.vector_len);
-    if (items * row_blocks < kMinWorkItems) {
-      row_blocks = std::min(s.out_h, CeilDiv(kMinWorkItems, items));
-      rows = CeilDiv(s.out_h, row_blocks);
-      row_blocks = CeilDiv(s.out_h, rows);
-    }
+    if (items * row_blocks < kMinWorkItems) row_blocks = std::min(s.out_h, CeilDiv(kMinWorkItems, items));
+    rows = CeilDiv(s.out_h, row_blocks);
     p.row_blocks = row_blocks;
   }
   if (p.family == TileFamily::kChannels) {

@@ -13,16 +13,24 @@ namespace im2win {
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// n things cut into `parts` runs whose sizes differ by at most one: where run i begins, and its size.
+inline int64_t PartBegin(int64_t n, int64_t parts, int64_t i) { return i * n / parts; }
+inline int64_t PartSize(int64_t n, int64_t parts, int64_t i) {
+  return PartBegin(n, parts, i + 1) - PartBegin(n, parts, i);
+}
+
 struct ConvPlan {
   ConvShape shape;
   Epilogue epilogue;
   const IsaKernels* isa = nullptr;
   TileFamily family = TileFamily::kPositions;  // must match how the weights were packed
   WindowLayout layout;
-  int64_t row_blocks = 0;       // blocks of layout.rows output rows per image
+  // Work items are cut equal to within a row or a tile, so that a pool that hands items out in
+  // order keeps every thread busy to the end (ORT gives each thread a run of items first).
+  int64_t row_blocks = 0;       // blocks of output rows per image, of layout.rows rows at most
   int64_t m_unit = 0;           // output channels per register tile (kTileM or a channel tile)
   int64_t m_tiles = 0;          // register tiles of output channels per group
-  int64_t m_chunks = 0;         // channel tiles split across work items
+  int64_t m_chunks = 0;         // runs of channel tiles split across work items
   bool depthwise = false;       // one input and one output channel per group: depthwise row tiles
   bool depthwise_lanes = false; // depthwise with vector_len channels in the lanes (C a multiple of it)
   bool direct = false;          // 1x1, stride 1, no padding: X is read in place, no panel
