@@ -192,6 +192,14 @@ def summarize(records: list[dict]) -> list[dict]:
         worst = max(rs, key=lambda r: r["ratio"]["ort_all"])
         row["worst_vs_ort_all"] = {"layer": worst["layer"], "batch": worst["batch"], "ratio": worst["ratio"]["ort_all"]}
         row["median_pct_peak"] = float(np.median([r["pct_peak"] for r in rs]))
+        # Speed-up over the fewest threads measured, layer by layer, ours and ORT's (the machine's limit).
+        fewest = min(t for (n, t) in groups if n == name)
+        if threads != fewest:
+            base_rs = {(r["layer"], r["batch"]): r for r in groups[(name, fewest)]}
+            pairs = [(base_rs[(r["layer"], r["batch"])], r) for r in rs if (r["layer"], r["batch"]) in base_rs]
+            row["speedup"] = {"over_threads": fewest, **{
+                conf: _geomean(b["seconds"][conf] / r["seconds"][conf] for b, r in pairs)
+                for conf in ("im2win", "ort_all")}}
         rows.append(row)
     return rows
 
@@ -231,6 +239,9 @@ def format_table(records: list[dict], summary: list[dict], machine: dict) -> str
         w = s["worst_vs_ort_all"]
         parts.append(f"worst vs ort_all {w['ratio']:.2f} ({w['layer']} N{w['batch']}); "
                      f"median {s['median_pct_peak']:.0f}% of peak")
+        if "speedup" in s:
+            u = s["speedup"]
+            parts.append(f"speed-up over {u['over_threads']} thread(s) {u['im2win']:.2f}x (ORT-ALL {u['ort_all']:.2f}x)")
         lines.append("; ".join(parts))
     return "\n".join(lines)
 

@@ -26,6 +26,11 @@ def test_bench_smoke(tmp_path, capsys):
         assert r["workspace_bytes"]["im2col"] == 8 * 9 * 12 * 12 * 4
         assert 0 < r["workspace_bytes"]["im2win_per_thread"]
     assert {s["threads"] for s in result["summary"]} == {1, 2}
+    two = next(s for s in result["summary"] if s["threads"] == 2)
+    one_rec, two_rec = records
+    assert two["speedup"]["over_threads"] == 1
+    assert two["speedup"]["im2win"] == pytest.approx(one_rec["seconds"]["im2win"] / two_rec["seconds"]["im2win"])
+    assert "speed-up over 1 thread(s)" in table
 
 
 def test_bench_rejects_bad_arguments(capsys):
