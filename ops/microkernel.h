@@ -86,7 +86,8 @@ struct DepthwiseLanesArgs {
   int64_t row_phases;
   const int64_t* col_phase;
   int64_t col_phases;
-  const int32_t* col_slot;     // [stride_w]
+  const int32_t* column_dest;  // per input column (then -1 up to a whole vector): where in a
+                               // panel row it goes, column phase slot * plane + t, or -1 if unused
   int64_t plane_rows, row_len;
   int64_t first_row;           // the block's first output row; panel row u is input row (first_row+u)*stride_h+phase-pad
   int64_t outputs;             // outputs of the block per channel (rows * out_w)

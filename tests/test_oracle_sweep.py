@@ -110,6 +110,12 @@ EDGE_CASES = {
     "depthwise_lanes_small_dilated": edge([1, 48, 7, 7], [48, 1, 3, 3], group=48, dilations=[2, 2],
                                           pads=[2, 2, 2, 2], activation="Clip"),
     "depthwise_lanes_wide_5x5": edge([1, 16, 5, 41], [16, 1, 5, 5], group=16, pads=[2, 1, 2, 3], strides=[1, 3]),
+    # A block's last, short run of outputs spans rows and its repeated offsets happen to span 15.
+    "depthwise_lanes_short_tail": edge([2, 16, 13, 28], [16, 1, 3, 5], group=16, strides=[1, 2],
+                                       dilations=[1, 2]),
+    # Rows of exactly 16 outputs: every run lies in one row.
+    "depthwise_lanes_rows_of_16": edge([1, 32, 18, 18], [32, 1, 3, 3], group=32, residual=True,
+                                       activation="Relu"),
     # 1x1, stride 1, no padding reads X in place; the last tile reads a padded copy.
     "direct_1x1_positions_tail": edge([2, 5, 3, 7], [7, 5, 1, 1]),
     "direct_1x1_channels_tail": edge([1, 24, 5, 7], [32, 24, 1, 1], residual=True, activation="Clip"),
