@@ -106,6 +106,19 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   } else {
     p.layout = MakeWindowLayout(s, rows, 0, isa.tile_positions());
   }
+  if (p.depthwise_lanes) {
+    const WindowLayout& L = p.layout;
+    std::vector<int32_t> col_slot(s.stride_w, -1);
+    for (size_t i = 0; i < L.col_phase.size(); ++i) col_slot[L.col_phase[i]] = static_cast<int32_t>(i);
+    // Input column x (+ pad_left) = t * stride_w + phase: panel column t of its phase's slot.
+    p.lanes_column_dest.assign(CeilDiv(s.in_w, isa.vector_len) * isa.vector_len, -1);
+    for (int64_t x = std::max<int64_t>(0, -s.pad_left); x < s.in_w; ++x) {
+      const int64_t t = (x + s.pad_left) / s.stride_w, slot = col_slot[(x + s.pad_left) % s.stride_w];
+      if (slot >= 0 && t < L.row_len) p.lanes_column_dest[x] = static_cast<int32_t>(slot * L.plane + t);
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < s.out_w; ++j) p.lanes_output_offset.push_back(static_cast<int32_t>(r * L.row_len + j));
+  }
   return p;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "conv_params.h"
 #include "microkernel.h"
@@ -36,6 +37,9 @@ struct ConvPlan {
   bool direct = false;          // 1x1, stride 1, no padding: X is read in place, no panel
   int64_t groups_per_item = 1;
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
+  // Depthwise in lanes, the same for every block (see DepthwiseLanesArgs): where each input column
+  // goes in a panel row, and where each output of a block of layout.rows rows sits in a plane.
+  std::vector<int32_t> lanes_column_dest, lanes_output_offset;
   // Channel tiles cover a block of `rows` output rows as TileHeight x TileWidth outputs: rows x
   // out_w, or one run of rows * out_w when window rows carry no columns past the output width.
   bool FlatRows() const { return shape.out_w + ((shape.kernel_w - 1) * shape.dilation_w) / shape.stride_w == shape.out_w; }

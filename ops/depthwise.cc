@@ -113,25 +113,12 @@ void RunDepthwiseLanes(const ConvPlan& p, const float* x_image, const float* w, 
   a.row_phases = static_cast<int64_t>(L.row_phase.size());
   a.col_phase = L.col_phase.data();
   a.col_phases = static_cast<int64_t>(L.col_phase.size());
-  thread_local std::vector<int32_t> col_slot, column_dest, output_offset;
-  col_slot.assign(s.stride_w, -1);
-  for (size_t i = 0; i < L.col_phase.size(); ++i) col_slot[L.col_phase[i]] = static_cast<int32_t>(i);
-  // Input column x (+ pad_left) = t * stride_w + phase: panel column t of its phase's slot.
-  column_dest.assign(CeilDiv(s.in_w, lanes) * lanes, -1);
-  for (int64_t x = std::max<int64_t>(0, -s.pad_left); x < s.in_w; ++x) {
-    const int64_t t = (x + s.pad_left) / s.stride_w, slot = col_slot[(x + s.pad_left) % s.stride_w];
-    if (slot >= 0 && t < L.row_len) column_dest[x] = static_cast<int32_t>(slot * L.plane + t);
-  }
-  a.column_dest = column_dest.data();
+  a.column_dest = p.lanes_column_dest.data();
   a.plane_rows = L.plane_rows;
   a.row_len = L.row_len;
   a.first_row = first_row;
   a.outputs = rows * s.out_w;
-  output_offset.resize(a.outputs + lanes - 1);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < s.out_w; ++j) output_offset[r * s.out_w + j] = static_cast<int32_t>(r * L.row_len + j);
-  std::fill(output_offset.begin() + a.outputs, output_offset.end(), output_offset[a.outputs - 1]);
-  a.output_offset = output_offset.data();
+  a.output_offset = p.lanes_output_offset.data();
   a.taps = L.tap_offset.data();
   a.tap_count = taps;
   a.panel = workspace;

@@ -91,8 +91,8 @@ struct DepthwiseLanesArgs {
   int64_t plane_rows, row_len;
   int64_t first_row;           // the block's first output row; panel row u is input row (first_row+u)*stride_h+phase-pad
   int64_t outputs;             // outputs of the block per channel (rows * out_w)
-  const int32_t* output_offset;  // per output of the block: (r * row_len + j), its position in a
-                                 // plane; then vector_len - 1 more copies of the last one
+  const int32_t* output_offset;  // per output of the block (at least): r * row_len + j, its
+                                 // position in a plane
   const int32_t* taps;         // window_layout.h tap offsets (one channel's plain panel)
   int64_t tap_count;
   const float* w;              // weights interleaved [tap][channel]
