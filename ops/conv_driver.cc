@@ -1,8 +1,8 @@
 #include "conv_driver.h"
 
 #include <algorithm>
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -137,15 +137,33 @@ void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& 
   a.channels = s.channels_per_group();
   a.out = tile;
   a.out_stride = tp;
+  // Window rows with no columns past the output width: the block's positions are consecutive
+  // outputs of Y, so the kernel stores them itself through a clamp-type epilogue.
+  const int64_t out_plane = s.out_h * s.out_w;
+  float lo = 0.0f, hi = 0.0f;
+  const bool store_in_kernel = p.FlatRows() && ClampBounds(p.epilogue, &lo, &hi);
+  a.y = nullptr;
+  a.y_stride = out_plane;
+  a.lo = lo;
+  a.hi = hi;
+  a.residual = nullptr;
   for (int64_t m0 = b.m_begin; m0 < b.m_end; m0 += kTileM) {
     const int rm = static_cast<int>(std::min<int64_t>(kTileM, mg - m0));
     const int64_t first_channel = b.g * mg + m0;
     a.w = b.w + first_channel * k;
+    a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
     for (int64_t q0 = 0; q0 < positions; q0 += tp) {
       const int64_t count = std::min<int64_t>(tp, positions - q0);
       std::tie(a.x, a.channel_stride) = in.At(q0, q0);
+      if (store_in_kernel) {
+        const int64_t offset = first_channel * out_plane + b.first_row * s.out_w + q0;
+        a.y = b.y + offset;
+        a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
+        a.count = count;
+      }
       p.isa->tile[rm][CeilDiv(count, vl)](a);
-      StorePositionTile(p, tile, rm, q0, count, b.first_row, first_channel, b.bias, b.residual, b.y);
+      if (!store_in_kernel)
+        StorePositionTile(p, tile, rm, q0, count, b.first_row, first_channel, b.bias, b.residual, b.y);
     }
   }
 }

@@ -1,7 +1,6 @@
 #include "depthwise.h"
 
 #include <algorithm>
-#include <limits>
 #include <vector>
 
 #include "epilogue.h"
@@ -24,26 +23,12 @@ void RunDepthwise(const ConvPlan& p, const float* x_image, const float* w, const
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t taps = s.kernel_h * s.kernel_w;
   const int tp = isa.tile_positions();
-  constexpr float kInf = std::numeric_limits<float>::infinity();
   DepthwiseRowArgs a;
   a.taps = L.tap_offset.data();
   a.tap_count = taps;
-  a.lo = -kInf;
-  a.hi = kInf;
-  bool activation_after = false;
-  switch (p.epilogue.activation) {
-    case Activation::kNone:
-      break;
-    case Activation::kRelu:
-      a.lo = 0.0f;
-      break;
-    case Activation::kClip:
-      a.lo = p.epilogue.alpha;
-      a.hi = p.epilogue.beta;
-      break;
-    default:
-      activation_after = true;
-  }
+  // Other activations follow on the stored row, after a clamp that changes nothing.
+  const bool activation_after = !ClampBounds(p.epilogue, &a.lo, &a.hi);
+  if (activation_after) ClampBounds(Epilogue{}, &a.lo, &a.hi);
   // Short rows: runs of positions span rows, and each vector's output lanes are marked once here.
   const bool span_rows = s.out_w < kSpanRowsBelow;
   const int vl = isa.vector_len;
@@ -100,7 +85,6 @@ void RunDepthwiseLanes(const ConvPlan& p, const float* x_image, const float* w, 
   const WindowLayout& L = p.layout;
   const int lanes = p.isa->vector_len;
   const int64_t taps = s.kernel_h * s.kernel_w, out_plane = s.out_h * s.out_w;
-  constexpr float kInf = std::numeric_limits<float>::infinity();
   DepthwiseLanesArgs a;
   a.x = x_image + g_begin * s.in_h * s.in_w;
   a.in_h = s.in_h;
@@ -131,16 +115,10 @@ void RunDepthwiseLanes(const ConvPlan& p, const float* x_image, const float* w, 
   const int64_t offset = g_begin * out_plane + first_row * s.out_w;
   a.y = y_image + offset;
   a.residual = residual != nullptr ? residual + offset : nullptr;
-  a.lo = -kInf;
-  a.hi = kInf;
-  const Activation act = p.epilogue.activation;
-  if (act == Activation::kRelu) a.lo = 0.0f;
-  if (act == Activation::kClip) {
-    a.lo = p.epilogue.alpha;
-    a.hi = p.epilogue.beta;
-  }
+  const bool activation_after = !ClampBounds(p.epilogue, &a.lo, &a.hi);
+  if (activation_after) ClampBounds(Epilogue{}, &a.lo, &a.hi);
   p.isa->depthwise_lanes(a);
-  if (act != Activation::kNone && act != Activation::kRelu && act != Activation::kClip)
+  if (activation_after)
     for (int l = 0; l < lanes; ++l) {
       float* out = a.y + l * out_plane;
       ApplyEpilogue(out, 0.0f, nullptr, out, a.outputs, p.epilogue);

@@ -1,6 +1,7 @@
 #include "epilogue.h"
 
 #include <cmath>
+#include <limits>
 
 namespace im2win {
 namespace {
@@ -41,6 +42,26 @@ void ApplyEpilogue(const float* acc, float bias, const float* residual, float* d
       return Apply(acc, bias, residual, dst, n, [](float v) { return std::tanh(v); });
     case Activation::kHardSwish:
       return Apply(acc, bias, residual, dst, n, [](float v) { return v * Clamp(v / 6.f + 0.5f, 0.f, 1.f); });
+  }
+}
+
+bool ClampBounds(const Epilogue& e, float* lo, float* hi) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  switch (e.activation) {
+    case Activation::kNone:
+      *lo = -kInf;
+      *hi = kInf;
+      return true;
+    case Activation::kRelu:
+      *lo = 0.0f;
+      *hi = kInf;
+      return true;
+    case Activation::kClip:
+      *lo = e.alpha;
+      *hi = e.beta;
+      return true;
+    default:
+      return false;
   }
 }
 

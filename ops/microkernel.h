@@ -27,6 +27,14 @@ struct TileArgs {
   int64_t channel_stride;  // floats between channels in the panel
   float* out;              // result: rm rows of out_stride floats
   int64_t out_stride;
+  // Stored with the epilogue instead, when the tile's positions are consecutive outputs of Y:
+  // y = min(max(acc + bias + z, lo), hi) for the first `count` positions of each of the rm rows.
+  float* y;                // Y at (the tile's first channel, first position), or null: use out
+  int64_t y_stride;        // floats between channels in Y (and in Z)
+  int64_t count;
+  const float* bias;       // [rm], or null
+  const float* residual;   // Z at the same place as y, or null
+  float lo, hi;
 };
 
 using TileFn = void (*)(const TileArgs&);

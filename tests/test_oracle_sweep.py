@@ -120,6 +120,11 @@ EDGE_CASES = {
     "direct_1x1_positions_tail": edge([2, 5, 3, 7], [7, 5, 1, 1]),
     "direct_1x1_channels_tail": edge([1, 24, 5, 7], [32, 24, 1, 1], residual=True, activation="Clip"),
     "direct_1x1_grouped": edge([1, 12, 4, 9], [96, 4, 1, 1], group=3),
+    # Window rows without extra columns: position tiles store into Y with the epilogue themselves.
+    "flat_rows_1x1_strided": edge([1, 8, 9, 13], [10, 8, 1, 1], strides=[2, 2], residual=True,
+                                  activation="Relu"),
+    "flat_rows_kernel_3x1": edge([2, 4, 7, 9], [6, 4, 3, 1], pads=[1, 0, 1, 0], residual=True, activation="Clip"),
+    "flat_rows_sigmoid_after": edge([1, 6, 5, 11], [7, 6, 1, 1], residual=True, activation="Sigmoid"),
     "direct_1x1_conv1d": edge([3, 6, 37], [16, 6, 1]),
     "residual_and_relu": edge([2, 4, 8, 8], [6, 4, 3, 3], pads=[1, 1, 1, 1], residual=True, activation="Relu"),
     "no_bias": edge([1, 3, 8, 8], [5, 3, 3, 3], bias=False),
