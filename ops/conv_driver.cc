@@ -112,15 +112,36 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   a.out_stride = p.m_unit;
   const ChannelTileFn fn = p.isa->channel_tile[p.tile_vectors][p.tile_cols];
   const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
+  // A clamp-type epilogue is applied by the kernel, which stores into Y itself.
+  const int64_t out_plane = s.out_h * s.out_w;
+  float lo = 0.0f, hi = 0.0f;
+  const bool store_in_kernel = ClampBounds(p.epilogue, &lo, &hi);
+  a.y = nullptr;
+  a.y_stride = out_plane;
+  a.y_row_stride = s.out_w;
+  a.lo = lo;
+  a.hi = hi;
+  a.residual = nullptr;
   for (int64_t m0 = b.m_begin; m0 < b.m_end; m0 += p.m_unit) {
     const int64_t count = std::min<int64_t>(p.m_unit, mg - m0);
     const int64_t first_channel = b.g * mg + m0;
     a.w = b.w + first_channel * k;
+    a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
     for (int64_t r0 = 0; r0 < height; r0 += p.tile_rows) {
       for (int64_t j0 = 0; j0 < width; j0 += p.tile_cols) {
         std::tie(a.x, a.channel_stride) = in.At(j0, r0 * p.layout.row_len + j0);
+        if (store_in_kernel) {
+          // Output (r, j) of the block is Y's (first_row, 0) + r * out_w + j (see StoreChannelTile).
+          const int64_t offset = first_channel * out_plane + (b.first_row + r0) * s.out_w + j0;
+          a.y = b.y + offset;
+          a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
+          a.rows = std::min<int64_t>(p.tile_rows, height - r0);
+          a.cols = std::min<int64_t>(p.tile_cols, width - j0);
+        }
         fn(a);
-        StoreChannelTile(p, tile, count, r0, j0, height, width, b.first_row, first_channel, b.bias, b.residual, b.y);
+        if (!store_in_kernel)
+          StoreChannelTile(p, tile, count, r0, j0, height, width, b.first_row, first_channel, b.bias, b.residual,
+                           b.y);
       }
     }
   }

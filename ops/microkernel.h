@@ -55,6 +55,15 @@ struct ChannelTileArgs {
   int64_t row_stride;      // floats between output rows in the panel (row_len)
   float* out;              // result: one row of out_stride floats (the channels) per output
   int64_t out_stride;
+  // Stored with the epilogue instead (transposed to runs of outputs per channel), when set:
+  // y = min(max(acc + bias + z, lo), hi) for the first `rows` x `cols` outputs of the tile.
+  float* y;                // Y at (the tile's first channel, first output), or null: use out
+  int64_t y_stride;        // floats between channels in Y (and in Z)
+  int64_t y_row_stride;    // floats between the tile's rows in Y
+  int64_t rows, cols;
+  const float* bias;       // per channel of the tile, or null
+  const float* residual;   // Z at the same place as y, or null
+  float lo, hi;
 };
 
 using ChannelTileFn = void (*)(const ChannelTileArgs&);
