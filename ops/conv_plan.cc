@@ -12,7 +12,7 @@ constexpr int64_t kPanelBudgetFloats = 128 * 1024;
 constexpr int64_t kMinWorkItems = 4;
 
 // Channel tiles cover the block with rows x cols outputs; picks the shape that computes the
-// fewest dropped outputs, preferring tiles with enough outputs to hide the FMA latency and, a
+// fewest dropped outputs, preferring tiles with enough outputs (14 accumulators) to hide the FMA latency and, a
 // little, two vectors of channels (a broadcast then feeds two FMAs).
 // keep_vectors: choose only the rows x cols for the channel vectors already chosen.
 void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvPlan* p, bool keep_vectors = false) {
@@ -25,7 +25,7 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
       const int ra = outputs / cols;
       const double computed = static_cast<double>(CeilDiv(out_w, cols) * cols) * (CeilDiv(rows, ra) * ra);
       const double useful = static_cast<double>(out_w * rows);
-      const double score = useful / computed * std::min(1.0, ra * cols * mv / 16.0) *
+      const double score = useful / computed * std::min(1.0, ra * cols * mv / 14.0) *
                            (mv == isa.channel_vectors ? 1.0 : 0.85);
       if (score > best) {
         best = score;
