@@ -26,7 +26,9 @@ struct V {
     const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n < 8 ? n : 8)), index);
   }
-  static T LoadPartial(const float* p, int64_t n) { return _mm256_maskload_ps(p, Mask(n)); }
+  // Masked moves are slow on some CPUs (a masked store is microcoded on AMD Zen): whole vectors
+  // take the plain ones.
+  static T LoadPartial(const float* p, int64_t n) { return n >= kLanes ? Load(p) : _mm256_maskload_ps(p, Mask(n)); }
   // 8 x 8: pairs interleaved, then 4-float groups, then the 128-bit halves.
   static void Transpose(T r[8]) {
     T t[8], u[8];
@@ -59,7 +61,12 @@ struct V {
     for (int i = 0, n = 0; i < kLanes; ++i) lanes[i] = (mask >> i & 1u) ? p[n++] : 0.0f;
     return Load(lanes);
   }
-  static void StorePartial(float* p, T v, int64_t n) { _mm256_maskstore_ps(p, Mask(n), v); }
+  static void StorePartial(float* p, T v, int64_t n) {
+    if (n >= kLanes)
+      Store(p, v);
+    else
+      _mm256_maskstore_ps(p, Mask(n), v);
+  }
 };
 
 #include "microkernel_tile.inc"
