@@ -1,5 +1,5 @@
-// Registration of com.im2win::Conv with ONNX Runtime: the op's schema (inputs, types, versions)
-// and the library's single exported entry point, RegisterCustomOps.
+// Registration of com.im2win::Conv with ONNX Runtime: the op's schema (inputs, types, versions,
+// output shape, in-place pair) and the library's single exported entry point, RegisterCustomOps.
 #include <onnxruntime_c_api.h>
 
 #include <climits>
@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ort_conv_kernel.h"
+#include "ort_shape_inference.h"
 
 namespace im2win {
 namespace {
@@ -43,7 +44,22 @@ struct ConvOp : OrtCustomOp {
       return static_cast<const OrtConvKernel*>(kernel)->Compute(context);
     };
     KernelDestroy = [](void* kernel) { delete static_cast<OrtConvKernel*>(kernel); };
+    InferOutputShapeFn = [](const OrtCustomOp* op, OrtShapeInferContext* context) -> OrtStatusPtr {
+      return InferConvOutputShape(*static_cast<const ConvOp*>(op)->api, context);
+    };
+    // Y may be written over the residual Z: each output reads its own Z element just before it
+    // is stored, and nothing else reads Z.
+    GetMayInplace = [](int** input_index, int** output_index) -> size_t {
+      *input_index = new int[1]{3};
+      *output_index = new int[1]{0};
+      return 1;
+    };
+    ReleaseMayInplace = [](int* input_index, int* output_index) {
+      delete[] input_index;
+      delete[] output_index;
+    };
   };
+  const OrtApi* api = nullptr;  // for shape inference, which ORT calls with the op alone
 };
 
 OrtStatus* TooOldRuntime(const OrtApiBase* api_base) {
@@ -63,11 +79,12 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
   if (api == nullptr) return im2win::TooOldRuntime(api_base);
   // One domain for the whole process: ORT requires it to outlive every session that uses it.
-  static const im2win::ConvOp conv_op;
+  static im2win::ConvOp conv_op;
   static OrtCustomOpDomain* domain = nullptr;
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
   if (domain == nullptr) {
+    conv_op.api = api;
     if (OrtStatus* st = api->CreateCustomOpDomain(im2win::kDomain, &domain)) return st;
     if (OrtStatus* st = api->CustomOpDomain_Add(domain, &conv_op)) {
       api->ReleaseCustomOpDomain(domain);

@@ -1,0 +1,123 @@
+#include "ort_shape_inference.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conv_params.h"
+
+namespace im2win {
+namespace {
+
+// A dimension as ORT gives it: a value (-1 when unknown) and its symbolic name, if any.
+struct Dims {
+  std::vector<int64_t> values;
+  std::vector<std::string> names;
+};
+
+bool ReadInputDims(const OrtApi& api, OrtShapeInferContext* context, size_t index, Dims* dims) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  if (OrtStatus* st = api.ShapeInferContext_GetInputTypeShape(context, index, &info)) {
+    api.ReleaseStatus(st);
+    return false;
+  }
+  // The context keeps ownership of `info` (ORT's C++ wrapper does not release it either).
+  size_t rank = 0;
+  if (info == nullptr || api.GetDimensionsCount(info, &rank) != nullptr || rank == 0) return false;
+  dims->values.assign(rank, -1);
+  std::vector<const char*> names(rank, nullptr);
+  if (api.GetDimensions(info, dims->values.data(), rank) != nullptr ||
+      api.GetSymbolicDimensions(info, names.data(), rank) != nullptr)
+    return false;
+  for (const char* name : names) dims->names.emplace_back(name != nullptr ? name : "");
+  return true;
+}
+
+const OrtOpAttr* FindAttribute(const OrtApi& api, OrtShapeInferContext* context, const char* name) {
+  const OrtOpAttr* attr = nullptr;
+  if (OrtStatus* st = api.ShapeInferContext_GetAttribute(context, name, &attr)) {
+    api.ReleaseStatus(st);
+    return nullptr;
+  }
+  return attr;
+}
+
+// Reads an attribute of `type` into `out` (resized to fit); false when absent or unreadable.
+template <typename T>
+bool ReadAttribute(const OrtApi& api, OrtShapeInferContext* context, const char* name, OrtOpAttrType type,
+                   std::vector<T>* out) {
+  const OrtOpAttr* attr = FindAttribute(api, context, name);
+  if (attr == nullptr) return false;
+  size_t bytes = 0;
+  // The first call, with no room, tells the size.
+  if (OrtStatus* st = api.ReadOpAttr(attr, type, nullptr, 0, &bytes)) api.ReleaseStatus(st);
+  out->assign((bytes + sizeof(T) - 1) / sizeof(T), T{});
+  if (bytes == 0) return true;
+  if (OrtStatus* st = api.ReadOpAttr(attr, type, out->data(), bytes, &bytes)) {
+    api.ReleaseStatus(st);
+    return false;
+  }
+  out->resize(bytes / sizeof(T));
+  return true;
+}
+
+ConvAttributes ReadAttributes(const OrtApi& api, OrtShapeInferContext* context) {
+  ConvAttributes a;
+  std::vector<char> text;
+  if (ReadAttribute(api, context, "auto_pad", ORT_OP_ATTR_STRING, &text)) a.auto_pad.assign(text.begin(), text.end());
+  ReadAttribute(api, context, "dilations", ORT_OP_ATTR_INTS, &a.dilations);
+  ReadAttribute(api, context, "kernel_shape", ORT_OP_ATTR_INTS, &a.kernel_shape);
+  ReadAttribute(api, context, "pads", ORT_OP_ATTR_INTS, &a.pads);
+  ReadAttribute(api, context, "strides", ORT_OP_ATTR_INTS, &a.strides);
+  std::vector<int64_t> group;
+  if (ReadAttribute(api, context, "group", ORT_OP_ATTR_INT, &group) && group.size() == 1) a.group = group[0];
+  return a;
+}
+
+OrtStatusPtr SetOutput(const OrtApi& api, OrtShapeInferContext* context, const Dims& y) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  if (OrtStatus* st = api.CreateTensorTypeAndShapeInfo(&info)) return st;
+  std::unique_ptr<OrtTensorTypeAndShapeInfo, void (*)(OrtTensorTypeAndShapeInfo*)> owned(
+      info, api.ReleaseTensorTypeAndShapeInfo);
+  std::vector<const char*> names;
+  for (const std::string& name : y.names) names.push_back(name.c_str());
+  if (OrtStatus* st = api.SetTensorElementType(info, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)) return st;
+  if (OrtStatus* st = api.SetDimensions(info, y.values.data(), y.values.size())) return st;
+  if (OrtStatus* st = api.SetSymbolicDimensions(info, names.data(), names.size())) return st;
+  return api.ShapeInferContext_SetOutputTypeShape(context, 0, info);
+}
+
+}  // namespace
+
+OrtStatusPtr InferConvOutputShape(const OrtApi& api, OrtShapeInferContext* context) {
+  Dims x, w;
+  if (!ReadInputDims(api, context, 0, &x) || !ReadInputDims(api, context, 1, &w)) return nullptr;
+  if (x.values.size() < 3 || x.values.size() > 4 || w.values.size() != x.values.size()) return nullptr;
+  // ORT takes each dimension as a value or a name: with a size unknown (W's, or X's spatial) the
+  // whole shape stays unknown, as it would be without this function.
+  if (x.values[0] < 0 && x.names[0].empty()) return nullptr;
+  for (int64_t d : w.values)
+    if (d <= 0) return nullptr;
+  for (size_t i = 2; i < x.values.size(); ++i)
+    if (x.values[i] <= 0) return nullptr;
+  std::vector<int64_t> out;
+  try {
+    // The batch and channels do not change the spatial size; stand-ins keep them valid.
+    const ConvAttributes attrs = ReadAttributes(api, context);
+    ValidateAttributes(attrs);  // e.g. a zero group or stride, before dividing by it
+    std::vector<int64_t> x_dims = x.values;
+    x_dims[0] = 1;
+    x_dims[1] = w.values[1] * attrs.group;
+    out = ResolveConvShape(attrs, x_dims, w.values).output_dims();
+  } catch (const ConvError&) {
+    return nullptr;  // the kernel reports it, naming the node
+  }
+  Dims y;  // N from X (value or name), M from W, the spatial sizes resolved
+  y.values = out;
+  y.values[0] = x.values[0];
+  y.names.assign(out.size(), "");
+  y.names[0] = x.names[0];
+  return SetOutput(api, context, y);
+}
+
+}  // namespace im2win
