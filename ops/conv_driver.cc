@@ -158,13 +158,14 @@ void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& 
   a.channels = s.channels_per_group();
   a.out = tile;
   a.out_stride = tp;
-  // Window rows with no columns past the output width: the block's positions are consecutive
-  // outputs of Y, so the kernel stores them itself through a clamp-type epilogue.
+  // A clamp-type epilogue is applied by the kernel, which stores into Y itself.
   const int64_t out_plane = s.out_h * s.out_w;
   float lo = 0.0f, hi = 0.0f;
-  const bool store_in_kernel = p.FlatRows() && ClampBounds(p.epilogue, &lo, &hi);
+  const bool store_in_kernel = ClampBounds(p.epilogue, &lo, &hi);
   a.y = nullptr;
   a.y_stride = out_plane;
+  a.row_len = p.layout.row_len;
+  a.out_w = s.out_w;
   a.lo = lo;
   a.hi = hi;
   a.residual = nullptr;
@@ -177,9 +178,10 @@ void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& 
       const int64_t count = std::min<int64_t>(tp, positions - q0);
       std::tie(a.x, a.channel_stride) = in.At(q0, q0);
       if (store_in_kernel) {
-        const int64_t offset = first_channel * out_plane + b.first_row * s.out_w + q0;
+        const int64_t offset = first_channel * out_plane + b.first_row * s.out_w;
         a.y = b.y + offset;
         a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
+        a.first_position = q0;
         a.count = count;
       }
       p.isa->tile[rm][CeilDiv(count, vl)](a);

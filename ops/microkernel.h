@@ -27,11 +27,12 @@ struct TileArgs {
   int64_t channel_stride;  // floats between channels in the panel
   float* out;              // result: rm rows of out_stride floats
   int64_t out_stride;
-  // Stored with the epilogue instead, when the tile's positions are consecutive outputs of Y:
-  // y = min(max(acc + bias + z, lo), hi) for the first `count` positions of each of the rm rows.
-  float* y;                // Y at (the tile's first channel, first position), or null: use out
+  // Stored with the epilogue instead, y = min(max(acc + bias + z, lo), hi), when y is set: the
+  // tile's positions [first_position, first_position + count) of the block are its rows of
+  // row_len columns, of which the first out_w are outputs, consecutive in Y by rows of out_w.
+  float* y;                // Y at (the tile's first channel, the block's first output), or null: use out
   int64_t y_stride;        // floats between channels in Y (and in Z)
-  int64_t count;
+  int64_t first_position, count, row_len, out_w;
   const float* bias;       // [rm], or null
   const float* residual;   // Z at the same place as y, or null
   float lo, hi;
