@@ -338,8 +338,9 @@ def layer_totals(layers: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 def _models_package():
-    """The models/ package (network definitions), or None: importable as is, else from the source
-    tree this package sits in (added at the end of sys.path)."""
+    """The models/ package (network definitions), or None: importable as is, else from the
+    directory IM2WIN_MODELS_ROOT names (`python -m models` sets it for the installed package it
+    runs) or the source tree this package sits in (either added at the end of sys.path)."""
     try:
         import models  # noqa: F401
 
@@ -347,8 +348,10 @@ def _models_package():
             return models
     except ImportError:
         pass
-    root = Path(__file__).resolve().parent.parent
-    if (root / "models" / "__init__.py").is_file():
+    roots = [Path(os.environ["IM2WIN_MODELS_ROOT"])] if os.environ.get("IM2WIN_MODELS_ROOT") else []
+    roots.append(Path(__file__).resolve().parent.parent)
+    root = next((r for r in roots if (r / "models" / "__init__.py").is_file()), None)
+    if root is not None:
         if str(root) not in sys.path:
             sys.path.append(str(root))
         try:

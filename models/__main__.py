@@ -8,6 +8,7 @@ with ORT's own Conv (and PyTorch when installed), and say where the report and c
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def im2win_ort(arguments: list[str]) -> int:
         # The installed package, run from outside the source tree (whose im2win_ort has no
-        # compiled library; `python -m models` runs from the repository root).
-        return subprocess.call([sys.executable, "-m", "im2win_ort"] + arguments, cwd=out)
+        # compiled library; `python -m models` runs from the repository root), told where models/
+        # is so that compare can build the PyTorch twin of the network.
+        env = dict(os.environ, IM2WIN_MODELS_ROOT=str(Path(__file__).resolve().parent.parent))
+        return subprocess.call([sys.executable, "-m", "im2win_ort"] + arguments, cwd=out, env=env)
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -312,3 +312,17 @@ def test_cli_error_has_no_traceback(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"im2win-ort compare: error: {tmp_path / 'missing.onnx'}: no such file"]
+
+
+def test_models_found_through_im2win_models_root(tmp_path):
+    """`python -m models` runs the installed package from outside the source tree and names the
+    directory holding models/ in IM2WIN_MODELS_ROOT, so compare can build the PyTorch twin."""
+    repo = Path(__file__).resolve().parent.parent
+    probe = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+             "from im2win_ort.compare import _models_package; m = _models_package(); "
+             "print(m is not None and hasattr(m, 'NETWORKS'))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["IM2WIN_MODELS_ROOT"] = str(repo)
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
