@@ -25,56 +25,6 @@ float* ThreadWorkspace(int64_t floats) {
   return buffer.data() + (-address / sizeof(float)) % kLineFloats;
 }
 
-// Position tile: writes the valid positions (columns j < out_w of each row) through the epilogue.
-void StorePositionTile(const ConvPlan& p, const float* tile, int rm, int64_t q0, int64_t count, int64_t first_row,
-                       int64_t first_channel, const float* bias, const float* residual, float* y_image) {
-  const ConvShape& s = p.shape;
-  const int64_t row_len = p.layout.row_len;
-  const int64_t out_plane = s.out_h * s.out_w;
-  const int tp = p.isa->tile_positions();
-  for (int64_t q = q0, end = q0 + count; q < end;) {
-    const int64_t r = q / row_len, j = q % row_len;
-    if (j >= s.out_w) {
-      q += row_len - j;
-      continue;
-    }
-    const int64_t n = std::min(s.out_w - j, end - q);
-    const int64_t offset = (first_row + r) * s.out_w + j;
-    for (int m = 0; m < rm; ++m) {
-      const int64_t ch = first_channel + m;
-      const float* res = residual != nullptr ? residual + ch * out_plane + offset : nullptr;
-      ApplyEpilogue(tile + m * tp + (q - q0), bias != nullptr ? bias[ch] : 0.0f, res,
-                    y_image + ch * out_plane + offset, n, p.epilogue);
-    }
-    q += n;
-  }
-}
-
-// Channel tile: the tile holds one row of channels per output; writes the outputs inside the
-// block (rows) and the image (columns) through the epilogue.
-// The block is height x width outputs (width = out_w, or the whole block as one run when window
-// rows carry no extra columns; either way output (r, j) of the block is Y's (first_row, 0) + r*out_w + j).
-void StoreChannelTile(const ConvPlan& p, const float* tile, int64_t channels, int64_t r0, int64_t j0, int64_t height,
-                      int64_t width, int64_t first_row, int64_t first_channel, const float* bias,
-                      const float* residual, float* y_image) {
-  const ConvShape& s = p.shape;
-  const int64_t out_plane = s.out_h * s.out_w;
-  const int64_t cols = std::min<int64_t>(p.tile_cols, width - j0);
-  const int64_t tile_rows = std::min<int64_t>(p.tile_rows, height - r0);
-  const int64_t stride = p.m_unit;
-  float run[kMaxTileOutputs];
-  for (int64_t m = 0; m < channels; ++m) {
-    const int64_t ch = first_channel + m;
-    for (int64_t a = 0; a < tile_rows; ++a) {
-      for (int64_t b = 0; b < cols; ++b) run[b] = tile[(a * p.tile_cols + b) * stride + m];
-      const int64_t offset = (first_row + r0 + a) * s.out_w + j0;
-      const float* res = residual != nullptr ? residual + ch * out_plane + offset : nullptr;
-      ApplyEpilogue(run, bias != nullptr ? bias[ch] : 0.0f, res, y_image + ch * out_plane + offset, cols,
-                    p.epilogue);
-    }
-  }
-}
-
 // One work item's view of its inputs: the window panel (or X itself for a direct conv) and, when
 // the block's last tile would read past X's end, a zero-padded copy of what that tile reads.
 struct BlockInput {
@@ -99,7 +49,14 @@ struct BlockWork {
   float* y;               // the image's Y
 };
 
-void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b, float* tile) {
+// The epilogue arguments every tile of the block shares: Y's channel stride, the clamp.
+template <typename Args>
+void SetTileEpilogue(const ConvPlan& p, Args* a) {
+  a->y_stride = p.shape.out_h * p.shape.out_w;
+  ClampBounds(p.epilogue, &a->lo, &a->hi);
+}
+
+void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b) {
   const ConvShape& s = p.shape;
   const int64_t mg = s.outputs_per_group(), k = s.channels_per_group() * s.kernel_h * s.kernel_w;
   ChannelTileArgs a;
@@ -108,46 +65,31 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   a.tap_count = s.kernel_h * s.kernel_w;
   a.channels = s.channels_per_group();
   a.row_stride = p.layout.row_len;
-  a.out = tile;
-  a.out_stride = p.m_unit;
-  const ChannelTileFn fn = p.isa->channel_tile[p.tile_vectors][p.tile_cols];
-  const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
-  // A clamp-type epilogue is applied by the kernel, which stores into Y itself.
-  const int64_t out_plane = s.out_h * s.out_w;
-  float lo = 0.0f, hi = 0.0f;
-  const bool store_in_kernel = ClampBounds(p.epilogue, &lo, &hi);
-  a.y = nullptr;
-  a.y_stride = out_plane;
+  SetTileEpilogue(p, &a);
   a.y_row_stride = s.out_w;
-  a.lo = lo;
-  a.hi = hi;
-  a.residual = nullptr;
+  const ChannelTileFn fn = p.isa->channel_tile[p.tile_vectors][p.tile_cols];
+  // The block is height x width outputs (width = out_w, or the whole block as one run when window
+  // rows carry no extra columns): either way output (r, j) of the block is Y's (first_row, 0) + r*out_w + j.
+  const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
   for (int64_t m0 = b.m_begin; m0 < b.m_end; m0 += p.m_unit) {
-    const int64_t count = std::min<int64_t>(p.m_unit, mg - m0);
     const int64_t first_channel = b.g * mg + m0;
     a.w = b.w + first_channel * k;
     a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
     for (int64_t r0 = 0; r0 < height; r0 += p.tile_rows) {
       for (int64_t j0 = 0; j0 < width; j0 += p.tile_cols) {
         std::tie(a.x, a.channel_stride) = in.At(j0, r0 * p.layout.row_len + j0);
-        if (store_in_kernel) {
-          // Output (r, j) of the block is Y's (first_row, 0) + r * out_w + j (see StoreChannelTile).
-          const int64_t offset = first_channel * out_plane + (b.first_row + r0) * s.out_w + j0;
-          a.y = b.y + offset;
-          a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
-          a.rows = std::min<int64_t>(p.tile_rows, height - r0);
-          a.cols = std::min<int64_t>(p.tile_cols, width - j0);
-        }
+        const int64_t offset = first_channel * a.y_stride + (b.first_row + r0) * s.out_w + j0;
+        a.y = b.y + offset;
+        a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
+        a.rows = std::min<int64_t>(p.tile_rows, height - r0);
+        a.cols = std::min<int64_t>(p.tile_cols, width - j0);
         fn(a);
-        if (!store_in_kernel)
-          StoreChannelTile(p, tile, count, r0, j0, height, width, b.first_row, first_channel, b.bias, b.residual,
-                           b.y);
       }
     }
   }
 }
 
-void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b, float* tile) {
+void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b) {
   const ConvShape& s = p.shape;
   const int64_t mg = s.outputs_per_group(), k = s.channels_per_group() * s.kernel_h * s.kernel_w;
   const int tp = p.isa->tile_positions(), vl = p.isa->vector_len;
@@ -156,38 +98,34 @@ void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& 
   a.taps = p.layout.tap_offset.data();
   a.tap_count = s.kernel_h * s.kernel_w;
   a.channels = s.channels_per_group();
-  a.out = tile;
-  a.out_stride = tp;
-  // A clamp-type epilogue is applied by the kernel, which stores into Y itself.
-  const int64_t out_plane = s.out_h * s.out_w;
-  float lo = 0.0f, hi = 0.0f;
-  const bool store_in_kernel = ClampBounds(p.epilogue, &lo, &hi);
-  a.y = nullptr;
-  a.y_stride = out_plane;
+  SetTileEpilogue(p, &a);
   a.row_len = p.layout.row_len;
   a.out_w = s.out_w;
-  a.lo = lo;
-  a.hi = hi;
-  a.residual = nullptr;
   for (int64_t m0 = b.m_begin; m0 < b.m_end; m0 += kTileM) {
     const int rm = static_cast<int>(std::min<int64_t>(kTileM, mg - m0));
     const int64_t first_channel = b.g * mg + m0;
     a.w = b.w + first_channel * k;
     a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
+    const int64_t offset = first_channel * a.y_stride + b.first_row * s.out_w;
+    a.y = b.y + offset;
+    a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
     for (int64_t q0 = 0; q0 < positions; q0 += tp) {
-      const int64_t count = std::min<int64_t>(tp, positions - q0);
       std::tie(a.x, a.channel_stride) = in.At(q0, q0);
-      if (store_in_kernel) {
-        const int64_t offset = first_channel * out_plane + b.first_row * s.out_w;
-        a.y = b.y + offset;
-        a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
-        a.first_position = q0;
-        a.count = count;
-      }
-      p.isa->tile[rm][CeilDiv(count, vl)](a);
-      if (!store_in_kernel)
-        StorePositionTile(p, tile, rm, q0, count, b.first_row, first_channel, b.bias, b.residual, b.y);
+      a.first_position = q0;
+      a.count = std::min<int64_t>(tp, positions - q0);
+      p.isa->tile[rm][CeilDiv(a.count, vl)](a);
     }
+  }
+}
+
+// An activation that is not a clamp, over the block's stored outputs (its rows are consecutive
+// in each channel of Y).
+void ApplyActivationAfter(const ConvPlan& p, const BlockWork& b) {
+  const ConvShape& s = p.shape;
+  const int64_t out_plane = s.out_h * s.out_w, first = b.g * s.outputs_per_group();
+  for (int64_t ch = first + b.m_begin; ch < first + b.m_end; ++ch) {
+    float* out = b.y + ch * out_plane + b.first_row * s.out_w;
+    ApplyEpilogue(out, 0.0f, nullptr, out, b.rows * s.out_w, p.epilogue);
   }
 }
 
@@ -255,12 +193,12 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
                    b.first_row, b.rows, workspace);
     } else {
       const BlockInput in = PrepareInput(p, x_image_n + b.g * cg * in_plane, b.first_row, b.rows, workspace);
-      constexpr int kChannelTileFloats = kMaxTileOutputs * kChannelBlock * kMaxChannelVectors;
-      alignas(64) float tile[std::max(kChannelTileFloats, kTileM * kMaxTilePositions)];
       if (p.family == TileFamily::kChannels)
-        RunChannelTiles(p, in, b, tile);
+        RunChannelTiles(p, in, b);
       else
-        RunPositionTiles(p, in, b, tile);
+        RunPositionTiles(p, in, b);
+      float lo, hi;
+      if (!ClampBounds(p.epilogue, &lo, &hi)) ApplyActivationAfter(p, b);
     }
   };
   parallel(p.work_items(), body);

@@ -26,9 +26,7 @@ void RunDepthwise(const ConvPlan& p, const float* x_image, const float* w, const
   DepthwiseRowArgs a;
   a.taps = L.tap_offset.data();
   a.tap_count = taps;
-  // Other activations follow on the stored row, after a clamp that changes nothing.
-  const bool activation_after = !ClampBounds(p.epilogue, &a.lo, &a.hi);
-  if (activation_after) ClampBounds(Epilogue{}, &a.lo, &a.hi);
+  const bool activation_after = !ClampBounds(p.epilogue, &a.lo, &a.hi);  // then on the stored row
   // Short rows: runs of positions span rows, and each vector's output lanes are marked once here.
   const bool span_rows = s.out_w < kSpanRowsBelow;
   const int vl = isa.vector_len;
@@ -116,7 +114,6 @@ void RunDepthwiseLanes(const ConvPlan& p, const float* x_image, const float* w, 
   a.y = y_image + offset;
   a.residual = residual != nullptr ? residual + offset : nullptr;
   const bool activation_after = !ClampBounds(p.epilogue, &a.lo, &a.hi);
-  if (activation_after) ClampBounds(Epilogue{}, &a.lo, &a.hi);
   p.isa->depthwise_lanes(a);
   if (activation_after)
     for (int l = 0; l < lanes; ++l) {

@@ -47,14 +47,13 @@ void ApplyEpilogue(const float* acc, float bias, const float* residual, float* d
 
 bool ClampBounds(const Epilogue& e, float* lo, float* hi) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
+  *lo = -kInf;
+  *hi = kInf;
   switch (e.activation) {
     case Activation::kNone:
-      *lo = -kInf;
-      *hi = kInf;
       return true;
     case Activation::kRelu:
       *lo = 0.0f;
-      *hi = kInf;
       return true;
     case Activation::kClip:
       *lo = e.alpha;

@@ -25,12 +25,10 @@ struct TileArgs {
   int64_t tap_count;       // Kh * Kw
   int64_t channels;        // C / group
   int64_t channel_stride;  // floats between channels in the panel
-  float* out;              // result: rm rows of out_stride floats
-  int64_t out_stride;
-  // Stored with the epilogue instead, y = min(max(acc + bias + z, lo), hi), when y is set: the
-  // tile's positions [first_position, first_position + count) of the block are its rows of
-  // row_len columns, of which the first out_w are outputs, consecutive in Y by rows of out_w.
-  float* y;                // Y at (the tile's first channel, the block's first output), or null: use out
+  // Stored into Y as y = min(max(acc + bias + z, lo), hi): the tile's positions
+  // [first_position, first_position + count) of the block are its rows of row_len columns, of
+  // which the first out_w are outputs, consecutive in Y by rows of out_w.
+  float* y;                // Y at (the tile's first channel, the block's first output)
   int64_t y_stride;        // floats between channels in Y (and in Z)
   int64_t first_position, count, row_len, out_w;
   const float* bias;       // [rm], or null
@@ -54,11 +52,9 @@ struct ChannelTileArgs {
   int64_t channels;
   int64_t channel_stride;
   int64_t row_stride;      // floats between output rows in the panel (row_len)
-  float* out;              // result: one row of out_stride floats (the channels) per output
-  int64_t out_stride;
-  // Stored with the epilogue instead (transposed to runs of outputs per channel), when set:
-  // y = min(max(acc + bias + z, lo), hi) for the first `rows` x `cols` outputs of the tile.
-  float* y;                // Y at (the tile's first channel, first output), or null: use out
+  // Stored into Y (transposed to runs of outputs per channel) as y = min(max(acc + bias + z, lo),
+  // hi), for the first `rows` x `cols` outputs of the tile.
+  float* y;                // Y at (the tile's first channel, first output)
   int64_t y_stride;        // floats between channels in Y (and in Z)
   int64_t y_row_stride;    // floats between the tile's rows in Y
   int64_t rows, cols;
