@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import io
 import json
 import math
 import os
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare_report import CONFIGS, REFERENCE, file_mode, format_text, write_report
+from .compare_report import CONFIGS, REFERENCE, format_text, write_atomic, write_report
 from .compare_worker import RESULT_MARKER
 from .validate import DEFAULT_TOLERANCE  # largest |difference| / max(1, max |reference|), as `rewrite --validate`
 
@@ -493,16 +494,9 @@ def output_difference(reference: Path, outputs: Path) -> dict:
 
 
 def _save_npz_atomic(path: Path, arrays: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue(), binary=True)
 
 
 def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int = 2, out_dir=None,
