@@ -12,7 +12,7 @@ Python (``im2win_ort.reference``, the NumPy im2win) through onnxruntime-extensio
 
 from . import reference
 from ._library import DOMAIN, OP_TYPE, get_library_path, session_options
-from .rewrite import RewriteReport, rewrite, rewrite_with_report
+from .rewriter import RewriteReport, rewrite, rewrite_with_report
 from .session import InferenceSession
 
 __all__ = ["DOMAIN", "OP_TYPE", "InferenceSession", "RewriteReport", "get_library_path", "reference", "rewrite",

@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "(see `im2win-ort compare --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
-        from .bench import main as bench_main
+        from .measure.bench import main as bench_main
 
         return bench_main(rest)
     if args.command == "compare":
-        from .compare import main as compare_main
+        from .measure.compare import main as compare_main
 
         return compare_main(rest)
     if rest:
@@ -69,9 +69,9 @@ def _rewrite_command(args) -> int:
 
     import numpy as np
 
-    from .model_io import ModelError, load_model, save_model, uses_external_data
-    from .rewrite import RewriteError, rewrite_with_report
-    from .validate import DEFAULT_TOLERANCE, compare, random_inputs
+    from .rewriter.model_io import ModelError, load_model, save_model, uses_external_data
+    from .rewriter import RewriteError, rewrite_with_report
+    from .rewriter.validate import DEFAULT_TOLERANCE, compare, random_inputs
 
     source = Path(args.model)
     target = Path(args.output) if args.output else source.with_name(source.stem + ".im2win.onnx")

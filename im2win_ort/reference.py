@@ -25,7 +25,7 @@ so the filter is reordered once to M x C/group x Kw x Kh to match (the paper's f
 and each output is one dot product of two consecutive runs. T holds about Kh/s_h times X and about
 s_w/Kw times im2col's floats.
 
-How the native kernels (ops/window_layout.h) lay out the same data. The panel there is T with
+How the native kernels (ops/conv/window_layout.h) lay out the same data. The panel there is T with
 three changes, none of which changes the arithmetic: (1) Kh moved outward: a panel row is a whole
 input row, so for a fixed tap (kh, kw) consecutive outputs j read consecutive floats and fill a
 SIMD vector; (2) rows shared: T copies an input row into every output row whose window covers it
@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .weight_layout import LAYOUT_TILES, unpack
+from .rewriter.weight_layout import LAYOUT_TILES, unpack
 
 ACTIVATIONS = {  # name -> default activation_params (also their required number)
     "": (), "Relu": (), "Clip": (-np.inf, np.inf), "LeakyRelu": (0.01,), "Sigmoid": (),

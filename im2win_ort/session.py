@@ -168,7 +168,7 @@ def _to_python_backend(model: onnx.ModelProto, token: str) -> onnx.ModelProto:
 
 
 def _load(model) -> onnx.ModelProto:
-    from .model_io import load_model
+    from .rewriter.model_io import load_model
 
     return load_model(model)
 
@@ -187,7 +187,7 @@ def _has_onnx_conv(graph) -> bool:
 
 def _rewritten_if_needed(model: ModelLike) -> ModelLike:
     """The model rewritten to com.im2win::Conv when it has ONNX Conv nodes, else as given."""
-    from .rewrite import rewrite
+    from .rewriter import rewrite
 
     proto = _load(model)
     return rewrite(proto) if _has_onnx_conv(proto.graph) else model

@@ -118,7 +118,7 @@ def _trunc_div(a: int, b: int) -> int:
 def resolve_pads(in_sizes, kernel, strides, dilations, auto_pad="NOTSET", pads=None):
     """Begin and end pads per spatial axis under ONNX Conv rules.
 
-    SAME_* follows ORT's Conv, which com.im2win::Conv matches on purpose (ops/conv_params.cc): the
+    SAME_* follows ORT's Conv, which com.im2win::Conv matches on purpose (ops/conv/conv_params.cc): the
     output size is ceil(in / stride), and when the stride exceeds the dilated kernel the total
     "padding" is negative, i.e. the input is cropped; ORT adds one to that total when it would
     otherwise fall short of the target, and splits it with C++'s truncating division.

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from im2win_ort import bench
-from im2win_ort.layer_sets import LAYER_SETS, ConvLayer
+from im2win_ort.measure import bench
+from im2win_ort.measure.layer_sets import LAYER_SETS, ConvLayer
 
 
 def test_bench_smoke(tmp_path, capsys):
@@ -69,3 +69,16 @@ def test_median_times_times_each_runner_in_blocks_with_a_pause_between(monkeypat
         for name in "ab":
             expected += [("sleep", 0.05)] + [name] * (untimed + 5)
     assert log == expected
+
+
+def test_old_module_paths_still_work():
+    import subprocess
+    import sys
+
+    import im2win_ort.bench
+    import im2win_ort.compare
+    from im2win_ort.measure import compare
+
+    assert im2win_ort.bench is bench and im2win_ort.compare is compare
+    out = subprocess.run([sys.executable, "-m", "im2win_ort.bench", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--sets" in out.stdout

@@ -18,7 +18,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from im2win_ort import _kernels, compare, reference
+from im2win_ort import _kernels, reference
+from im2win_ort.measure import compare
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # models/ lives beside the package; appended so it shadows nothing
@@ -319,7 +320,7 @@ def test_models_found_through_im2win_models_root(tmp_path):
     directory holding models/ in IM2WIN_MODELS_ROOT, so compare can build the PyTorch twin."""
     repo = Path(__file__).resolve().parent.parent
     probe = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
-             "from im2win_ort.compare import _models_package; m = _models_package(); "
+             "from im2win_ort.measure.compare import _models_package; m = _models_package(); "
              "print(m is not None and hasattr(m, 'NETWORKS'))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["IM2WIN_MODELS_ROOT"] = str(repo)

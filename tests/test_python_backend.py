@@ -203,9 +203,10 @@ def test_3d_refused():
 def test_runs_without_compiled_code(tmp_path):
     """backend="python" needs none of the package's compiled files: a copy of its Python files runs."""
     package = pathlib.Path(im2win_ort.__file__).parent
-    (tmp_path / "im2win_ort").mkdir()
-    for source in package.glob("*.py"):
-        shutil.copy(source, tmp_path / "im2win_ort")
+    for source in package.rglob("*.py"):
+        target = tmp_path / "im2win_ort" / source.relative_to(package)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
     script = (
         "import numpy as np, im2win_ort\n"
         "from im2win_ort.demo import build_models\n"

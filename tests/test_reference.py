@@ -4,7 +4,7 @@
   sweep's (tests/test_oracle_sweep.py) and on its named edge cases;
 - the native kernels (im2win_ort._kernels.conv, every ISA) against it, including what ORT's Conv
   cannot check (dilation with SAME_*, default activation parameters, Clip with min > max);
-- its window tensor against the definition, and against the native panel (ops/window_layout.h)
+- its window tensor against the definition, and against the native panel (ops/conv/window_layout.h)
   in the way its docstring says the two relate;
 - 3-D convolution and bad attributes refused.
 """

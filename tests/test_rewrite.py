@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import im2win_ort
 from im2win_ort import rewrite_with_report
-from im2win_ort.validate import compare, random_inputs
+from im2win_ort.rewriter.validate import compare, random_inputs
 
 RNG = np.random.default_rng(7)
 
@@ -323,7 +323,7 @@ def test_inference_session_rewrites_when_needed():
 @pytest.mark.parametrize("m_out,size", [(8, 9), (32, 5), (32, 30)])  # positions; channels (short rows); either
 def test_weights_are_stored_packed_and_run_in_place(m_out, size):
     from im2win_ort import _kernels
-    from im2win_ort.weight_layout import unpack
+    from im2win_ort.rewriter.weight_layout import unpack
 
     w = RNG.standard_normal((m_out, 4, 3, 3)).astype(np.float32) * 0.3
     m = model([conv(("x", "W"), out="y")], [init("W", w)], x_shape=("N", 4, size, size),

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from im2win_ort.cli import main
-from im2win_ort.model_io import save_model
+from im2win_ort.rewriter.model_io import save_model
 
 
 def small_model(channels=16, size=12) -> onnx.ModelProto:

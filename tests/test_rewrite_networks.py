@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from im2win_ort import rewrite_with_report
-from im2win_ort.validate import compare, random_inputs
+from im2win_ort.rewriter.validate import compare, random_inputs
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # models/ (last: an installed im2win_ort wins)
 import models  # noqa: E402

@@ -53,7 +53,7 @@ def conv_model(layer: ConvLayer, domain: str = "") -> bytes:
 def _ort_runner(model: bytes, threads: int, level, im2win: bool, x: np.ndarray):
     import onnxruntime as ort
 
-    from ._library import session_options
+    from .._library import session_options
 
     so = session_options(threads) if im2win else ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -115,7 +115,7 @@ def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds:
                 max_runs: int = 30) -> dict:
     import onnxruntime as ort
 
-    from . import _kernels
+    from .. import _kernels
 
     x = np.random.default_rng(1).standard_normal(layer.x_shape).astype(np.float32)
     reference = conv_model(layer)
@@ -152,7 +152,7 @@ def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds:
 def machine_info(threads_list) -> dict:
     import onnxruntime as ort
 
-    from . import _kernels
+    from .. import _kernels
 
     model, flags = platform.processor(), set()
     try:

@@ -3,7 +3,7 @@
     im2win-ort compare MODEL.onnx [--batch 1,16] [--threads 1] [--runs 10] [--out DIR] [--no-arena]
                                   [--torch NAME | --no-torch] [--input-shape NAME=Nx3x224x224]
 
-Configurations, each measured in a fresh process (im2win_ort/compare_worker.py) so that its peak
+Configurations, each measured in a fresh process (im2win_ort/measure/compare_worker.py) so that its peak
 memory is its own:
   ort_all       MODEL in ORT at ORT_ENABLE_ALL (ORT's default: NCHWc blocked Conv)
   ort_extended  MODEL in ORT at ORT_ENABLE_EXTENDED (im2col + SGEMM Conv, ORT's leanest)
@@ -38,10 +38,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .compare_report import CONFIGS, REFERENCE, format_text, write_atomic, write_report
 from .compare_worker import RESULT_MARKER
-from .validate import DEFAULT_TOLERANCE  # largest |difference| / max(1, max |reference|), as `rewrite --validate`
+from ..rewriter.validate import DEFAULT_TOLERANCE  # largest |difference| / max(1, max |reference|), as `rewrite --validate`
 
 DEFAULT_BATCHES = (1, 16)
 WORKER = Path(__file__).resolve().parent / "compare_worker.py"
@@ -252,7 +253,7 @@ def _known_shapes(model) -> dict[str, tuple[list[int], int]]:
 
 
 def is_conv(node) -> bool:
-    from ._library import DOMAIN
+    from .._library import DOMAIN
 
     return ((node.domain in ("", "ai.onnx", DOMAIN) and node.op_type == "Conv")
             or (node.domain == "com.microsoft" and node.op_type == "FusedConv"))
@@ -268,7 +269,7 @@ def layer_workspace(x_shape, w_shape, attrs: dict, elem: int = 4) -> dict:
     ours    com.im2win::Conv's window panel per thread (_kernels.workspace_bytes), which does not
             grow with N
     """
-    from . import _kernels, reference
+    from .. import _kernels, reference
 
     n, c = x_shape[0], x_shape[1]
     spatial, kernel = list(x_shape[2:]), list(w_shape[2:])
@@ -350,7 +351,7 @@ def _models_package():
     except ImportError:
         pass
     roots = [Path(os.environ["IM2WIN_MODELS_ROOT"])] if os.environ.get("IM2WIN_MODELS_ROOT") else []
-    roots.append(Path(__file__).resolve().parent.parent)
+    roots.append(Path(__file__).resolve().parents[2])
     root = next((r for r in roots if (r / "models" / "__init__.py").is_file()), None)
     if root is not None:
         if str(root) not in sys.path:
@@ -421,37 +422,6 @@ def torch_network(model, model_path: Path, requested: str | None, disabled: bool
 # Running the configurations
 # ------------------------------------------------------------------------------------------------
 
-class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per step otherwise."""
-
-    def __init__(self, total: int, stream=None, width: int = 24):
-        self.total, self.done, self.width = total, 0, width
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
-
-    def _bar(self) -> str:
-        filled = int(self.width * self.done / max(1, self.total))
-        return f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}"
-
-    def step(self, label: str) -> None:
-        """Announces the step about to run."""
-        text = f"{self._bar()} {label} ({time.perf_counter() - self.start:.0f} s)"
-        if self.tty:
-            self.stream.write("\r\033[K" + text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def advance(self) -> None:
-        self.done += 1
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write(f"\r\033[K{self._bar()} done in {time.perf_counter() - self.start:.0f} s\n")
-            self.stream.flush()
-
-
 def run_worker(spec: dict, scratch: Path, timeout: float | None = None) -> dict:
     """Runs one configuration in a fresh interpreter; its measurements, or {"error": ...}."""
     spec_path = scratch / f"spec-{spec['config']}-b{spec['batch']}-t{spec['threads']}.json"
@@ -504,9 +474,9 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
             configs=None, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True, timeout=None) -> dict:
     """Runs the comparison and writes the report; returns the report dict (see module docstring)."""
     from .bench import machine_info
-    from .model_io import ModelError, load_model, save_model, uses_external_data
-    from .rewrite import RewriteError, rewrite_with_report
-    from .validate import random_inputs
+    from ..rewriter.model_io import ModelError, load_model, save_model, uses_external_data
+    from ..rewriter import RewriteError, rewrite_with_report
+    from ..rewriter.validate import random_inputs
 
     model_path = Path(model_path)
     try:
@@ -542,11 +512,12 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
     del rewritten
     left = {name for name, _ in rewrite_report.left}
 
-    from ._library import get_library_path
+    from .._library import get_library_path
 
     library = get_library_path()
     steps = len(batches) * len(threads) * len(configs)
-    bar = Progress(steps) if progress else None
+    # tqdm draws in place on a terminal and one refresh per line elsewhere (a log, CI).
+    bar = tqdm(total=steps, file=sys.stderr, unit="run", disable=not progress, dynamic_ncols=True)
     results, layers = [], {}
     with tempfile.TemporaryDirectory(prefix="im2win-compare-") as tmp:
         scratch = Path(tmp)
@@ -561,8 +532,7 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
             for t in threads:
                 for config in configs:
                     label, kind = CONFIGS[config]
-                    if bar:
-                        bar.step(f"{config} batch {batch} threads {t}")
+                    bar.set_description(f"{config} batch {batch} threads {t}")
                     outputs = scratch / f"out-{config}-b{batch}-t{t}.npz"
                     spec = {"config": config, "kind": kind, "batch": batch, "threads": t, "runs": runs,
                             "warmup": warmup, "inputs": str(inputs_path.resolve()), "outputs": str(outputs)}
@@ -583,10 +553,8 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
                         record.update(output_difference(reference_outputs, outputs))
                         record["agrees"] = record["max_rel_err"] <= tolerance
                     results.append(record)
-                    if bar:
-                        bar.advance()
-    if bar:
-        bar.close()
+                    bar.update()
+    bar.close()
 
     report = {
         "model": str(model_path), "rewritten_model": str(rewritten_path),

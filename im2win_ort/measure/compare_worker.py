@@ -1,8 +1,8 @@
 """One configuration of `im2win-ort compare`, measured in a process of its own.
 
-    python /path/to/im2win_ort/compare_worker.py SPEC.json
+    python /path/to/im2win_ort/measure/compare_worker.py SPEC.json
 
-The parent (im2win_ort.compare) writes SPEC.json, starts this file as a script in a fresh
+The parent (im2win_ort.measure.compare) writes SPEC.json, starts this file as a script in a fresh
 interpreter, and reads back one line of stdout that starts with RESULT_MARKER followed by JSON.
 So that a configuration's memory is only its own, this file imports nothing but the standard
 library and NumPy at start, then either onnxruntime (ORT configurations) or torch and models/

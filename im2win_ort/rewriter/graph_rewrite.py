@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-from ._library import DOMAIN
+from .._library import DOMAIN
 from .weight_layout import FAMILY_LAYOUTS, pack
 
 CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
@@ -479,7 +479,7 @@ class _GraphRewriter:
         if w is None or x_shape is None or len(x_shape) != w.ndim or any(d is None for d in x_shape[1:]):
             return
         try:
-            from . import _kernels
+            from .. import _kernels
         except ImportError:  # no compiled kernels here: nothing to ask which layout they read
             return
         attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}

@@ -47,7 +47,7 @@ def compare(original, rewritten, feeds: dict[str, np.ndarray], threads: int | No
     """Runs both models (ORT's Conv for the original, the im2win library for the rewritten one)."""
     import onnxruntime as ort
 
-    from .session import InferenceSession
+    from ..session import InferenceSession
 
     def serialized(m):
         return m.SerializeToString() if isinstance(m, onnx.ModelProto) else m

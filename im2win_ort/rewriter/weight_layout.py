@@ -1,6 +1,6 @@
 """Pre-packed weight layouts of com.im2win::Conv's `weight_layout` attribute, in NumPy.
 
-The native op packs OIHW weights once into the order its micro-kernels read (ops/weight_pack.h),
+The native op packs OIHW weights once into the order its micro-kernels read (ops/conv/weight_pack.h),
 which would leave the session holding two copies: ORT's initializer and the packed one. When the
 rewriter stores W already packed, the op reads ORT's copy in place. Within each group, output
 channels are cut into tiles of `tile` (the last one of a group may be smaller); each tile of rm
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 OIHW = "OIHW"
-LAYOUT_TILES = {"im2win.positions6": 6, "im2win.channels16": 16}  # must match ops/weight_pack.cc
+LAYOUT_TILES = {"im2win.positions6": 6, "im2win.channels16": 16}  # must match ops/conv/weight_pack.cc
 FAMILY_LAYOUTS = {"positions": "im2win.positions6", "channels": "im2win.channels16"}
 
 

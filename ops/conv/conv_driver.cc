@@ -1,4 +1,4 @@
-#include "conv_driver.h"
+#include "conv/conv_driver.h"
 
 #include <algorithm>
 #include <atomic>
@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "depthwise.h"
-#include "epilogue.h"
+#include "conv/depthwise.h"
+#include "conv/epilogue.h"
 
 namespace im2win {
 namespace {

@@ -1,4 +1,4 @@
-#include "conv_params.h"
+#include "conv/conv_params.h"
 
 #include <cfloat>
 #include <sstream>

@@ -1,4 +1,4 @@
-#include "conv_plan.h"
+#include "conv/conv_plan.h"
 
 #include <algorithm>
 

@@ -5,10 +5,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "conv_params.h"
-#include "microkernel.h"
-#include "weight_pack.h"
-#include "window_layout.h"
+#include "conv/conv_params.h"
+#include "kernels/microkernel.h"
+#include "conv/weight_pack.h"
+#include "conv/window_layout.h"
 
 namespace im2win {
 

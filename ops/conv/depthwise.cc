@@ -1,9 +1,9 @@
-#include "depthwise.h"
+#include "conv/depthwise.h"
 
 #include <algorithm>
 #include <vector>
 
-#include "epilogue.h"
+#include "conv/epilogue.h"
 
 namespace im2win {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "conv_plan.h"
+#include "conv/conv_plan.h"
 
 namespace im2win {
 

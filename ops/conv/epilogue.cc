@@ -1,4 +1,4 @@
-#include "epilogue.h"
+#include "conv/epilogue.h"
 
 #include <cmath>
 #include <limits>

@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "conv_params.h"
+#include "conv/conv_params.h"
 
 namespace im2win {
 

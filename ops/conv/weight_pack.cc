@@ -1,6 +1,7 @@
-#include "weight_pack.h"
+#include "conv/weight_pack.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace im2win {
 
@@ -62,6 +63,18 @@ bool ParseWeightLayout(const std::string& name, TileFamily* family) {
     }
   throw ConvError("weight_layout '" + name + "' is not supported (OIHW, " + WeightLayoutName(TileFamily::kPositions) +
                   " or " + WeightLayoutName(TileFamily::kChannels) + ")");
+}
+
+TilePreference SelectTilePreference(const std::string& requested) {
+  std::string name = requested;
+  if (name.empty()) {
+    const char* env = std::getenv("IM2WIN_TILES");
+    if (env != nullptr) name = env;
+  }
+  if (name.empty() || name == "auto") return TilePreference::kAuto;
+  if (name == "positions") return TilePreference::kPositions;
+  if (name == "channels") return TilePreference::kChannels;
+  throw ConvError("unknown tile family '" + name + "' (IM2WIN_TILES takes positions, channels or auto)");
 }
 
 }  // namespace im2win

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "conv_params.h"
-#include "microkernel.h"
+#include "conv/conv_params.h"
+#include "kernels/microkernel.h"
 
 namespace im2win {
 
@@ -18,6 +18,10 @@ enum class TilePreference { kAuto, kPositions, kChannels };
 // other than outputs (the columns a window row carries past the output width; the end of a small
 // image's last vector), and position tiles elsewhere, where they measure faster.
 TileFamily ChooseTileFamily(const IsaKernels& isa, const ConvShape& s, TilePreference preference);
+
+// name: "positions", "channels", "auto", or empty for IM2WIN_TILES (default auto). Forces a tile
+// family where the layer allows it, so that tests can run every kernel on one machine.
+TilePreference SelectTilePreference(const std::string& name = "");
 
 // W is ONNX's OIHW: M x K with K = C/group * Kh * Kw.
 //  - kPositions: within each group, output channels are cut into tiles of kTileM (the last one of

@@ -1,4 +1,4 @@
-#include "window_layout.h"
+#include "conv/window_layout.h"
 
 #include <algorithm>
 #ifdef __SSE2__

@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "conv_params.h"
+#include "conv/conv_params.h"
 
 namespace im2win {
 

@@ -4,7 +4,7 @@
 // Compiled with -mavx2 -mfma.
 #include <immintrin.h>
 
-#include "microkernel.h"
+#include "kernels/microkernel.h"
 
 namespace im2win {
 namespace avx2 {
@@ -69,7 +69,7 @@ struct V {
   }
 };
 
-#include "microkernel_tile.inc"
+#include "kernels/microkernel_tile.inc"
 
 constexpr IsaKernels kTable = MakeKernelTable<2, 6, 0>("avx2");
 

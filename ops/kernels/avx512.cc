@@ -4,7 +4,7 @@
 // Compiled with -mavx512f -mfma -mpopcnt (every AVX-512 CPU has POPCNT).
 #include <immintrin.h>
 
-#include "microkernel.h"
+#include "kernels/microkernel.h"
 
 namespace im2win {
 namespace avx512 {
@@ -58,7 +58,7 @@ struct V {
   }
 };
 
-#include "microkernel_tile.inc"
+#include "kernels/microkernel_tile.inc"
 
 constexpr IsaKernels kTable = MakeKernelTable<4, 12, 28>("avx512");
 

@@ -1,8 +1,7 @@
-#include "cpu_dispatch.h"
+#include "kernels/cpu_dispatch.h"
 
 #include <cstdlib>
-
-#include "conv_params.h"
+#include <stdexcept>
 
 namespace im2win {
 namespace {
@@ -34,26 +33,14 @@ const IsaKernels& SelectIsa(const std::string& requested) {
   }
   if (name == "generic") return GenericKernels();
   if (name == "avx2") {
-    if (!CpuHasAvx2()) throw ConvError("ISA 'avx2' was requested but this CPU lacks AVX2/FMA");
+    if (!CpuHasAvx2()) throw std::invalid_argument("ISA 'avx2' was requested but this CPU lacks AVX2/FMA");
     return Avx2Kernels();
   }
   if (name == "avx512") {
-    if (!CpuHasAvx512()) throw ConvError("ISA 'avx512' was requested but this CPU lacks AVX-512F");
+    if (!CpuHasAvx512()) throw std::invalid_argument("ISA 'avx512' was requested but this CPU lacks AVX-512F");
     return Avx512Kernels();
   }
-  throw ConvError("unknown ISA '" + name + "' (IM2WIN_ISA takes avx512, avx2, generic or auto)");
-}
-
-TilePreference SelectTilePreference(const std::string& requested) {
-  std::string name = requested;
-  if (name.empty()) {
-    const char* env = std::getenv("IM2WIN_TILES");
-    if (env != nullptr) name = env;
-  }
-  if (name.empty() || name == "auto") return TilePreference::kAuto;
-  if (name == "positions") return TilePreference::kPositions;
-  if (name == "channels") return TilePreference::kChannels;
-  throw ConvError("unknown tile family '" + name + "' (IM2WIN_TILES takes positions, channels or auto)");
+  throw std::invalid_argument("unknown ISA '" + name + "' (IM2WIN_ISA takes avx512, avx2, generic or auto)");
 }
 
 }  // namespace im2win

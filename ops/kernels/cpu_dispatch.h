@@ -4,8 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "microkernel.h"
-#include "weight_pack.h"
+#include "kernels/microkernel.h"
 
 namespace im2win {
 
@@ -13,11 +12,7 @@ namespace im2win {
 std::vector<std::string> AvailableIsas();
 
 // name: "avx512", "avx2", "generic", or empty for the best available. An empty name also honours
-// the IM2WIN_ISA environment variable. Throws ConvError for an unknown name or one this CPU lacks.
+// the IM2WIN_ISA environment variable. Throws std::invalid_argument for an unknown name or one this CPU lacks.
 const IsaKernels& SelectIsa(const std::string& name = "");
-
-// name: "positions", "channels", "auto", or empty for IM2WIN_TILES (default auto). Forces a tile
-// family where the layer allows it, so that tests can run every kernel on one machine.
-TilePreference SelectTilePreference(const std::string& name = "");
 
 }  // namespace im2win

@@ -1,4 +1,4 @@
-#include "fma_probe.h"
+#include "kernels/fma_probe.h"
 
 #include <algorithm>
 #include <atomic>

@@ -1,7 +1,7 @@
 // Measures this machine's FP32 FMA peak with an ISA's widest FMAs, for the benchmark's % of peak.
 #pragma once
 
-#include "microkernel.h"
+#include "kernels/microkernel.h"
 
 namespace im2win {
 

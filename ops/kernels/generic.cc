@@ -1,6 +1,6 @@
 // Portable micro-kernels for any x86-64 (or other) CPU: a 4-float "vector" of plain floats (tiles of 6 x 8) that
 // the compiler maps onto the baseline SIMD registers. Compiled with the default flags.
-#include "microkernel.h"
+#include "kernels/microkernel.h"
 
 namespace im2win {
 namespace generic {
@@ -66,7 +66,7 @@ struct V {
   }
 };
 
-#include "microkernel_tile.inc"
+#include "kernels/microkernel_tile.inc"
 
 constexpr IsaKernels kTable = MakeKernelTable<2>("generic");
 

@@ -1,11 +1,11 @@
-#include "ort_conv_kernel.h"
+#include "ort/conv_kernel.h"
 
 #include <cstring>
 #include <stdexcept>
 
-#include "conv_driver.h"
-#include "cpu_dispatch.h"
-#include "weight_pack.h"
+#include "conv/conv_driver.h"
+#include "kernels/cpu_dispatch.h"
+#include "conv/weight_pack.h"
 
 namespace im2win {
 namespace {

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "conv_params.h"
-#include "microkernel.h"
-#include "weight_pack.h"
+#include "conv/conv_params.h"
+#include "kernels/microkernel.h"
+#include "conv/weight_pack.h"
 
 namespace im2win {
 

@@ -6,8 +6,8 @@
 #include <mutex>
 #include <string>
 
-#include "ort_conv_kernel.h"
-#include "ort_shape_inference.h"
+#include "ort/conv_kernel.h"
+#include "ort/shape_inference.h"
 
 namespace im2win {
 namespace {

@@ -1,10 +1,10 @@
-#include "ort_shape_inference.h"
+#include "ort/shape_inference.h"
 
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "conv_params.h"
+#include "conv/conv_params.h"
 
 namespace im2win {
 namespace {

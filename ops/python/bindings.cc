@@ -5,10 +5,10 @@
 
 #include <optional>
 
-#include "conv_driver.h"
-#include "cpu_dispatch.h"
-#include "fma_probe.h"
-#include "weight_pack.h"
+#include "conv/conv_driver.h"
+#include "kernels/cpu_dispatch.h"
+#include "kernels/fma_probe.h"
+#include "conv/weight_pack.h"
 
 namespace py = pybind11;
 
@@ -25,6 +25,15 @@ FloatArray AsFloat32(const py::handle& obj, const char* name) {
   if (!a.dtype().is(py::dtype::of<float>()))
     throw py::type_error(std::string(name) + " must be float32, got " + std::string(py::str(a.dtype())));
   return FloatArray::ensure(a);
+}
+
+// The kernel layer knows no ConvError; Python callers get the module's one error type.
+const IsaKernels& Isa(const std::string& name) {
+  try {
+    return SelectIsa(name);
+  } catch (const std::invalid_argument& e) {
+    throw ConvError(e.what());
+  }
 }
 
 std::vector<int64_t> Dims(const py::array& a) { return std::vector<int64_t>(a.shape(), a.shape() + a.ndim()); }
@@ -64,7 +73,7 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
     if (Dims(z) != y_dims)
       throw ConvError("z must have the output's shape " + DimsToString(y_dims) + ", got " + DimsToString(Dims(z)));
   }
-  const IsaKernels& kernels = SelectIsa(isa);
+  const IsaKernels& kernels = Isa(isa);
   const TilePreference preference = SelectTilePreference(tiles);
   py::array_t<float> y(y_dims);
   if (y.size() == 0) return y;
@@ -110,7 +119,7 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
                    const std::string& tiles) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, std::nullopt, pads, strides);
   const ConvShape s = ResolveConvShape(attrs, x_dims, w_dims);
-  const ConvPlan plan = MakeConvPlan(s, Epilogue{}, SelectIsa(isa), SelectTilePreference(tiles));
+  const ConvPlan plan = MakeConvPlan(s, Epilogue{}, Isa(isa), SelectTilePreference(tiles));
   py::dict d;
   // The path and its register tile: output channels x rows x columns of outputs (position tiles:
   // x a run of positions; depthwise: channels in the lanes, or one channel along output rows).
@@ -158,11 +167,11 @@ PYBIND11_MODULE(_kernels, m) {
         arg("isa") = "", arg("tiles") = "",
         "Workspace of one conv: im2win bytes per thread beside im2col's bytes for the same layer.");
   m.def("available_isas", &AvailableIsas, "ISAs this CPU can run, best first.");
-  m.def("selected_isa", [](const std::string& isa) { return std::string(SelectIsa(isa).name); }, arg("isa") = "",
+  m.def("selected_isa", [](const std::string& isa) { return std::string(Isa(isa).name); }, arg("isa") = "",
         "The ISA a conv would use (honours IM2WIN_ISA when isa is empty).");
   m.def("fma_peak_gflops",
         [](const std::string& isa, int threads, double seconds) {
-          const IsaKernels& kernels = SelectIsa(isa);
+          const IsaKernels& kernels = Isa(isa);
           py::gil_scoped_release release;
           return MeasureFmaPeak(kernels, threads, seconds);
         },
