@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -166,6 +168,17 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
   const int64_t in_plane = s.in_h * s.in_w;
   const int64_t x_image = s.in_channels * in_plane;
   const int64_t y_image = s.out_channels * s.out_h * s.out_w;
+  if (cg == 0) {  // no input channels: the sums are empty and Y = activation(B + Z), as ORT gives
+    const int64_t plane = s.out_h * s.out_w;
+    const std::vector<float> zeros(plane, 0.0f);
+    for (int64_t n = 0; n < s.batch; ++n)
+      for (int64_t m = 0; m < s.out_channels; ++m) {
+        const int64_t at = n * y_image + m * plane;
+        ApplyEpilogue(zeros.data(), bias != nullptr ? bias[m] : 0.0f, residual != nullptr ? residual + at : nullptr,
+                      y + at, plane, p.epilogue);
+      }
+    return;
+  }
 
   // Work item = (image, block of groups, block of output rows, chunk of output-channel tiles).
   auto body = [&](int64_t item) {
@@ -216,7 +229,16 @@ ParallelRunner ThreadRunner(int threads) {
       for (int64_t i = next++; i < count; i = next++) body(i);
     };
     std::vector<std::thread> pool;
-    for (int64_t t = 1; t < workers; ++t) pool.emplace_back(worker);
+    try {
+      for (int64_t t = 1; t < workers; ++t) pool.emplace_back(worker);
+    } catch (const std::exception& e) {
+      // Stop the started threads at their next item and join them: a joinable std::thread left
+      // to unwind would terminate the process.
+      next = count;
+      for (auto& t : pool) t.join();
+      throw std::runtime_error("could not start thread " + std::to_string(pool.size() + 2) + " of " +
+                               std::to_string(workers) + ": " + e.what());
+    }
     worker();
     for (auto& t : pool) t.join();
   };

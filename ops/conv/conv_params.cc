@@ -20,25 +20,39 @@ void CheckAll(const std::vector<int64_t>& v, const char* name, int64_t min_value
       Fail(std::string(name) + " must all be >= " + std::to_string(min_value) + ", got [" + Join(v) + "]");
 }
 
-// Resolves one spatial axis; returns the output size.
+std::string Str(int64_t v) { return std::to_string(v); }
+
+// Resolves one spatial axis; returns the output size. i is the attribute index of the axis.
 int64_t ResolveAxis(const std::string& auto_pad, int64_t in, int64_t k, int64_t s, int64_t d, int64_t* pad_begin,
-                    int64_t* pad_end, const char* axis) {
-  const int64_t dilated = (k - 1) * d + 1;
+                    int64_t* pad_end, const char* axis, size_t i) {
+  const std::string at = "[" + std::to_string(i) + "]";
+  const int64_t dilated = CheckedAdd(CheckedMul(k - 1, d, "dilations" + at + " x (kernel size - 1)"), 1,
+                                     "dilations" + at + " x (kernel size - 1) + 1");
+  if (dilated > kMaxOffset)
+    Fail("dilations" + at + "=" + Str(d) + " with kernel size " + Str(k) + " gives a dilated kernel of " +
+         Str(dilated) + ", more than the " + Str(kMaxOffset) + " com.im2win::Conv addresses");
   if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
     // ONNX asks for out = ceil(in / s). The total padding follows ORT's Conv exactly, so that a
     // model gives the same answer on either op: it may be negative when the stride exceeds the
     // kernel (the input is cropped), ORT then adds one when padding the total on both sides
     // would fall short of the target, and the split uses C++'s truncating division.
-    const int64_t target = (in + s - 1) / s;
-    int64_t total = (target - 1) * s + dilated - in;
-    const double both_sides = static_cast<double>(in + 2 * total - dilated) / static_cast<double>(s) + 1.0;
-    if (static_cast<int64_t>(both_sides) < target) total += 1;
-    *pad_begin = auto_pad == "SAME_UPPER" ? total / 2 : (total + 1) / 2;
+    const std::string what = "auto_pad=" + auto_pad + " with strides" + at + "=" + Str(s);
+    const int64_t target = in / s + (in % s != 0 ? 1 : 0);
+    int64_t total = CheckedAdd(CheckedMul(target - 1, s, what), dilated - in, what);
+    const int64_t both = CheckedAdd(CheckedAdd(in, CheckedMul(2, total, what), what), -dilated, what);
+    const double both_sides = static_cast<double>(both) / static_cast<double>(s) + 1.0;
+    if (static_cast<int64_t>(both_sides) < target) total = CheckedAdd(total, 1, what);
+    *pad_begin = auto_pad == "SAME_UPPER" ? total / 2 : CheckedAdd(total, 1, what) / 2;
     *pad_end = total - *pad_begin;
   } else if (auto_pad == "VALID") {
     *pad_begin = *pad_end = 0;
   }
-  const int64_t span = in + *pad_begin + *pad_end - dilated;
+  const std::string pads_what = "pads on " + std::string(axis) + " (" + Str(*pad_begin) + "," + Str(*pad_end) +
+                                ") added to the input size " + Str(in);
+  const int64_t padded = CheckedAdd(CheckedAdd(in, *pad_begin, pads_what), *pad_end, pads_what);
+  if (padded > kMaxOffset)
+    Fail(pads_what + " give " + Str(padded) + ", more than the " + Str(kMaxOffset) + " com.im2win::Conv addresses");
+  const int64_t span = padded - dilated;
   if (span < 0) {
     std::ostringstream os;
     os << "input " << axis << " size " << in << " plus pads (" << *pad_begin << "," << *pad_end
@@ -48,9 +62,28 @@ int64_t ResolveAxis(const std::string& auto_pad, int64_t in, int64_t k, int64_t 
   return span / s + 1;
 }
 
+// The product of a tensor's dimensions, checked.
+int64_t Elements(const std::vector<int64_t>& dims, const std::string& name) {
+  int64_t n = 1;
+  for (int64_t d : dims) n = CheckedMul(n, d, name + " " + DimsToString(dims) + " element count");
+  return CheckedMul(n, static_cast<int64_t>(sizeof(float)), name + " " + DimsToString(dims) + " size in bytes");
+}
+
 }  // namespace
 
 std::string DimsToString(const std::vector<int64_t>& dims) { return "[" + Join(dims) + "]"; }
+
+int64_t CheckedAdd(int64_t a, int64_t b, const std::string& what) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) Fail(what + " overflows 64-bit integers (" + Str(a) + " + " + Str(b) + ")");
+  return r;
+}
+
+int64_t CheckedMul(int64_t a, int64_t b, const std::string& what) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) Fail(what + " overflows 64-bit integers (" + Str(a) + " x " + Str(b) + ")");
+  return r;
+}
 
 std::vector<int64_t> ConvShape::output_dims() const {
   if (spatial_rank == 1) return {batch, out_channels, out_w};
@@ -137,9 +170,15 @@ void ValidateWeightShape(const ConvAttributes& a, const std::vector<int64_t>& w)
   if (w.size() > 4)
     Fail("spatial rank " + std::to_string(w.size() - 2) +
          " (3-D convolution) is not supported by com.im2win::Conv; spatial rank 1 and 2 are");
-  for (int64_t d : w)
-    if (d < 1) Fail("W has an empty dimension, shape " + DimsToString(w));
+  // M = 0 gives an empty Y and C/group = 0 a Y of biases, as in ORT; a kernel size must be >= 1.
+  for (size_t i = 0; i < w.size(); ++i)
+    if (w[i] < (i < 2 ? 0 : 1)) Fail("W has an invalid dimension, shape " + DimsToString(w));
   const size_t rank = w.size() - 2;
+  Elements(w, "W");
+  const int64_t taps = rank == 2 ? CheckedMul(w[2], w[3], "W's kernel size") : w[2];
+  if (taps > kMaxTaps)
+    Fail("W " + DimsToString(w) + " has a kernel of " + Str(taps) + " taps, more than the " + Str(kMaxTaps) +
+         " com.im2win::Conv takes");
   if (!a.kernel_shape.empty()) {
     if (a.kernel_shape.size() != rank)
       Fail("kernel_shape " + DimsToString(a.kernel_shape) + " does not match W's spatial rank " +
@@ -154,6 +193,7 @@ void ValidateWeightShape(const ConvAttributes& a, const std::vector<int64_t>& w)
 }
 
 ConvShape ResolveConvShape(const ConvAttributes& a, const std::vector<int64_t>& x, const std::vector<int64_t>& w) {
+  ValidateAttributes(a);  // here too, so that no caller can divide by a zero stride or group
   if (x.size() < 3) Fail("X must have rank >= 3 (N x C x spatial...), got shape " + DimsToString(x));
   if (x.size() > 4)
     Fail("spatial rank " + std::to_string(x.size() - 2) +
@@ -171,7 +211,8 @@ ConvShape ResolveConvShape(const ConvAttributes& a, const std::vector<int64_t>& 
   check_len(a.dilations, rank, "dilations");
   check_len(a.pads, 2 * rank, "pads");
   for (size_t i = 0; i < x.size(); ++i)
-    if (x[i] < 0 || (i >= 1 && x[i] == 0)) Fail("X has an invalid or empty dimension, shape " + DimsToString(x));
+    if (x[i] < 0 || (i >= 2 && x[i] == 0)) Fail("X has an invalid or empty dimension, shape " + DimsToString(x));
+  Elements(x, "X");
 
   ConvShape s;
   s.spatial_rank = static_cast<int>(rank);
@@ -182,7 +223,7 @@ ConvShape ResolveConvShape(const ConvAttributes& a, const std::vector<int64_t>& 
   if (s.in_channels % s.group != 0)
     Fail("group " + std::to_string(s.group) + " does not divide the number of input channels C=" +
          std::to_string(s.in_channels));
-  if (w[1] * s.group != s.in_channels)
+  if (CheckedMul(w[1], s.group, "W's input channels x group") != s.in_channels)
     Fail("X has C=" + std::to_string(s.in_channels) + " channels but W " + DimsToString(w) + " with group " +
          std::to_string(s.group) + " expects C=" + std::to_string(w[1] * s.group));
 
@@ -195,7 +236,8 @@ ConvShape ResolveConvShape(const ConvAttributes& a, const std::vector<int64_t>& 
   s.dilation_w = at(a.dilations, ax_w, 1);
   s.pad_left = at(a.pads, ax_w, 0);
   s.pad_right = at(a.pads, rank + ax_w, 0);
-  s.out_w = ResolveAxis(a.auto_pad, s.in_w, s.kernel_w, s.stride_w, s.dilation_w, &s.pad_left, &s.pad_right, "W");
+  s.out_w = ResolveAxis(a.auto_pad, s.in_w, s.kernel_w, s.stride_w, s.dilation_w, &s.pad_left, &s.pad_right, "W",
+                         ax_w);
   if (rank == 2) {
     s.in_h = x[2];
     s.kernel_h = w[2];
@@ -203,8 +245,10 @@ ConvShape ResolveConvShape(const ConvAttributes& a, const std::vector<int64_t>& 
     s.dilation_h = at(a.dilations, 0, 1);
     s.pad_top = at(a.pads, 0, 0);
     s.pad_bottom = at(a.pads, 2, 0);
-    s.out_h = ResolveAxis(a.auto_pad, s.in_h, s.kernel_h, s.stride_h, s.dilation_h, &s.pad_top, &s.pad_bottom, "H");
+    s.out_h = ResolveAxis(a.auto_pad, s.in_h, s.kernel_h, s.stride_h, s.dilation_h, &s.pad_top, &s.pad_bottom,
+                           "H", 0);
   }
+  Elements(s.output_dims(), "Y");
   return s;
 }
 

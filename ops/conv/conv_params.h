@@ -14,6 +14,18 @@ struct ConvError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// Sizes from a model are untrusted numbers: every sum and product of them goes through these,
+// which throw ConvError naming `what` where int64 would wrap around.
+int64_t CheckedAdd(int64_t a, int64_t b, const std::string& what);
+int64_t CheckedMul(int64_t a, int64_t b, const std::string& what);
+
+// The kernels address one channel's window panel and their lookup tables with 32-bit offsets:
+// every spatial size (X padded, the dilated kernel, Y) and one channel's panel stay below this.
+constexpr int64_t kMaxOffset = 0x7fffffff;
+// Taps per kernel (kh x kw) at most: the plan keeps a table of them; 2^24 taps is a 64 MiB W per
+// pair of channels, far past any real network, and bounds the planner's time and memory.
+constexpr int64_t kMaxTaps = int64_t{1} << 24;
+
 enum class Activation { kNone, kRelu, kClip, kLeakyRelu, kSigmoid, kHardSigmoid, kTanh, kHardSwish };
 
 // Y = activation(conv + bias + residual); alpha/beta hold the activation's parameters
@@ -54,7 +66,8 @@ struct ConvShape {
 };
 
 // Resolves attributes against the shapes of X and W (ONNX Conv rules, auto_pad included).
-// Refuses spatial rank 3 and above with a clear message.
+// Refuses spatial rank 3 and above with a clear message, and any size the kernels cannot address
+// (see kMaxOffset, kMaxTaps) or whose arithmetic would overflow, naming the attribute.
 ConvShape ResolveConvShape(const ConvAttributes& attrs, const std::vector<int64_t>& x_dims,
                            const std::vector<int64_t>& w_dims);
 

@@ -1,6 +1,7 @@
 #include "conv/conv_plan.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace im2win {
 namespace {
@@ -40,12 +41,17 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
 
 // Position tiles compute whole vectors: picks the number of blocks (at least min_blocks, each
 // block's rows within one of the others) that computes the fewest positions over the image, the
-// fewest blocks on a tie.
+// fewest blocks on a tie. Blocks hold q or q + 1 rows, so a candidate costs O(1); at most
+// kRowBlockCandidates are tried, so that a very tall image plans in bounded time.
+constexpr int64_t kRowBlockCandidates = 256;
 int64_t ChooseRowBlocks(int64_t out_h, int64_t row_len, int64_t min_blocks, int vector_len) {
-  int64_t best_blocks = min_blocks, best_cost = -1;
-  for (int64_t blocks = min_blocks; blocks <= std::min(out_h, 2 * min_blocks); ++blocks) {
-    int64_t cost = 0;
-    for (int64_t b = 0; b < blocks; ++b) cost += CeilDiv(PartSize(out_h, blocks, b) * row_len, vector_len);
+  int64_t best_blocks = min_blocks;
+  double best_cost = -1.0;
+  const int64_t last = std::min({out_h, 2 * min_blocks, min_blocks + kRowBlockCandidates});
+  auto vectors = [&](int64_t rows) { return std::ceil(static_cast<double>(rows) * row_len / vector_len); };
+  for (int64_t blocks = min_blocks; blocks <= last; ++blocks) {
+    const int64_t q = out_h / blocks, longer = out_h % blocks;
+    const double cost = longer * vectors(q + 1) + (blocks - longer) * vectors(q);
     if (best_cost < 0 || cost < best_cost) {
       best_cost = cost;
       best_blocks = blocks;
@@ -57,7 +63,7 @@ int64_t ChooseRowBlocks(int64_t out_h, int64_t row_len, int64_t min_blocks, int 
 }  // namespace
 
 ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa,
-                      TilePreference preference) {
+                      TilePreference preference, PlanTables tables) {
   ConvPlan p;
   p.shape = s;
   p.epilogue = epilogue;
@@ -107,15 +113,15 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   } else {
     p.layout = MakeWindowLayout(s, rows, 0, isa.tile_positions());
   }
-  if (p.depthwise_lanes) {
+  if (p.depthwise_lanes && tables == PlanTables::kBuild) {
     const WindowLayout& L = p.layout;
-    std::vector<int32_t> col_slot(s.stride_w, -1);
-    for (size_t i = 0; i < L.col_phase.size(); ++i) col_slot[L.col_phase[i]] = static_cast<int32_t>(i);
     // Input column x (+ pad_left) = t * stride_w + phase: panel column t of its phase's slot.
     p.lanes_column_dest.assign(CeilDiv(s.in_w, isa.vector_len) * isa.vector_len, -1);
     for (int64_t x = std::max<int64_t>(0, -s.pad_left); x < s.in_w; ++x) {
-      const int64_t t = (x + s.pad_left) / s.stride_w, slot = col_slot[(x + s.pad_left) % s.stride_w];
-      if (slot >= 0 && t < L.row_len) p.lanes_column_dest[x] = static_cast<int32_t>(slot * L.plane + t);
+      const int64_t t = (x + s.pad_left) / s.stride_w;
+      const auto phase = std::find(L.col_phase.begin(), L.col_phase.end(), (x + s.pad_left) % s.stride_w);
+      if (phase != L.col_phase.end() && t < L.row_len)
+        p.lanes_column_dest[x] = static_cast<int32_t>((phase - L.col_phase.begin()) * L.plane + t);
     }
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = 0; j < s.out_w; ++j) p.lanes_output_offset.push_back(static_cast<int32_t>(r * L.row_len + j));

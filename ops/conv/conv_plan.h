@@ -58,8 +58,12 @@ struct ConvPlan {
   int64_t workspace_bytes() const { return workspace_floats() * static_cast<int64_t>(sizeof(float)); }
 };
 
+// kSizesOnly leaves out the depthwise lookup tables (as long as X's rows): for reporting a plan
+// of a shape that is only described, never run.
+enum class PlanTables { kBuild, kSizesOnly };
+
 ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
-                      TilePreference preference = TilePreference::kAuto);
+                      TilePreference preference = TilePreference::kAuto, PlanTables tables = PlanTables::kBuild);
 
 // What im2col + GEMM would reserve for the same layer (one image, one group at a time).
 int64_t Im2colWorkspaceBytes(const ConvShape& s);

@@ -1,6 +1,7 @@
 #include "conv/window_layout.h"
 
 #include <algorithm>
+#include <numeric>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -24,15 +25,16 @@ void GatherStrided(const float* src, int64_t stride, float* dst, int64_t n) {
   for (; t < n; ++t) dst[t] = src[t * stride];
 }
 
-// For taps k = 0..kernel-1: the slot of phase (k*dilation) mod stride (adding it to `phases` when
-// new) and the shift (k*dilation) / stride.
+// For taps k = 0..kernel-1: the slot of phase (k*dilation) mod stride and the shift
+// (k*dilation) / stride; `phases` lists each slot's phase. The phases repeat with period
+// stride / gcd(dilation, stride) and the first period's are distinct, so tap k's slot is
+// k mod period: linear in the kernel size, whatever the stride.
 void SplitByPhase(int64_t kernel, int64_t dilation, int64_t stride, std::vector<int64_t>* phases,
                   std::vector<int64_t>* slot, std::vector<int64_t>* shift) {
+  const int64_t period = stride / std::gcd(dilation % stride, stride);
   for (int64_t k = 0; k < kernel; ++k) {
-    const int64_t phase = (k * dilation) % stride;
-    auto it = std::find(phases->begin(), phases->end(), phase);
-    slot->push_back(it - phases->begin());
-    if (it == phases->end()) phases->push_back(phase);
+    if (k < period) phases->push_back((k * dilation) % stride);
+    slot->push_back(k % period);
     shift->push_back((k * dilation) / stride);
   }
 }
@@ -48,9 +50,15 @@ WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_
   SplitByPhase(s.kernel_h, s.dilation_h, s.stride_h, &L.row_phase, &kh_slot, &kh_shift);
   SplitByPhase(s.kernel_w, s.dilation_w, s.stride_w, &L.col_phase, &kw_slot, &kw_shift);
   L.plane_rows = L.rows + *std::max_element(kh_shift.begin(), kh_shift.end());
-  L.plane = L.plane_rows * L.row_len;
   const int64_t col_slots = static_cast<int64_t>(L.col_phase.size());
-  L.channel_stride = static_cast<int64_t>(L.row_phase.size()) * col_slots * L.plane;
+  // The kernels address one channel's panel with 32-bit offsets (tap_offset).
+  const std::string what = "one channel's window panel";
+  L.plane = CheckedMul(L.plane_rows, L.row_len, what);
+  L.channel_stride = CheckedMul(CheckedMul(static_cast<int64_t>(L.row_phase.size()), col_slots, what), L.plane, what);
+  if (L.channel_stride > kMaxOffset)
+    throw ConvError(what + " would hold " + std::to_string(L.channel_stride) + " floats, more than the " +
+                    std::to_string(kMaxOffset) + " its 32-bit offsets address: the input is too large for "
+                    "com.im2win::Conv");
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
       L.tap_offset.push_back(static_cast<int32_t>((kh_slot[kh] * col_slots + kw_slot[kw]) * L.plane +
@@ -58,6 +66,9 @@ WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_
   // Past the last position of the last plane a tile still reads its own extent plus, through
   // the taps, up to one window row.
   L.slack = (read_rows + 1) * L.row_len + read_floats;
+  // The whole panel in bytes stays a valid int64 (workspace_bytes multiplies it out).
+  CheckedMul(CheckedAdd(CheckedMul(L.channels, L.channel_stride, "the window panel"), L.slack, "the window panel"),
+             static_cast<int64_t>(sizeof(float)), "the window panel in bytes");
   return L;
 }
 

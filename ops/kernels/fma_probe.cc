@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -26,8 +28,13 @@ double MeasureFmaPeak(const IsaKernels& isa, int threads, double seconds) {
   for (int round = 0; round < 3; ++round) {
     const auto t0 = Clock::now();
     std::vector<std::thread> pool;
-    for (int t = 0; t < std::max(threads, 1); ++t)
-      pool.emplace_back([&] { sink = sink + isa.fma_loop(iterations); });
+    try {
+      for (int t = 0; t < std::max(threads, 1); ++t)
+        pool.emplace_back([&] { sink = sink + isa.fma_loop(iterations); });
+    } catch (const std::exception& e) {
+      for (auto& t : pool) t.join();  // a joinable std::thread left to unwind would terminate
+      throw std::runtime_error(std::string("could not start the probe's threads: ") + e.what());
+    }
     for (auto& t : pool) t.join();
     const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
     best = std::max(best, flops_per_thread * std::max(threads, 1) / elapsed / 1e9);

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "conv/conv_driver.h"
 #include "kernels/cpu_dispatch.h"
@@ -22,54 +23,64 @@ void Check(const OrtApi& api, OrtStatus* status) {
   throw OrtCallError(message);
 }
 
-// ORT reports a missing attribute as an error; tell that apart from a malformed one.
-bool AttributeMissing(const OrtApi& api, OrtStatus* status, const char* name) {
+// ORT reports a missing attribute as an error; tell that apart from one of another type.
+bool AttributeMissing(const OrtApi& api, OrtStatus* status, const char* name, const char* expected) {
   if (status == nullptr) return false;
   std::string message = api.GetErrorMessage(status);
   api.ReleaseStatus(status);
   if (message.find("No attribute") != std::string::npos) return true;
-  throw ConvError(std::string("attribute '") + name + "' could not be read: " + message);
+  throw ConvError(std::string("attribute '") + name + "' must be " + expected + " (" + message + ")");
 }
 
-// ORT reads a scalar attribute as an empty list; ONNX Conv's list attributes must be lists.
-void RefuseScalarForList(const OrtApi& api, const OrtKernelInfo* info, const char* name, bool floats) {
-  OrtStatus* st = nullptr;
-  if (floats) {
-    float f = 0.f;
-    st = api.KernelInfoGetAttribute_float(info, name, &f);
-  } else {
-    int64_t i = 0;
-    st = api.KernelInfoGetAttribute_int64(info, name, &i);
-  }
-  if (st != nullptr) {
+// What an attribute holds when ORT reads it as an empty list of the type asked for (ORT gives an
+// empty list, not an error, for a list attribute of another type): "" for a true empty list.
+std::string OtherAttributeType(const OrtApi& api, const OrtKernelInfo* info, const char* name, bool floats) {
+  auto ok = [&](OrtStatus* st) {
+    if (st == nullptr) return true;
     api.ReleaseStatus(st);
-    return;
+    return false;
+  };
+  size_t size = 0;
+  if (floats ? ok(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size)) && size > 0
+             : ok(api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size)) && size > 0)
+    return floats ? "a list of ints" : "a list of floats";
+  float f = 0.f;
+  int64_t i = 0;
+  if (ok(api.KernelInfoGetAttribute_float(info, name, &f))) return "a single float";
+  if (ok(api.KernelInfoGetAttribute_int64(info, name, &i))) return "a single int";
+  size = 0;
+  if (ok(api.KernelInfoGetAttribute_string(info, name, nullptr, &size))) return "a string";
+  return "";
+}
+
+// A list attribute of the type ONNX Conv gives it; a present attribute of any other type is an
+// error naming it, never a default.
+template <typename T>
+std::vector<T> GetList(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
+  constexpr bool floats = std::is_same<T, float>::value;
+  const char* expected = floats ? "a list of floats" : "a list of ints";
+  auto read = [&](T* out, size_t* size) {
+    if constexpr (floats)
+      return api.KernelInfoGetAttributeArray_float(info, name, out, size);
+    else
+      return api.KernelInfoGetAttributeArray_int64(info, name, out, size);
+  };
+  size_t size = 0;
+  if (AttributeMissing(api, read(nullptr, &size), name, expected)) return {};
+  if (size == 0) {
+    const std::string other = OtherAttributeType(api, info, name, floats);
+    if (!other.empty()) throw ConvError(std::string("attribute '") + name + "' must be " + expected + ", got " + other);
+    return {};
   }
-  throw ConvError(std::string("attribute '") + name + "' must be a list of " + (floats ? "floats" : "ints") +
-                  ", got a single " + (floats ? "float" : "int"));
-}
-
-std::vector<int64_t> GetInts(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
-  size_t size = 0;
-  if (AttributeMissing(api, api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size), name)) return {};
-  if (size == 0) RefuseScalarForList(api, info, name, false);
-  std::vector<int64_t> values(size);
-  if (size > 0) Check(api, api.KernelInfoGetAttributeArray_int64(info, name, values.data(), &size));
-  return values;
-}
-
-std::vector<float> GetFloats(const OrtApi& api, const OrtKernelInfo* info, const char* name) {
-  size_t size = 0;
-  if (AttributeMissing(api, api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size), name)) return {};
-  if (size == 0) RefuseScalarForList(api, info, name, true);
-  std::vector<float> values(size);
-  if (size > 0) Check(api, api.KernelInfoGetAttributeArray_float(info, name, values.data(), &size));
+  std::vector<T> values(size);
+  Check(api, read(values.data(), &size));
   return values;
 }
 
 std::string GetString(const OrtApi& api, const OrtKernelInfo* info, const char* name, const std::string& def) {
   size_t size = 0;
-  if (AttributeMissing(api, api.KernelInfoGetAttribute_string(info, name, nullptr, &size), name)) return def;
+  if (AttributeMissing(api, api.KernelInfoGetAttribute_string(info, name, nullptr, &size), name, "a string"))
+    return def;
   std::string value(size, '\0');
   Check(api, api.KernelInfoGetAttribute_string(info, name, value.data(), &size));
   value.resize(std::strlen(value.c_str()));
@@ -78,7 +89,7 @@ std::string GetString(const OrtApi& api, const OrtKernelInfo* info, const char* 
 
 int64_t GetInt(const OrtApi& api, const OrtKernelInfo* info, const char* name, int64_t def) {
   int64_t value = def;
-  if (AttributeMissing(api, api.KernelInfoGetAttribute_int64(info, name, &value), name)) return def;
+  if (AttributeMissing(api, api.KernelInfoGetAttribute_int64(info, name, &value), name, "an int")) return def;
   return value;
 }
 
@@ -88,7 +99,7 @@ struct TensorView {
   const float* data = nullptr;
   int64_t elements() const {
     int64_t n = 1;
-    for (int64_t d : dims) n *= d;
+    for (int64_t d : dims) n = CheckedMul(n, d, "element count of " + DimsToString(dims));
     return n;
   }
 };
@@ -173,13 +184,13 @@ OrtStatus* MakeNodeError(const OrtApi& api, const std::string& node_name, const 
 OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api_(api) {
   node_name_ = KernelNodeName(api, info);
   attrs_.auto_pad = GetString(api, info, "auto_pad", "NOTSET");
-  attrs_.dilations = GetInts(api, info, "dilations");
-  attrs_.kernel_shape = GetInts(api, info, "kernel_shape");
-  attrs_.pads = GetInts(api, info, "pads");
-  attrs_.strides = GetInts(api, info, "strides");
+  attrs_.dilations = GetList<int64_t>(api, info, "dilations");
+  attrs_.kernel_shape = GetList<int64_t>(api, info, "kernel_shape");
+  attrs_.pads = GetList<int64_t>(api, info, "pads");
+  attrs_.strides = GetList<int64_t>(api, info, "strides");
   attrs_.group = GetInt(api, info, "group", 1);
   ValidateAttributes(attrs_);
-  epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetFloats(api, info, "activation_params"));
+  epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetList<float>(api, info, "activation_params"));
   w_prepacked_ = ParseWeightLayout(GetString(api, info, "weight_layout", "OIHW"), &w_family_);
   isa_ = &SelectIsa();
 

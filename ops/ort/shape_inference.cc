@@ -42,7 +42,8 @@ const OrtOpAttr* FindAttribute(const OrtApi& api, OrtShapeInferContext* context,
   return attr;
 }
 
-// Reads an attribute of `type` into `out` (resized to fit); false when absent or unreadable.
+// Reads an attribute of `type` into `out` (resized to fit); false when absent. One of another
+// type throws ConvError: the kernel refuses it, so no shape is inferred from a default.
 template <typename T>
 bool ReadAttribute(const OrtApi& api, OrtShapeInferContext* context, const char* name, OrtOpAttrType type,
                    std::vector<T>* out) {
@@ -55,7 +56,7 @@ bool ReadAttribute(const OrtApi& api, OrtShapeInferContext* context, const char*
   if (bytes == 0) return true;
   if (OrtStatus* st = api.ReadOpAttr(attr, type, out->data(), bytes, &bytes)) {
     api.ReleaseStatus(st);
-    return false;
+    throw ConvError(std::string("attribute '") + name + "' has another type than ONNX Conv gives it");
   }
   out->resize(bytes / sizeof(T));
   return true;
@@ -70,7 +71,10 @@ ConvAttributes ReadAttributes(const OrtApi& api, OrtShapeInferContext* context) 
   ReadAttribute(api, context, "pads", ORT_OP_ATTR_INTS, &a.pads);
   ReadAttribute(api, context, "strides", ORT_OP_ATTR_INTS, &a.strides);
   std::vector<int64_t> group;
-  if (ReadAttribute(api, context, "group", ORT_OP_ATTR_INT, &group) && group.size() == 1) a.group = group[0];
+  if (ReadAttribute(api, context, "group", ORT_OP_ATTR_INT, &group)) {
+    if (group.size() != 1) throw ConvError("attribute 'group' must be one int");
+    a.group = group[0];
+  }
   return a;
 }
 

@@ -22,7 +22,8 @@ using FloatArray = py::array_t<float, py::array::c_style>;
 FloatArray AsFloat32(const py::handle& obj, const char* name) {
   py::array a = py::array::ensure(obj);
   if (!a) throw py::type_error(std::string(name) + " must be a NumPy array");
-  if (!a.dtype().is(py::dtype::of<float>()))
+  // By equality, not identity: a float32 dtype that came through pickle is another object.
+  if (!a.dtype().equal(py::dtype::of<float>()))
     throw py::type_error(std::string(name) + " must be float32, got " + std::string(py::str(a.dtype())));
   return FloatArray::ensure(a);
 }
@@ -34,6 +35,15 @@ const IsaKernels& Isa(const std::string& name) {
   } catch (const std::invalid_argument& e) {
     throw ConvError(e.what());
   }
+}
+
+// More threads than this is a mistake, not a machine (and each one costs a stack).
+constexpr int kMaxThreads = 1024;
+
+void CheckThreads(int threads) {
+  if (threads < 1 || threads > kMaxThreads)
+    throw ConvError("threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " +
+                    std::to_string(threads));
 }
 
 std::vector<int64_t> Dims(const py::array& a) { return std::vector<int64_t>(a.shape(), a.shape() + a.ndim()); }
@@ -57,6 +67,7 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
                         const std::vector<float>& activation_params, const std::string& isa, int threads,
                         const std::string& tiles) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, kernel_shape, pads, strides);
+  CheckThreads(threads);
   const Epilogue epilogue = ParseEpilogue(activation, activation_params);
   FloatArray x = AsFloat32(x_obj, "x"), w = AsFloat32(w_obj, "w");
   const ConvShape shape = ResolveConvShape(attrs, Dims(x), Dims(w));
@@ -118,8 +129,15 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
                    const Ints& dilations, int64_t group, const Ints& pads, const Ints& strides, const std::string& isa,
                    const std::string& tiles) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, std::nullopt, pads, strides);
-  const ConvShape s = ResolveConvShape(attrs, x_dims, w_dims);
-  const ConvPlan plan = MakeConvPlan(s, Epilogue{}, Isa(isa), SelectTilePreference(tiles));
+  const IsaKernels& kernels = Isa(isa);
+  const TilePreference preference = SelectTilePreference(tiles);
+  ConvPlan plan;
+  ConvShape s;
+  {
+    py::gil_scoped_release release;
+    s = ResolveConvShape(attrs, x_dims, w_dims);
+    plan = MakeConvPlan(s, Epilogue{}, kernels, preference, PlanTables::kSizesOnly);
+  }
   py::dict d;
   // The path and its register tile: output channels x rows x columns of outputs (position tiles:
   // x a run of positions; depthwise: channels in the lanes, or one channel along output rows).
@@ -171,6 +189,9 @@ PYBIND11_MODULE(_kernels, m) {
         "The ISA a conv would use (honours IM2WIN_ISA when isa is empty).");
   m.def("fma_peak_gflops",
         [](const std::string& isa, int threads, double seconds) {
+          CheckThreads(threads);
+          if (!(seconds > 0.0 && seconds <= 60.0))  // also refuses NaN
+            throw ConvError("seconds must be > 0 and <= 60, got " + std::to_string(seconds));
           const IsaKernels& kernels = Isa(isa);
           py::gil_scoped_release release;
           return MeasureFmaPeak(kernels, threads, seconds);
