@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rewrite_command(args) -> int:
     """Reads, rewrites, optionally validates, then writes atomically; errors end with exit code 1."""
+    import math
     from pathlib import Path
 
     import numpy as np
@@ -76,6 +77,8 @@ def _rewrite_command(args) -> int:
     source = Path(args.model)
     target = Path(args.output) if args.output else source.with_name(source.stem + ".im2win.onnx")
     try:
+        if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+            raise ModelError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
         if target.resolve() == source.resolve():
             raise ModelError(f"{target}: the output would overwrite the input model; choose another -o")
         original = load_model(source)

@@ -6,7 +6,7 @@ import pytest
 from helpers import ISAS
 
 # Errors are checked through exceptions; ORT's own log lines about them are noise.
-ort.set_default_logger_severity(3)
+ort.set_default_logger_severity(4)
 
 
 @pytest.fixture(params=ISAS)

@@ -108,6 +108,48 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     return types
 
 
+_ATTRIBUTE_TYPES = {"auto_pad": AttributeProto.STRING, "dilations": AttributeProto.INTS,
+                    "group": AttributeProto.INT, "kernel_shape": AttributeProto.INTS,
+                    "pads": AttributeProto.INTS, "strides": AttributeProto.INTS,
+                    "activation": AttributeProto.STRING, "activation_params": AttributeProto.FLOATS}
+
+
+def _invalid_attributes(node, w_shape) -> str | None:
+    """What makes ONNX Conv's attribute rules refuse `node` (ORT refuses the model), or None.
+    Geometry that needs X's size is left to the op, which checks it when the model loads."""
+    attrs = {}
+    for a in node.attribute:
+        expected = _ATTRIBUTE_TYPES.get(a.name)
+        if expected is not None and a.type != expected:
+            return (f"attribute '{a.name}' is {AttributeProto.AttributeType.Name(a.type)}, "
+                    f"ONNX Conv takes {AttributeProto.AttributeType.Name(expected)}")
+        attrs[a.name] = helper.get_attribute_value(a)
+    auto_pad = attrs.get("auto_pad", b"NOTSET").decode(errors="replace") or "NOTSET"  # "" is NOTSET in ORT
+    if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        return f"auto_pad '{auto_pad}' is not NOTSET, VALID, SAME_UPPER or SAME_LOWER"
+    if auto_pad != "NOTSET" and attrs.get("pads"):
+        return f"pads are given together with auto_pad={auto_pad}"
+    if auto_pad.startswith("SAME") and any(d != 1 for d in attrs.get("dilations", [])):
+        return f"ORT's CPU Conv has no dilations with auto_pad={auto_pad}"
+    group = attrs.get("group", 1)
+    if group < 1:
+        return f"group {group} is not >= 1"
+    for key, least in (("strides", 1), ("dilations", 1), ("kernel_shape", 1), ("pads", 0)):
+        if any(v < least for v in attrs.get(key, [])):
+            return f"{key} {list(attrs[key])} are not all >= {least}"
+    if w_shape is None or any(d is None for d in w_shape):
+        return None
+    rank = len(w_shape) - 2
+    for key, length in (("strides", rank), ("dilations", rank), ("kernel_shape", rank), ("pads", 2 * rank)):
+        if key in attrs and len(attrs[key]) != length:
+            return f"{key} {list(attrs[key])} has {len(attrs[key])} values, W {w_shape} needs {length}"
+    if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != list(w_shape[2:]):
+        return f"kernel_shape {list(attrs['kernel_shape'])} does not match W's shape {w_shape}"
+    if w_shape[0] % group:
+        return f"group {group} does not divide W's {w_shape[0]} output channels"
+    return None
+
+
 def _subgraphs(attr: AttributeProto):
     if attr.type == AttributeProto.GRAPH:
         return [attr.g]
@@ -286,6 +328,10 @@ class _GraphRewriter:
         if elem != TensorProto.FLOAT:
             kind = TensorProto.DataType.Name(elem) if elem else "unknown"
             return f"element type {kind}: {DOMAIN}::Conv runs float32 only"
+        w_shape = list(w_value.shape) if w_value is not None else _shape(self.types.get(w))
+        invalid = _invalid_attributes(node, w_shape)
+        if invalid:
+            return f"ORT's Conv refuses this node too: {invalid}"
         rank = len(w_value.shape) if w_value is not None else None
         if rank is None:
             shape = _shape(self.types.get(x)) or _shape(self.types.get(w))

@@ -95,7 +95,9 @@ def save_model(model: onnx.ModelProto, path, external_data: bool | None = None) 
             if external_data:
                 onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=data_name, size_threshold=1024)
-                os.replace(Path(tmp) / data_name, directory / data_name)
+                # onnx writes no data file when every tensor is under the threshold (kept inline).
+                if (Path(tmp) / data_name).exists():
+                    os.replace(Path(tmp) / data_name, directory / data_name)
             else:
                 onnx.save_model(model, str(staged))
             os.replace(staged, path)

@@ -33,14 +33,50 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0, symbolic_dim: int = 1) 
         if not value.type.HasField("tensor_type"):
             raise ValueError(f"input '{value.name}' is not a tensor; give inputs with --inputs")
         shape = [d.dim_value if d.HasField("dim_value") else symbolic_dim for d in tensor.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        except (KeyError, TypeError, ValueError):
+            dtype = np.dtype(object)
+        # np.asarray: a scalar input (shape []) must still be an array for ORT.
         if np.issubdtype(dtype, np.floating):
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+            feeds[value.name] = np.asarray(rng.standard_normal(shape), dtype=dtype)
         elif dtype == np.bool_:
-            feeds[value.name] = rng.random(shape) < 0.5
+            feeds[value.name] = np.asarray(rng.random(shape) < 0.5)
+        elif np.issubdtype(dtype, np.integer):
+            feeds[value.name] = np.asarray(rng.integers(0, 4, shape), dtype=dtype)
         else:
-            feeds[value.name] = rng.integers(0, 4, shape).astype(dtype)
+            kind = onnx.TensorProto.DataType.Name(tensor.elem_type) if tensor.elem_type else "unknown"
+            raise ValueError(f"input '{value.name}' has element type {kind}, which random inputs do not cover; "
+                             "give inputs with --inputs")
     return feeds
+
+
+def check_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    """Raises ValueError naming the first input that the model cannot take: a missing or unknown
+    name, another element type, rank or fixed dimension."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    names = {v.name for v in inputs}
+    unknown = sorted(set(feeds) - names)
+    if unknown:
+        raise ValueError(f"inputs {unknown} are not inputs of the model (it takes {sorted(names)})")
+    for value in inputs:
+        if value.name not in feeds:
+            raise ValueError(f"input '{value.name}' is missing")
+        if not value.type.HasField("tensor_type"):
+            continue
+        tensor, given = value.type.tensor_type, np.asarray(feeds[value.name])
+        try:
+            expected = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        except (KeyError, TypeError, ValueError):
+            expected = None
+        if expected is not None and expected != object and given.dtype != expected:
+            raise ValueError(f"input '{value.name}' must be {expected}, got {given.dtype}")
+        if tensor.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+            if given.ndim != len(dims) or any(d is not None and d != g for d, g in zip(dims, given.shape)):
+                shape = ["?" if d is None else d for d in dims]
+                raise ValueError(f"input '{value.name}' must have shape {shape}, got {list(given.shape)}")
 
 
 def compare(original, rewritten, feeds: dict[str, np.ndarray], threads: int | None = None) -> list[OutputDifference]:
@@ -52,12 +88,20 @@ def compare(original, rewritten, feeds: dict[str, np.ndarray], threads: int | No
     def serialized(m):
         return m.SerializeToString() if isinstance(m, onnx.ModelProto) else m
 
+    if isinstance(original, onnx.ModelProto):
+        check_feeds(original, feeds)
     so = ort.SessionOptions()
     if threads is not None:
         so.intra_op_num_threads = threads
-    want = ort.InferenceSession(serialized(original), so, providers=["CPUExecutionProvider"]).run(None, feeds)
-    sess = InferenceSession(serialized(rewritten), threads=threads, rewrite=False)
-    got = sess.run(None, feeds)
+    try:
+        want = ort.InferenceSession(serialized(original), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+    except Exception as e:  # ORT's own errors are several classes; one line of its message says enough
+        raise ValueError(f"the original model does not run in ORT: {_first_line(e)}") from None
+    try:
+        sess = InferenceSession(serialized(rewritten), threads=threads, rewrite=False)
+        got = sess.run(None, feeds)
+    except Exception as e:
+        raise ValueError(f"the rewritten model does not run in ORT: {_first_line(e)}") from None
     differences = []
     for out, a, b in zip(sess.get_outputs(), want, got):
         a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -70,4 +114,9 @@ def compare(original, rewritten, feeds: dict[str, np.ndarray], threads: int | No
     return differences
 
 
-__all__ = ["DEFAULT_TOLERANCE", "OutputDifference", "compare", "random_inputs"]
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+__all__ = ["DEFAULT_TOLERANCE", "OutputDifference", "check_feeds", "compare", "random_inputs"]

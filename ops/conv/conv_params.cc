@@ -37,7 +37,7 @@ int64_t ResolveAxis(const std::string& auto_pad, int64_t in, int64_t k, int64_t 
     // kernel (the input is cropped), ORT then adds one when padding the total on both sides
     // would fall short of the target, and the split uses C++'s truncating division.
     const std::string what = "auto_pad=" + auto_pad + " with strides" + at + "=" + Str(s);
-    const int64_t target = in / s + (in % s != 0 ? 1 : 0);
+    const int64_t target = CheckedAdd(CheckedAdd(in, s, what), -1, what) / s;  // ORT sums in this order too
     int64_t total = CheckedAdd(CheckedMul(target - 1, s, what), dilated - in, what);
     const int64_t both = CheckedAdd(CheckedAdd(in, CheckedMul(2, total, what), what), -dilated, what);
     const double both_sides = static_cast<double>(both) / static_cast<double>(s) + 1.0;
@@ -145,16 +145,17 @@ Epilogue ParseEpilogue(const std::string& activation, const std::vector<float>& 
 
 void ValidateAttributes(const ConvAttributes& a) {
   const std::string& ap = a.auto_pad;
-  if (ap != "NOTSET" && ap != "VALID" && ap != "SAME_UPPER" && ap != "SAME_LOWER")
+  // An empty string is NOTSET, as ORT reads it.
+  if (!ap.empty() && ap != "NOTSET" && ap != "VALID" && ap != "SAME_UPPER" && ap != "SAME_LOWER")
     Fail("auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER, got '" + ap + "'");
   if (a.group < 1) Fail("group must be >= 1, got " + std::to_string(a.group));
   CheckAll(a.strides, "strides", 1);
   CheckAll(a.dilations, "dilations", 1);
   CheckAll(a.kernel_shape, "kernel_shape", 1);
   CheckAll(a.pads, "pads", 0);
-  if (ap != "NOTSET")
-    for (int64_t p : a.pads)
-      if (p != 0) Fail("pads [" + Join(a.pads) + "] cannot be used together with auto_pad=" + ap);
+  // ONNX: pads "cannot be used simultaneously with auto_pad"; ORT refuses them even when all 0.
+  if (!ap.empty() && ap != "NOTSET" && !a.pads.empty())
+    Fail("pads [" + Join(a.pads) + "] cannot be used together with auto_pad=" + ap);
   if (!a.pads.empty() && a.pads.size() % 2 != 0)
     Fail("pads must hold a begin and an end value per spatial axis, got " + std::to_string(a.pads.size()) +
          " values");

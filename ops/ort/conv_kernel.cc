@@ -70,6 +70,9 @@ std::vector<T> GetList(const OrtApi& api, const OrtKernelInfo* info, const char*
   if (size == 0) {
     const std::string other = OtherAttributeType(api, info, name, floats);
     if (!other.empty()) throw ConvError(std::string("attribute '") + name + "' must be " + expected + ", got " + other);
+    // ONNX reads an empty list as given, with the wrong number of values (ORT refuses it too);
+    // only activation_params may be empty (an activation's defaults).
+    if (!floats) throw ConvError(std::string("attribute '") + name + "' is an empty list: give one value per axis");
     return {};
   }
   std::vector<T> values(size);
