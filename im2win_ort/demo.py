@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ._ir_version import make_model
 from ._library import DOMAIN, session_options
 
 # (name, input, out_channels, kernel, attributes, ONNX activation node or None, residual input or None)
@@ -58,7 +59,7 @@ def build_models(seed: int = 0) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     def model(nodes, extra_opsets):
         graph = helper.make_graph(nodes + tail, "im2win_demo", [x], [y], initializer=inits)
         opsets = [helper.make_opsetid("", 17)] + [helper.make_opsetid(d, 1) for d in extra_opsets]
-        return helper.make_model(graph, opset_imports=opsets)
+        return make_model(graph, opset_imports=opsets)
 
     return model(ref_nodes, []), model(our_nodes, [DOMAIN])
 

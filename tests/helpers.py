@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from im2win_ort import DOMAIN, session_options
 from im2win_ort import _kernels
+from im2win_ort._ir_version import make_model
 
 ISAS = tuple(_kernels.available_isas())
 ACTIVATIONS = ("", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "HardSwish")
@@ -73,7 +74,34 @@ def conv_model(
     opsets = [helper.make_opsetid("", ONNX_OPSET)]
     if domain:
         opsets.append(helper.make_opsetid(domain, 1))
-    return helper.make_model(graph, opset_imports=opsets)
+    return make_model(graph, opset_imports=opsets)
+
+
+def small_net(batch="N", height=16, width=16) -> onnx.ModelProto:
+    """Conv+BN+Relu, a depthwise Conv+Clip, a 1x1 Conv with a residual Add, then pooled logits [batch, 8]."""
+    rng = np.random.default_rng(3)
+
+    def t(name, shape, scale=0.3, offset=0.0):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale + offset).astype(np.float32), name)
+
+    inits = [t("w1", (8, 3, 3, 3)), t("b1", (8,)), t("s", (8,), 0.1, 1.0), t("bb", (8,)), t("m", (8,)),
+             numpy_helper.from_array((rng.random(8) + 0.5).astype(np.float32), "v"),
+             t("w2", (8, 1, 3, 3)), t("w3", (8, 8, 1, 1)), t("b3", (8,)),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("BatchNormalization", ["c1", "s", "bb", "m", "v"], ["n1"], name="bn1"),
+             helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="dw", pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="clip"),
+             helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], name="pw"),
+             helper.make_node("Add", ["c3", "r1"], ["a3"], name="res"),
+             helper.make_node("GlobalAveragePool", ["a3"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["logits"], name="flat")]
+    graph = helper.make_graph(nodes, "small_net",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, height, width])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 8])], inits)
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def move_conv_to_im2win(model: onnx.ModelProto, name_prefix: str = "conv") -> onnx.ModelProto:

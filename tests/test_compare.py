@@ -19,6 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from im2win_ort import _kernels, reference
+from im2win_ort._ir_version import make_model
 from im2win_ort.measure import compare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,7 @@ def small_net(dims=("N", 3, 16, 16)) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], 16])],
                               [numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import im2win_ort
 from im2win_ort import _kernels
+from im2win_ort._ir_version import make_model
 
 CASES_PER_MODEL = 50
 RANDOM_CASES = 520
@@ -200,7 +201,7 @@ def build_models(cases: list[dict], rng: np.random.Generator):
     def model(nodes, domains):
         graph = helper.make_graph(nodes, "sweep", inputs, outputs, initializer=inits)
         opsets = [helper.make_opsetid("", 17)] + [helper.make_opsetid(d, 1) for d in domains]
-        return helper.make_model(graph, opset_imports=opsets)
+        return make_model(graph, opset_imports=opsets)
 
     return model(ref_nodes, []), model(our_nodes, [im2win_ort.DOMAIN]), feeds
 

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 import im2win_ort
 from helpers import ONNX_OPSET, assert_close, conv_model, run_model
 from im2win_ort import DOMAIN, session
+from im2win_ort._ir_version import make_model
 
 # name, input, M, kernel, ONNX Conv attributes, bias, residual input, activation, activation_params
 LAYERS = [
@@ -75,8 +76,8 @@ def network(seed: int = 0):
 
     def model(nodes, domains, extra_inits=()):
         graph = helper.make_graph(nodes, "net", graph_inputs, graph_outputs, initializer=inits + list(extra_inits))
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)] +
-                                 [helper.make_opsetid(d, 1) for d in domains])
+        return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)] +
+                          [helper.make_opsetid(d, 1) for d in domains])
 
     return model(ort_nodes, [], ort_inits), model(im2win_nodes, [DOMAIN])
 
@@ -145,8 +146,8 @@ def test_com_im2win_conv_inside_a_subgraph():
     graph = helper.make_graph([node], "if", [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
                                              helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2, 6, 6])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
-                                                    helper.make_opsetid(DOMAIN, 1)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
+                                             helper.make_opsetid(DOMAIN, 1)])
     x = np.random.default_rng(3).standard_normal((1, 2, 6, 6)).astype(np.float32)
     (y,) = im2win_ort.InferenceSession(model, backend="python").run(None, {"cond": np.array(True), "X": x})
     assert_close(y, im2win_ort.reference.conv(x, w, pads=[1, 1, 1, 1], activation="Relu"))

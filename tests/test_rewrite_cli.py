@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from im2win_ort.cli import main
+from im2win_ort._ir_version import make_model
 from im2win_ort.rewriter.model_io import save_model
 
 
@@ -27,7 +28,7 @@ def small_model(channels=16, size=12) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, size, size])],
                               inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def digest(path: Path) -> str:

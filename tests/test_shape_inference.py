@@ -6,6 +6,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from im2win_ort._ir_version import make_model
+
 from helpers import DOMAIN, assert_close, conv_model, conv_output_shape, make_session, reference_conv
 
 SHAPES = {
@@ -60,7 +62,7 @@ def test_residual_produced_inside_the_graph_may_be_overwritten(isa):
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2"),
                      numpy_helper.from_array(b2, "B2")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
     (y,) = make_session(model).run(None, {"X": x})
     z = reference_conv(x, w1)
     assert_close(y, np.maximum(reference_conv(x, w2, b2, z, pads=[1, 1, 1, 1]), 0.0))

@@ -36,6 +36,8 @@ def conv_model(layer: ConvLayer, domain: str = "") -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from .._ir_version import make_model
+
     rng = np.random.default_rng(0)
     fan_in = layer.w_shape[1] * layer.kernel**2
     w = (rng.standard_normal(layer.w_shape) / math.sqrt(fan_in)).astype(np.float32)
@@ -47,7 +49,7 @@ def conv_model(layer: ConvLayer, domain: str = "") -> bytes:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+    return make_model(graph, opset_imports=opsets).SerializeToString()
 
 
 def _ort_runner(model: bytes, threads: int, level, im2win: bool, x: np.ndarray):

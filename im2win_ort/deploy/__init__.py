@@ -1,0 +1,1 @@
+"""Deploying rewritten models: a Triton Inference Server model repository (triton)."""
