@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("compare", help="peak memory and latency of a whole model: rewritten vs ORT's Conv and PyTorch "
                                    "(see `im2win-ort compare --help`)", add_help=False)
+    sub.add_parser("triton-config", help="write a Triton Inference Server model repository for a model on "
+                                         "com.im2win::Conv (see `im2win-ort triton-config --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         from .measure.bench import main as bench_main
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         from .measure.compare import main as compare_main
 
         return compare_main(rest)
+    if args.command == "triton-config":
+        from .deploy.triton import main as triton_main
+
+        return triton_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 

@@ -23,10 +23,12 @@ installed=$("$work/venv/bin/python" -c "import onnxruntime; print(onnxruntime.__
 [ "$installed" = "$version" ] || die "asked for onnxruntime $version, got $installed"
 echo "test_ort_version: onnxruntime $installed, $(basename "$wheel")" >&2
 
+# test_fuzz.py is not among them: it runs ORT's own Conv on hostile nodes as the oracle, and
+# onnxruntime 1.21's Conv dies of a floating point exception on some of them.
 # From the repository root (the tests' rootdir), with the venv's pytest script: unlike `python -m pytest`,
 # it does not put the source tree's im2win_ort (no compiled library) before the installed one.
 cd "$root"
 "$work/venv/bin/pytest" -q -p no:cacheprovider \
   tests/test_oracle_sweep.py tests/test_onnx_conformance.py tests/test_runtime_version.py \
   tests/test_shape_inference.py tests/test_errors.py tests/test_concurrency.py tests/test_rewrite.py \
-  tests/test_rewrite_cli.py tests/test_ort_versions.py tests/test_deploy.py
+  tests/test_rewrite_cli.py tests/test_ort_versions.py tests/test_deploy.py tests/test_hostile.py

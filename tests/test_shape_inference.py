@@ -3,6 +3,7 @@ may write Y over the residual Z; both must leave the results unchanged."""
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -20,6 +21,8 @@ SHAPES = {
 }
 
 
+@pytest.mark.skipif(tuple(int(p) for p in ort.__version__.split(".")[:2]) < (1, 24),
+                    reason="ORT 1.23 and older get no shape inference from the op (ops/ort/register.cc)")
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_output_shape_known_at_session_creation(name):
     x_shape, w_shape, attrs = SHAPES[name]

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
+from .._ir_version import make_model
 from .._library import DOMAIN
 from .weight_layout import FAMILY_LAYOUTS, pack
 
@@ -226,7 +227,7 @@ class _GraphRewriter:
         if out_type is not None:
             output.type.CopyFrom(out_type)
         sub = helper.make_graph(order, "fold", [], [output], initializer=sub_inits)
-        model = helper.make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()])
+        model = make_model(sub, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()])
         value = _evaluate(model)
         if value is None:
             return False

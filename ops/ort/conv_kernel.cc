@@ -227,7 +227,8 @@ const float* OrtConvKernel::PackedConstantWeights(TileFamily family, const float
       int64_t elements = 1;
       for (int64_t d : w_dims_) elements *= d;
       packed_[index].resize(elements);
-      PackWeights(family, w, w_dims_[0], attrs_.group, elements / w_dims_[0], packed_[index].data());
+      if (elements > 0)  // M = 0 or C = 0: nothing to pack
+        PackWeights(family, w, w_dims_[0], attrs_.group, elements / w_dims_[0], packed_[index].data());
       packed_ready_[index].store(true, std::memory_order_release);
     }
   }

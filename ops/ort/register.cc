@@ -3,6 +3,7 @@
 #include <onnxruntime_c_api.h>
 
 #include <climits>
+#include <cstdio>
 #include <mutex>
 #include <string>
 
@@ -71,6 +72,16 @@ OrtStatus* TooOldRuntime(const OrtApiBase* api_base) {
   return oldest != nullptr ? oldest->CreateStatus(ORT_FAIL, message.c_str()) : nullptr;
 }
 
+// ONNX Runtime 1.23 and older build a custom op's shape-inference context from the type of every
+// input and crash (at session creation) on a node that leaves out an optional input before a
+// present one: X, W, "", Z. With those runtimes Y's shape is left to the kernel, as it would be
+// without InferOutputShapeFn.
+bool ShapeInferenceIsSafe(const OrtApiBase* api_base) {
+  int major = 0, minor = 0;
+  return std::sscanf(api_base->GetVersionString(), "%d.%d", &major, &minor) == 2 &&
+         (major > 1 || (major == 1 && minor >= 24));
+}
+
 }  // namespace
 }  // namespace im2win
 
@@ -85,6 +96,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   std::lock_guard<std::mutex> lock(mutex);
   if (domain == nullptr) {
     conv_op.api = api;
+    if (!im2win::ShapeInferenceIsSafe(api_base)) conv_op.InferOutputShapeFn = nullptr;
     if (OrtStatus* st = api->CreateCustomOpDomain(im2win::kDomain, &domain)) return st;
     if (OrtStatus* st = api->CustomOpDomain_Add(domain, &conv_op)) {
       api->ReleaseCustomOpDomain(domain);

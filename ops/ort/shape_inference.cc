@@ -111,7 +111,7 @@ OrtStatusPtr InferConvOutputShape(const OrtApi& api, OrtShapeInferContext* conte
     ValidateAttributes(attrs);  // e.g. a zero group or stride, before dividing by it
     std::vector<int64_t> x_dims = x.values;
     x_dims[0] = 1;
-    x_dims[1] = w.values[1] * attrs.group;
+    x_dims[1] = CheckedMul(w.values[1], attrs.group, "W's input channels x group");
     out = ResolveConvShape(attrs, x_dims, w.values).output_dims();
   } catch (const ConvError&) {
     return nullptr;  // the kernel reports it, naming the node
