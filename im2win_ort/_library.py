@@ -7,6 +7,8 @@ from pathlib import Path
 DOMAIN = "com.im2win"
 OP_TYPE = "Conv"
 _LIBRARY_NAME = "libim2win_ort.so"
+# The session config entry that tells the op the intra-op pool's size (see session_options).
+THREADS_ENTRY = "im2win.intra_op_num_threads"
 
 
 def get_library_path() -> str:
@@ -22,11 +24,15 @@ def get_library_path() -> str:
 def session_options(threads: int | None = None, graph_optimization_level=None):
     """onnxruntime.SessionOptions with the im2win library registered.
 
-    threads sets intra_op_num_threads (None keeps ORT's default: one per core).
+    threads sets intra_op_num_threads (None keeps ORT's default: one per core) and tells the op the
+    same, in the session config entry THREADS_ENTRY, which must be set before the library is
+    registered: ORT gives a custom op no way to read the pool's size, and the op cuts its work for it.
     """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if threads is not None:
+        so.add_session_config_entry(THREADS_ENTRY, str(int(threads)))
     so.register_custom_ops_library(get_library_path())
     if threads is not None:
         so.intra_op_num_threads = int(threads)

@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("compare", help="peak memory and latency of a whole model: rewritten vs ORT's Conv and PyTorch "
                                    "(see `im2win-ort compare --help`)", add_help=False)
+    sub.add_parser("plan", help="the plan com.im2win::Conv runs per Conv node for T threads (see `im2win-ort plan "
+                                "--help`)", add_help=False)
+    sub.add_parser("profile", help="where a model's time goes, op type by op type, in ORT and on com.im2win::Conv "
+                                   "(see `im2win-ort profile --help`)", add_help=False)
     sub.add_parser("triton-config", help="write a Triton Inference Server model repository for a model on "
                                          "com.im2win::Conv (see `im2win-ort triton-config --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -46,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         from .measure.compare import main as compare_main
 
         return compare_main(rest)
+    if args.command == "plan":
+        from .measure.plan import main as plan_main
+
+        return plan_main(rest)
+    if args.command == "profile":
+        from .measure.profile import main as profile_main
+
+        return profile_main(rest)
     if args.command == "triton-config":
         from .deploy.triton import main as triton_main
 

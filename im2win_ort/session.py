@@ -30,7 +30,7 @@ import onnxruntime as ort
 from onnx import AttributeProto, helper
 
 from . import reference
-from ._library import DOMAIN, OP_TYPE, get_library_path
+from ._library import DOMAIN, OP_TYPE, THREADS_ENTRY, get_library_path
 
 BACKENDS = ("native", "python")
 PYTHON_OP_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' domain for Python custom ops
@@ -48,6 +48,17 @@ _INSTALL_HINT = ("backend='python' needs onnxruntime-extensions; install it with
                  "`pip install onnxruntime-extensions` (or `pip install \"im2win-ort[python-backend]\"`)")
 
 ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+
+def _tell_pool_size(so) -> None:
+    """Tells the op the intra-op pool's size (THREADS_ENTRY) when the options fix it and do not say it."""
+    try:
+        so.get_session_config_entry(THREADS_ENTRY)
+        return  # already said
+    except Exception:
+        pass
+    if so.intra_op_num_threads > 0:
+        so.add_session_config_entry(THREADS_ENTRY, str(so.intra_op_num_threads))
 
 
 def InferenceSession(model: ModelLike, backend: str = "native", threads: int | None = None, rewrite: bool = True,
@@ -72,6 +83,7 @@ def InferenceSession(model: ModelLike, backend: str = "native", threads: int | N
     if rewrite:
         model = _rewritten_if_needed(model)
     if backend == "native":
+        _tell_pool_size(so)
         so.register_custom_ops_library(get_library_path())
         if not isinstance(model, (str, os.PathLike, bytes)):
             model = model.SerializeToString()

@@ -7,7 +7,7 @@ interpreter, and reads back one line of stdout that starts with RESULT_MARKER fo
 So that a configuration's memory is only its own, this file imports nothing but the standard
 library and NumPy at start, then either onnxruntime (ORT configurations) or torch and models/
 (PyTorch configurations; models/ also imports onnx, with which it makes the seeded weights), never
-both runtimes, and not the im2win_ort package (whose __init__ imports onnx and onnxruntime). One
+both runtimes, and not the im2win_ort package (whose rewriter and sessions import onnx and onnxruntime). One
 configuration per process, so its runs are simply consecutive (no other pool spins beside them).
 The custom-op library path comes in the spec.
 
@@ -91,6 +91,8 @@ def _ort_runner(spec: dict, feeds: dict):
 
     so = ort.SessionOptions()
     if spec.get("library"):
+        # The pool size the op cuts its work for (im2win_ort._library.THREADS_ENTRY), before registering.
+        so.add_session_config_entry("im2win.intra_op_num_threads", str(int(spec["threads"])))
         so.register_custom_ops_library(spec["library"])
     so.intra_op_num_threads = int(spec["threads"])
     so.inter_op_num_threads = 1

@@ -27,6 +27,33 @@ float* ThreadWorkspace(int64_t floats) {
   return buffer.data() + (-address / sizeof(float)) % kLineFloats;
 }
 
+// The shared window panels of one call, in the calling thread; grows like ThreadWorkspace.
+float* SharedPanels(int64_t floats) {
+  constexpr int64_t kLineFloats = 64 / sizeof(float);
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < floats + kLineFloats) buffer.resize(floats + kLineFloats, 0.0f);
+  const auto address = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + (-address / sizeof(float)) % kLineFloats;
+}
+
+// Builds the panel of every image and group, all output rows, split over channels so that every
+// thread takes part; the slack after each panel is zeroed (tiles read it, their results dropped).
+void BuildSharedPanels(const ConvPlan& p, const float* x, float* panels, const ParallelRunner& parallel) {
+  const ConvShape& s = p.shape;
+  const WindowLayout& L = p.layout;
+  const int64_t images = s.batch * s.group, cg = s.channels_per_group(), in_plane = s.in_h * s.in_w;
+  const int64_t slices = std::clamp<int64_t>(CeilDiv(2 * p.threads, std::max<int64_t>(1, images)), 1, cg);
+  parallel(images * slices, [&](int64_t item) {
+    const int64_t image = item / slices, slice = item % slices;  // image = n * group + g
+    const int64_t c0 = PartBegin(cg, slices, slice), c1 = PartBegin(cg, slices, slice + 1);
+    float* panel = panels + image * L.panel_floats();
+    WindowLayout part = L;
+    part.channels = c1 - c0;
+    BuildWindowPanel(s, part, x + (image * cg + c0) * in_plane, 0, s.out_h, panel + c0 * L.channel_stride);
+    if (slice == slices - 1) std::fill(panel + cg * L.channel_stride, panel + L.panel_floats(), 0.0f);
+  });
+}
+
 // One work item's view of its inputs: the window panel (or X itself for a direct conv) and, when
 // the block's last tile would read past X's end, a zero-padded copy of what that tile reads.
 struct BlockInput {
@@ -180,6 +207,12 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     return;
   }
 
+  float* shared = nullptr;
+  if (p.shared_panel) {
+    shared = SharedPanels(p.shared_floats());
+    BuildSharedPanels(p, x, shared, parallel);
+  }
+
   // Work item = (image, block of groups, block of output rows, chunk of output-channel tiles).
   auto body = [&](int64_t item) {
     const int64_t chunk = item % p.m_chunks;
@@ -205,7 +238,11 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
       RunDepthwise(p, x_image_n, packed_w, bias, b.residual, b.y, b.g, std::min(s.group, b.g + p.groups_per_item),
                    b.first_row, b.rows, workspace);
     } else {
-      const BlockInput in = PrepareInput(p, x_image_n + b.g * cg * in_plane, b.first_row, b.rows, workspace);
+      const BlockInput in =
+          shared != nullptr
+              ? BlockInput{shared + (n * s.group + b.g) * p.layout.panel_floats() + b.first_row * p.layout.row_len,
+                           p.layout.channel_stride, nullptr, 0, 0}
+              : PrepareInput(p, x_image_n + b.g * cg * in_plane, b.first_row, b.rows, workspace);
       if (p.family == TileFamily::kChannels)
         RunChannelTiles(p, in, b);
       else

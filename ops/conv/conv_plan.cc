@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 namespace im2win {
 namespace {
@@ -9,8 +10,17 @@ namespace {
 // A window panel of up to this many floats (512 KiB) stays in a Zen 4 / Skylake-SP L2 (1 MiB)
 // beside a tile's weights.
 constexpr int64_t kPanelBudgetFloats = 128 * 1024;
-// Enough work items that a batch-1 layer keeps every thread of a small pool busy.
-constexpr int64_t kMinWorkItems = 4;
+// Work items per thread the plan aims at when a layer must be split for the pool: two, so that
+// a thread that starts late or is interrupted can be covered by the others.
+constexpr int64_t kItemsPerThread = 2;
+// Depthwise items are small (one channel's rows): a few more per thread, and at least this many.
+constexpr int64_t kMinDepthwiseItems = 16;
+// A shared window panel (one per image and group, built once, read by every thread) is used up
+// to this size; past it, each item builds its own block's panel (never the case for batch-1 CNNs:
+// the panel is about the padded input's size).
+constexpr int64_t kSharedPanelCapFloats = int64_t{16} << 20;
+// The pool sizes the split search considers (more threads than this share the items).
+constexpr int kMaxPlannedThreads = 256;
 
 // Channel tiles cover the block with rows x cols outputs; picks the shape that computes the
 // fewest dropped outputs, preferring tiles with enough outputs to hide the FMA latency (14
@@ -60,12 +70,54 @@ int64_t ChooseRowBlocks(int64_t out_h, int64_t row_len, int64_t min_blocks, int 
   return best_blocks;
 }
 
+// images x row_blocks x m_chunks items of nearly equal cost for `threads` threads. An item costs
+// row_cost(its rows) x its channel tiles; ORT hands each thread a run of about items / threads, so
+// the slowest thread takes ceil(items / threads) items of the largest cost. Picks the split with the
+// best efficiency (work / (threads x slowest thread)); among near-equals, one with kItemsPerThread
+// items a thread, else one a thread, and then the fewest items (each re-reads weights or panel rows).
+template <typename RowCost>
+SplitChoice ChooseSplit(int64_t images, int64_t out_h, int64_t min_row_blocks, int64_t m_tiles, int threads,
+                        const RowCost& row_cost) {
+  const int64_t t = std::clamp(threads, 1, kMaxPlannedThreads);
+  SplitChoice only{min_row_blocks, 1, 1.0};
+  if (t == 1) return only;
+  const int64_t max_rows = std::min(out_h, min_row_blocks + 2 * t), max_chunks = std::min(m_tiles, 2 * t);
+  std::vector<SplitChoice> candidates;
+  double best = 0.0;
+  for (int64_t r = min_row_blocks; r <= std::max(min_row_blocks, max_rows); ++r) {
+    double total = 0.0;  // work of one image and one chunk's worth of rows
+    const int64_t q = out_h / r, longer = out_h % r;
+    total = longer * row_cost(q + 1) + (r - longer) * row_cost(q);
+    const double largest_rows = row_cost(longer > 0 ? q + 1 : q);
+    for (int64_t c = 1; c <= std::max<int64_t>(1, max_chunks); ++c) {
+      const int64_t items = images * r * c;
+      const double largest = largest_rows * static_cast<double>(CeilDiv(m_tiles, c));
+      const double slowest = static_cast<double>(CeilDiv(items, t)) * largest;
+      const double efficiency = images * total * m_tiles / (static_cast<double>(t) * slowest);
+      candidates.push_back({r, c, efficiency});
+      best = std::max(best, efficiency);
+    }
+  }
+  auto items = [&](const SplitChoice& c) { return images * c.row_blocks * c.m_chunks; };
+  // 0: kItemsPerThread items a thread or more, 1: one at least, 2: some threads idle.
+  auto tier = [&](const SplitChoice& c) { return items(c) >= kItemsPerThread * t ? 0 : items(c) >= t ? 1 : 2; };
+  SplitChoice chosen{0, 0, -1.0};
+  for (const SplitChoice& c : candidates) {
+    if (c.efficiency < best - 0.02 && !(tier(c) == 0 && c.efficiency >= best - 0.05)) continue;
+    if (chosen.efficiency < 0 ||
+        std::make_tuple(tier(c), items(c), -c.efficiency) < std::make_tuple(tier(chosen), items(chosen), -chosen.efficiency))
+      chosen = c;
+  }
+  return chosen.efficiency < 0 ? only : chosen;
+}
+
 }  // namespace
 
 ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa,
-                      TilePreference preference, PlanTables tables) {
+                      TilePreference preference, PlanTables tables, int threads) {
   ConvPlan p;
   p.shape = s;
+  p.threads = std::clamp(threads, 1, kMaxPlannedThreads);
   p.epilogue = epilogue;
   p.isa = &isa;
   p.family = ChooseTileFamily(isa, s, preference);
@@ -82,19 +134,37 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.m_unit = p.family == TileFamily::kChannels ? p.tile_vectors * isa.vector_len : kTileM;
   p.m_tiles = CeilDiv(s.outputs_per_group(), p.m_unit);
   const int64_t images = std::max<int64_t>(1, s.batch * s.group);
-  // Too few items: first split the channel tiles (no loss of tile width), then the rows.
-  p.m_chunks = std::clamp<int64_t>(CeilDiv(kMinWorkItems, images * row_blocks), 1, std::max<int64_t>(1, p.m_tiles));
-  if (images * row_blocks * p.m_chunks < kMinWorkItems) {
-    row_blocks = std::min(s.out_h, CeilDiv(kMinWorkItems, images * p.m_chunks));
-    rows = CeilDiv(s.out_h, row_blocks);
-  }
-  p.row_blocks = row_blocks;
-  // Depthwise: a channel is little work, so an item takes several, enough for ~4 items a thread.
   p.depthwise = s.channels_per_group() == 1 && s.outputs_per_group() == 1;
   p.direct = !p.depthwise && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
              s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
+  p.m_chunks = 1;
+  if (!p.depthwise) {
+    // Split rows (at least the panel budget's blocks) and channel tiles for the pool. An item's cost:
+    // the vectors of positions its rows hold (position tiles), or its rows (channel tiles).
+    const int64_t row_len = one_row.row_len;
+    const bool positions = p.family == TileFamily::kPositions;
+    const SplitChoice split = ChooseSplit(images, s.out_h, row_blocks, p.m_tiles, p.threads, [&](int64_t r) {
+      return positions ? static_cast<double>(CeilDiv(r * row_len, isa.vector_len)) : static_cast<double>(r);
+    });
+    // Past the budget's blocks, items would rebuild each other's panel rows (channel chunks: the
+    // whole panel; more row blocks: the windows' overhang): one panel per image is built instead.
+    const bool split_further = split.row_blocks != row_blocks || split.m_chunks > 1;
+    // The whole image's panel: per output row as one_row's, plus the windows' overhang once.
+    const double per_row = static_cast<double>(one_row.channel_stride / one_row.plane_rows);
+    const double channel_floats = per_row * static_cast<double>(s.out_h + overhang);
+    const double whole = channel_floats * static_cast<double>(one_row.channels) * static_cast<double>(images);
+    p.shared_panel = !p.direct && split_further && channel_floats <= static_cast<double>(kMaxOffset) &&
+                     whole <= static_cast<double>(kSharedPanelCapFloats);
+    row_blocks = split.row_blocks;
+    p.m_chunks = split.m_chunks;
+    p.split_efficiency = split.efficiency;
+    rows = CeilDiv(s.out_h, row_blocks);
+  }
+  p.row_blocks = row_blocks;
+  // Depthwise: a channel is little work, so an item takes several, enough for a few items a thread.
+  const int64_t depthwise_items = std::max<int64_t>(kMinDepthwiseItems, 4 * kItemsPerThread * p.threads);
   if (p.depthwise)
-    p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / (4 * kMinWorkItems));
+    p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / depthwise_items);
   p.depthwise_lanes = p.depthwise && isa.depthwise_lanes != nullptr && s.group % isa.vector_len == 0;
   if (p.depthwise_lanes) {
     // vector_len channels side by side: the block's rows shrink to keep the panel in budget.
@@ -102,16 +172,23 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     row_blocks = CeilDiv(s.out_h, std::clamp<int64_t>(kPanelBudgetFloats / (row_floats * isa.vector_len) - overhang,
                                                       1, s.out_h));
     const int64_t items = std::max<int64_t>(1, s.batch) * (s.group / isa.vector_len);
-    if (items * row_blocks < kMinWorkItems) row_blocks = std::min(s.out_h, CeilDiv(kMinWorkItems, items));
+    if (p.threads > 1) {  // rows split so that the items come out even over the pool
+      row_blocks = ChooseSplit(items, s.out_h, row_blocks, 1, p.threads,
+                               [](int64_t r) { return static_cast<double>(r); }).row_blocks;
+    } else if (items * row_blocks < 4) {  // a few items even for one thread: smaller panels
+      row_blocks = std::min<int64_t>(s.out_h, CeilDiv(4, items));
+    }
     rows = CeilDiv(s.out_h, row_blocks);
     p.row_blocks = row_blocks;
   }
+  // A shared panel holds every output row of the image; an item reads its rows at an offset.
+  const int64_t panel_rows = p.shared_panel ? s.out_h : rows;
   if (p.family == TileFamily::kChannels) {
     // Again, as the rows may have been split; the channels per tile are settled (m_unit).
     ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p, true);
-    p.layout = MakeWindowLayout(s, rows, p.tile_rows, p.tile_cols);
+    p.layout = MakeWindowLayout(s, panel_rows, p.tile_rows, p.tile_cols);
   } else {
-    p.layout = MakeWindowLayout(s, rows, 0, isa.tile_positions());
+    p.layout = MakeWindowLayout(s, panel_rows, 0, isa.tile_positions());
   }
   if (p.depthwise_lanes && tables == PlanTables::kBuild) {
     const WindowLayout& L = p.layout;

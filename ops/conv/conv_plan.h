@@ -2,6 +2,7 @@
 // block, the split into work items, and the workspace each thread reserves.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -20,6 +21,13 @@ inline int64_t PartSize(int64_t n, int64_t parts, int64_t i) {
   return PartBegin(n, parts, i + 1) - PartBegin(n, parts, i);
 }
 
+// How a layer is cut for a pool: blocks of rows and chunks of channel tiles per image, and the
+// share of the pool's time that does work (1.0: every thread busy to the end).
+struct SplitChoice {
+  int64_t row_blocks, m_chunks;
+  double efficiency;
+};
+
 struct ConvPlan {
   ConvShape shape;
   Epilogue epilogue;
@@ -36,6 +44,11 @@ struct ConvPlan {
   bool depthwise_lanes = false; // depthwise with vector_len channels in the lanes (C a multiple of it)
   bool direct = false;          // 1x1, stride 1, no padding: X is read in place, no panel
   int64_t groups_per_item = 1;
+  int threads = 1;              // the pool size the items are cut for
+  // One window panel per image and group, built once by all threads and read by every item (a
+  // layer split finer than its panel budget for the pool); else each item builds its block's.
+  bool shared_panel = false;
+  double split_efficiency = 1.0;  // see SplitChoice
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
   // Depthwise in lanes, the same for every block (see DepthwiseLanesArgs): where each input column
   // goes in a panel row, and where each output of a block of layout.rows rows sits in a plane.
@@ -50,12 +63,24 @@ struct ConvPlan {
   // Bytes each thread reserves, independent of the batch: the window panel, or for a direct conv
   // the copy of a block's last tile of inputs.
   int64_t workspace_floats() const {
+    if (shared_panel) return 0;
     const int64_t tail = family == TileFamily::kChannels ? tile_cols : isa->tile_positions();
     if (depthwise_lanes)  // the channels' panels side by side, then their weights
       return isa->vector_len * (layout.channel_stride + shape.kernel_h * shape.kernel_w);
     return direct ? layout.channels * tail : layout.panel_floats();
   }
   int64_t workspace_bytes() const { return workspace_floats() * static_cast<int64_t>(sizeof(float)); }
+  // The shared panels of all images and groups (0 without a shared panel), reserved once per call.
+  int64_t shared_floats() const {
+    return shared_panel ? std::max<int64_t>(1, shape.batch) * shape.group * layout.panel_floats() : 0;
+  }
+  // The share of the pool's time spent working when the items are handed out in equal runs.
+  double Balance() const {
+    if (!depthwise) return split_efficiency;
+    const int64_t items = work_items();
+    return items == 0 ? 1.0 : static_cast<double>(items) / static_cast<double>(threads * CeilDiv(items, threads));
+  }
+  int64_t shared_bytes() const { return shared_floats() * static_cast<int64_t>(sizeof(float)); }
 };
 
 // kSizesOnly leaves out the depthwise lookup tables (as long as X's rows): for reporting a plan
@@ -63,7 +88,8 @@ struct ConvPlan {
 enum class PlanTables { kBuild, kSizesOnly };
 
 ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
-                      TilePreference preference = TilePreference::kAuto, PlanTables tables = PlanTables::kBuild);
+                      TilePreference preference = TilePreference::kAuto, PlanTables tables = PlanTables::kBuild,
+                      int threads = 1);
 
 // What im2col + GEMM would reserve for the same layer (one image, one group at a time).
 int64_t Im2colWorkspaceBytes(const ConvShape& s);

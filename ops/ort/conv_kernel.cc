@@ -184,7 +184,8 @@ OrtStatus* MakeNodeError(const OrtApi& api, const std::string& node_name, const 
   return api.CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
 }
 
-OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api_(api) {
+OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, int threads)
+    : api_(api), threads_(threads) {
   node_name_ = KernelNodeName(api, info);
   attrs_.auto_pad = GetString(api, info, "auto_pad", "NOTSET");
   attrs_.dilations = GetList<int64_t>(api, info, "dilations");
@@ -285,7 +286,7 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   void* y_data = nullptr;
   Check(api_, api_.GetTensorMutableData(y_value, &y_data));
 
-  const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_, tile_preference_);
+  const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_, tile_preference_, PlanTables::kBuild, threads_);
   const float* packed = nullptr;
   std::vector<float> run_packed;  // only for weights that arrive at run time
   const int64_t k = w.elements() / w.dims[0];

@@ -18,7 +18,8 @@ namespace im2win {
 class OrtConvKernel {
  public:
   // Throws ConvError (bad attributes or weights) or OrtCallError (an ORT call failed).
-  OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info);
+  // threads: the intra-op pool size the work is cut for (see register.cc).
+  OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, int threads);
   // Returns null or an ORT status whose message names the node and the problem.
   OrtStatus* Compute(OrtKernelContext* context) const;
   const std::string& node_name() const { return node_name_; }
@@ -35,6 +36,7 @@ class OrtConvKernel {
   ConvAttributes attrs_;
   Epilogue epilogue_;
   const IsaKernels* isa_ = nullptr;
+  int threads_ = 1;
   TilePreference tile_preference_ = TilePreference::kAuto;
   bool w_prepacked_ = false;  // W arrives packed (weight_layout): used in place, no copy of ours
   TileFamily w_family_ = TileFamily::kPositions;

@@ -2,10 +2,14 @@
 // output shape, in-place pair) and the library's single exported entry point, RegisterCustomOps.
 #include <onnxruntime_c_api.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "ort/conv_kernel.h"
 #include "ort/shape_inference.h"
@@ -14,9 +18,10 @@ namespace im2win {
 namespace {
 
 constexpr const char* kDomain = "com.im2win";
+constexpr const char* kThreadsEntry = "im2win.intra_op_num_threads";
 
 struct ConvOp : OrtCustomOp {
-  ConvOp() : OrtCustomOp{} {
+  explicit ConvOp(int pool_threads) : OrtCustomOp{}, threads(pool_threads) {
     version = ORT_API_VERSION;
     GetName = [](const OrtCustomOp*) { return "Conv"; };
     GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // CPU
@@ -32,10 +37,10 @@ struct ConvOp : OrtCustomOp {
     GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
     GetStartVersion = [](const OrtCustomOp*) { return 1; };
     GetEndVersion = [](const OrtCustomOp*) { return INT_MAX; };
-    CreateKernelV2 = [](const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info,
+    CreateKernelV2 = [](const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info,
                         void** kernel) -> OrtStatusPtr {
       try {
-        *kernel = new OrtConvKernel(*api, info);
+        *kernel = new OrtConvKernel(*api, info, static_cast<const ConvOp*>(op)->threads);
         return nullptr;
       } catch (const std::exception& e) {
         return MakeNodeError(*api, KernelNodeName(*api, info), e.what());
@@ -61,7 +66,25 @@ struct ConvOp : OrtCustomOp {
     };
   };
   const OrtApi* api = nullptr;  // for shape inference, which ORT calls with the op alone
+  int threads;                   // the intra-op pool the kernels cut their work for
 };
+
+// The pool size a session's kernels plan for. ORT tells a custom op neither the session's
+// intra_op_num_threads nor its pool, so the session says it in a config entry, set before the
+// library is registered (im2win_ort.session_options does both); without it, every hardware thread
+// (ORT's default pool is one thread per core): items cut for more threads than run stay balanced.
+int PoolThreads(const OrtApi* api, const OrtSessionOptions* options) {
+  char value[32] = {0};
+  size_t size = sizeof(value);
+  int threads = 0;
+  if (OrtStatus* st = api->GetSessionConfigEntry(options, kThreadsEntry, value, &size)) {
+    api->ReleaseStatus(st);
+  } else if (std::sscanf(value, "%d", &threads) != 1) {
+    threads = 0;
+  }
+  if (threads < 1) threads = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(threads, 1, 1024);
+}
 
 OrtStatus* TooOldRuntime(const OrtApiBase* api_base) {
   const std::string message = "im2win_ort was built for ONNX Runtime API version " + std::to_string(ORT_API_VERSION) +
@@ -89,20 +112,29 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
   if (api == nullptr) return im2win::TooOldRuntime(api_base);
-  // One domain for the whole process: ORT requires it to outlive every session that uses it.
-  static im2win::ConvOp conv_op;
-  static OrtCustomOpDomain* domain = nullptr;
+  // One domain per pool size for the whole process: ORT requires a domain to outlive every session
+  // that uses it.
+  struct Registered {
+    std::unique_ptr<im2win::ConvOp> op;
+    OrtCustomOpDomain* domain = nullptr;
+  };
+  static std::map<int, Registered> registered;
   static std::mutex mutex;
+  const int threads = im2win::PoolThreads(api, options);
   std::lock_guard<std::mutex> lock(mutex);
-  if (domain == nullptr) {
-    conv_op.api = api;
-    if (!im2win::ShapeInferenceIsSafe(api_base)) conv_op.InferOutputShapeFn = nullptr;
+  Registered& entry = registered[threads];
+  if (entry.domain == nullptr) {
+    entry.op = std::make_unique<im2win::ConvOp>(threads);
+    entry.op->api = api;
+    if (!im2win::ShapeInferenceIsSafe(api_base)) entry.op->InferOutputShapeFn = nullptr;
+    OrtCustomOpDomain* domain = nullptr;
     if (OrtStatus* st = api->CreateCustomOpDomain(im2win::kDomain, &domain)) return st;
-    if (OrtStatus* st = api->CustomOpDomain_Add(domain, &conv_op)) {
+    if (OrtStatus* st = api->CustomOpDomain_Add(domain, entry.op.get())) {
       api->ReleaseCustomOpDomain(domain);
-      domain = nullptr;
       return st;
     }
+    entry.domain = domain;
   }
+  OrtCustomOpDomain* domain = entry.domain;
   return api->AddCustomOpDomain(options, domain);
 }

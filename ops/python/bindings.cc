@@ -91,7 +91,7 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
   std::vector<float> packed(w.size());
   {
     py::gil_scoped_release release;
-    const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels, preference);
+    const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels, preference, PlanTables::kBuild, threads);
     PackWeights(plan.family, w.data(), shape.out_channels, shape.group, w.size() / shape.out_channels, packed.data());
     RunConv(plan, x.data(), packed.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr, y.mutable_data(),
             ThreadRunner(threads));
@@ -127,7 +127,8 @@ py::array_t<float> Transform(const py::object& x_obj, const std::vector<int64_t>
 
 py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& w_dims, const std::string& auto_pad,
                    const Ints& dilations, int64_t group, const Ints& pads, const Ints& strides, const std::string& isa,
-                   const std::string& tiles) {
+                   const std::string& tiles, int threads) {
+  CheckThreads(threads);
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, std::nullopt, pads, strides);
   const IsaKernels& kernels = Isa(isa);
   const TilePreference preference = SelectTilePreference(tiles);
@@ -136,7 +137,7 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   {
     py::gil_scoped_release release;
     s = ResolveConvShape(attrs, x_dims, w_dims);
-    plan = MakeConvPlan(s, Epilogue{}, kernels, preference, PlanTables::kSizesOnly);
+    plan = MakeConvPlan(s, Epilogue{}, kernels, preference, PlanTables::kSizesOnly, threads);
   }
   py::dict d;
   // The path and its register tile: output channels x rows x columns of outputs (position tiles:
@@ -156,9 +157,14 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   }
   if (plan.direct) d["tile"] = d["tile"].cast<std::string>() + " direct";
   d["im2win_per_thread"] = plan.workspace_bytes();
+  d["im2win_shared"] = plan.shared_bytes();  // once per call, read by every thread
   d["im2col"] = Im2colWorkspaceBytes(s);
-  d["rows_per_block"] = plan.layout.rows;
+  d["rows_per_block"] = CeilDiv(s.out_h, plan.row_blocks);
+  d["row_blocks"] = plan.row_blocks;
+  d["channel_chunks"] = plan.m_chunks;
   d["work_items"] = plan.work_items();
+  d["threads"] = plan.threads;
+  d["balance"] = plan.Balance();
   return d;
 }
 
@@ -182,8 +188,10 @@ PYBIND11_MODULE(_kernels, m) {
         "panel rows x row_len (ops/window_layout.h).");
   m.def("workspace_bytes", &Workspace, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
-        arg("isa") = "", arg("tiles") = "",
-        "Workspace of one conv: im2win bytes per thread beside im2col's bytes for the same layer.");
+        arg("isa") = "", arg("tiles") = "", arg("threads") = 1,
+        "The plan of one conv for a pool of `threads`: tile family and shape, rows per block, work items and "
+        "their balance (the share of the pool's time spent working), im2win bytes per thread and shared, "
+        "beside im2col's bytes for the same layer.");
   m.def("available_isas", &AvailableIsas, "ISAs this CPU can run, best first.");
   m.def("selected_isa", [](const std::string& isa) { return std::string(Isa(isa).name); }, arg("isa") = "",
         "The ISA a conv would use (honours IM2WIN_ISA when isa is empty).");

@@ -1,0 +1,150 @@
+"""Work cut for the pool it runs on: the same answer for every thread count (every output computed
+exactly once, whatever the split), plans balanced for 1 to 16 threads, the shared panel where
+items would otherwise rebuild each other's, and `im2win-ort plan`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import DOMAIN, ISAS, conv_model, make_session, reference_conv
+from im2win_ort import _kernels
+from im2win_ort.measure.layer_sets import LAYER_SETS
+
+THREADS = [1, 2, 3, 5, 16]
+LAYERS = {  # x shape, w shape, attributes
+    "3x3_7x7_many_channels": ([1, 64, 7, 7], [128, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
+    "3x3_14x14_channel_tiles": ([1, 48, 14, 14], [64, 48, 3, 3], dict(pads=[1, 1, 1, 1])),
+    "3x3_s2_positions": ([1, 16, 28, 28], [20, 16, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    "5x5_dilated": ([1, 8, 19, 17], [12, 8, 5, 5], dict(pads=[2, 4, 2, 4], dilations=[2, 2])),
+    "1x1_direct": ([1, 96, 14, 14], [64, 96, 1, 1], {}),
+    "1x1_strided": ([1, 24, 13, 13], [40, 24, 1, 1], dict(strides=[2, 2])),
+    "grouped": ([1, 32, 12, 12], [64, 8, 3, 3], dict(pads=[1, 1, 1, 1], group=4)),
+    "depthwise_lanes": ([1, 64, 14, 14], [64, 1, 3, 3], dict(pads=[1, 1, 1, 1], group=64)),
+    "depthwise_rows": ([1, 6, 20, 20], [6, 1, 3, 3], dict(pads=[1, 1, 1, 1], group=6)),
+    "batch_3": ([3, 16, 9, 9], [32, 16, 3, 3], dict(pads=[1, 1, 1, 1])),
+    "conv1d": ([1, 32, 50], [48, 32, 5], dict(pads=[2, 2])),
+}
+
+
+def _inputs(x_shape, w_shape, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    z = rng.standard_normal(reference_conv(x, w, b, **LAYERS_ATTRS.get(tuple(x_shape), {})).shape).astype(np.float32)
+    return x, w, b, z
+
+
+LAYERS_ATTRS = {tuple(x): a for x, _, a in LAYERS.values()}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_every_thread_count_gives_the_same_answer(name, isa):
+    x_shape, w_shape, attrs = LAYERS[name]
+    x, w, b, z = _inputs(x_shape, w_shape)
+    want = reference_conv(x, w, b, z, activation="Relu", **attrs)
+    first = None
+    for threads in THREADS:
+        y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, **attrs)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+        if first is None:
+            first = y
+        else:  # each output summed in the same order, whatever item computed it
+            np.testing.assert_array_equal(y, first, err_msg=f"{threads} threads differ from 1")
+
+
+def test_the_shared_panel_is_exercised():
+    """Some layers above are cut finer than their panel budget for many threads: one panel per
+    image, built once, no per-thread panel."""
+    shared = []
+    for name, (x_shape, w_shape, attrs) in LAYERS.items():
+        kw = {k: v for k, v in attrs.items() if k in ("pads", "strides", "dilations", "group")}
+        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=16, **kw)
+        if plan["im2win_shared"] > 0:
+            shared.append(name)
+            assert plan["im2win_per_thread"] == 0
+        assert _kernels.workspace_bytes(x_shape, w_shape, threads=1, **kw)["im2win_shared"] == 0
+    assert {"3x3_7x7_many_channels", "3x3_14x14_channel_tiles", "grouped"} <= set(shared), shared
+
+
+def test_ort_sessions_cut_for_their_pool_agree():
+    x_shape, w_shape, attrs = LAYERS["3x3_7x7_many_channels"]
+    x, w, b, _ = _inputs(x_shape, w_shape)
+    model = conv_model(["N", *x_shape[1:]], w, b, DOMAIN, **attrs)
+    outputs = [make_session(model, threads=t).run(None, {"X": x})[0] for t in (1, 4, 16)]
+    for y in outputs[1:]:
+        np.testing.assert_array_equal(y, outputs[0])
+    np.testing.assert_allclose(outputs[0], reference_conv(x, w, b, **attrs), rtol=1e-4, atol=1e-4)
+
+
+def _set_layers(name):
+    return LAYER_SETS[name]((1,)) if name == "paper" else LAYER_SETS[name]()
+
+
+@pytest.mark.parametrize("threads", [2, 4, 8, 16])
+@pytest.mark.parametrize("set_name", ["paper", "resnet50", "vgg16", "mobilenetv2"])
+def test_batch_1_plans_keep_every_thread_busy(set_name, threads):
+    """At least one item per thread on every layer, and two at 16 threads (fewer threads may take one
+    item each where that balances better); balance (the share of the pool's time spent working)
+    >= 0.7, and >= 0.85 on the 3x3 layers. Below two items per thread at 16 are only layers with
+    fewer rows x channel tiles than that (7x7 and 14x14 1x1 convs)."""
+    for layer in _set_layers(set_name):
+        plan = _kernels.workspace_bytes(layer.x_shape, layer.w_shape, strides=[layer.stride] * 2,
+                                        pads=[layer.pad] * 4, group=layer.group, threads=threads)
+        items, balance = plan["work_items"], plan["balance"]
+        assert items >= threads, (layer.name, plan)
+        assert balance >= (0.85 if layer.kernel == 3 else 0.7), (layer.name, plan)
+        if threads == 16 and items < 2 * threads:  # fewer units of work than that: rows x channel tiles
+            assert layer.kernel == 1 and layer.out_hw[0] <= 14, (layer.name, plan)
+
+
+def test_one_thread_makes_no_split_beyond_the_panel_budget():
+    for layer in _set_layers("resnet50"):
+        plan = _kernels.workspace_bytes(layer.x_shape, layer.w_shape, strides=[layer.stride] * 2,
+                                        pads=[layer.pad] * 4, group=layer.group, threads=1)
+        assert plan["channel_chunks"] == 1 and plan["im2win_shared"] == 0 and plan["balance"] == 1.0
+
+
+# ---- im2win-ort plan ----------------------------------------------------------------------------
+
+def _plan_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "im2win_ort", "plan", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_plan_command(tmp_path):
+    import onnx
+
+    x_shape, w_shape, attrs = LAYERS["3x3_7x7_many_channels"]
+    model = conv_model(["N", *x_shape[1:]], np.ones(w_shape, np.float32), None, "", node_name="c7", **attrs)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    done = _plan_cli(tmp_path / "m.onnx", "--threads", 16, "--batch", 1, "--json", tmp_path / "plan.json",
+                     cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "plan for 16 thread(s), batch 1" in done.stdout and "| c7 |" in done.stdout
+    layer = json.loads((tmp_path / "plan.json").read_text())["layers"][0]
+    want = _kernels.workspace_bytes([1, *x_shape[1:]], w_shape, threads=16, pads=attrs["pads"])
+    assert {k: layer[k] for k in want} == want
+    assert layer["items_per_thread"] >= 1 and layer["im2win_shared"] > 0
+
+
+def test_plan_command_on_a_rewritten_model_and_its_errors(tmp_path):
+    import onnx
+
+    from im2win_ort import rewrite
+
+    w = np.random.default_rng(0).standard_normal((16, 8, 3, 3)).astype(np.float32)
+    model = conv_model(["N", 8, 10, 10], w, None, "", node_name="c", pads=[1, 1, 1, 1])
+    onnx.save(rewrite(model), str(tmp_path / "r.onnx"))
+    done = _plan_cli(tmp_path / "r.onnx", "--threads", 4, cwd=tmp_path)
+    assert done.returncode == 0 and "| c |" in done.stdout, done.stderr
+    for args, message in (((tmp_path / "missing.onnx",), "missing.onnx"),
+                          ((tmp_path / "r.onnx", "--threads", 0), "--threads must be between 1 and 1024")):
+        bad = _plan_cli(*args, cwd=tmp_path)
+        assert bad.returncode == 1 and message in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
