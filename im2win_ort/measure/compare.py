@@ -7,7 +7,8 @@ Configurations, each measured in a fresh process (im2win_ort/measure/compare_wor
 memory is its own:
   ort_all       MODEL in ORT at ORT_ENABLE_ALL (ORT's default: NCHWc blocked Conv)
   ort_extended  MODEL in ORT at ORT_ENABLE_EXTENDED (im2col + SGEMM Conv, ORT's leanest)
-  im2win        MODEL rewritten once here (im2win_ort.rewrite), in ORT at ORT_ENABLE_ALL
+  im2win        MODEL rewritten once here (im2win_ort.rewrite), in ORT at ORT_ENABLE_ALL without its NCHWc
+                transformer when every Conv is ours (as im2win_ort.InferenceSession runs it)
   torch_onednn  the same network in PyTorch, oneDNN enabled (PyTorch's default dispatch)
   torch_im2col  the same network in PyTorch with oneDNN (and NNPACK) off: its im2col + GEMM path
 The PyTorch ones run when torch is importable and the model is a network of models/ (named by
@@ -477,6 +478,7 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
     from ..rewriter.model_io import ModelError, load_model, save_model, uses_external_data
     from ..rewriter import RewriteError, rewrite_with_report
     from ..rewriter.validate import random_inputs
+    from ..session import NCHWC_FREE, _has_onnx_conv
 
     model_path = Path(model_path)
     try:
@@ -495,6 +497,8 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
     stem = model_path.name[:-len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
     try:
         rewritten, rewrite_report = rewrite_with_report(model)
+        # As InferenceSession does: with every Conv on ours, no NCHWc reorders around the pools.
+        nchwc_free = [] if _has_onnx_conv(rewritten.graph) else NCHWC_FREE
     except (RewriteError, ModelError, ValueError) as e:
         raise CompareError(f"{model_path}: cannot rewrite the model ({e})") from None
     out_dir = Path(out_dir) if out_dir else Path(f"im2win-compare-{stem}")
@@ -539,7 +543,8 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
                     if kind == "ort":
                         spec.update(model=str((rewritten_path if config == "im2win" else model_path).resolve()),
                                     level="extended" if config == "ort_extended" else "all", arena=arena,
-                                    library=library if config == "im2win" else None)
+                                    library=library if config == "im2win" else None,
+                                    disabled_optimizers=nchwc_free if config == "im2win" else [])
                     else:
                         spec.update(models_root=twin["models_root"], network=twin["network"],
                                     options=twin["options"], mkldnn=config == "torch_onednn")

@@ -100,7 +100,8 @@ def _ort_runner(spec: dict, feeds: dict):
     so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                                    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[spec["level"]]
     so.enable_cpu_mem_arena = bool(spec["arena"])
-    sess = ort.InferenceSession(spec["model"], so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(spec["model"], so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=spec.get("disabled_optimizers") or [])
     names = [o.name for o in sess.get_outputs()]
     return (lambda: sess.run(None, feeds)), names, {"onnxruntime": ort.__version__}
 

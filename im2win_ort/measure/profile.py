@@ -26,7 +26,10 @@ class ProfileError(Exception):
 def _session(model_bytes: bytes, threads: int, profile_dir: Path, prefix: str, library: bool):
     import onnxruntime as ort
 
+    import onnx
+
     from .._library import THREADS_ENTRY, get_library_path
+    from ..session import NCHWC_FREE, _has_onnx_conv
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -37,7 +40,9 @@ def _session(model_bytes: bytes, threads: int, profile_dir: Path, prefix: str, l
     if library:
         so.add_session_config_entry(THREADS_ENTRY, str(threads))
         so.register_custom_ops_library(get_library_path())
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    # As im2win_ort.InferenceSession runs a model whose every Conv is ours: no NCHWc reorders.
+    disabled = NCHWC_FREE if library and not _has_onnx_conv(onnx.load_from_string(model_bytes).graph) else []
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
 def node_times(trace: list[dict], runs: int) -> dict:
