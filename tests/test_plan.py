@@ -148,3 +148,22 @@ def test_plan_command_on_a_rewritten_model_and_its_errors(tmp_path):
                           ((tmp_path / "r.onnx", "--threads", 0), "--threads must be between 1 and 1024")):
         bad = _plan_cli(*args, cwd=tmp_path)
         assert bad.returncode == 1 and message in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_a_session_alternating_shapes_from_several_threads():
+    """The kernel keeps the plan of the last shape: runs of other shapes, from other threads at the
+    same time, each get their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    w = np.random.default_rng(1).standard_normal((24, 8, 3, 3)).astype(np.float32) / 5
+    sess = make_session(conv_model(["N", 8, "H", "W"], w, None, DOMAIN, pads=[1, 1, 1, 1]), threads=2)
+    inputs = [np.random.default_rng(s).standard_normal((1 + s % 2, 8, 5 + s, 7 + 2 * s)).astype(np.float32)
+              for s in range(6)]
+    want = [reference_conv(x, w, pads=[1, 1, 1, 1]) for x in inputs]
+
+    def run(i):
+        return i % 6, sess.run(None, {"X": inputs[i % 6]})[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        for i, y in pool.map(run, range(48)):
+            np.testing.assert_allclose(y, want[i], rtol=1e-4, atol=1e-4)

@@ -47,9 +47,7 @@ void BuildSharedPanels(const ConvPlan& p, const float* x, float* panels, const P
     const int64_t image = item / slices, slice = item % slices;  // image = n * group + g
     const int64_t c0 = PartBegin(cg, slices, slice), c1 = PartBegin(cg, slices, slice + 1);
     float* panel = panels + image * L.panel_floats();
-    WindowLayout part = L;
-    part.channels = c1 - c0;
-    BuildWindowPanel(s, part, x + (image * cg + c0) * in_plane, 0, s.out_h, panel + c0 * L.channel_stride);
+    BuildWindowPanel(s, L, x + (image * cg + c0) * in_plane, 0, s.out_h, panel + c0 * L.channel_stride, c1 - c0);
     if (slice == slices - 1) std::fill(panel + cg * L.channel_stride, panel + L.panel_floats(), 0.0f);
   });
 }

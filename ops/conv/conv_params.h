@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace im2win {
@@ -63,6 +64,13 @@ struct ConvShape {
   int64_t outputs_per_group() const { return out_channels / group; }
   // The output tensor's shape in ONNX order (N, M, [H,] W).
   std::vector<int64_t> output_dims() const;
+  bool operator==(const ConvShape& o) const {
+    return std::tie(spatial_rank, batch, in_channels, in_h, in_w, out_channels, group, kernel_h, kernel_w, stride_h,
+                    stride_w, dilation_h, dilation_w, pad_top, pad_left, pad_bottom, pad_right, out_h, out_w) ==
+           std::tie(o.spatial_rank, o.batch, o.in_channels, o.in_h, o.in_w, o.out_channels, o.group, o.kernel_h,
+                    o.kernel_w, o.stride_h, o.stride_w, o.dilation_h, o.dilation_w, o.pad_top, o.pad_left,
+                    o.pad_bottom, o.pad_right, o.out_h, o.out_w);
+  }
 };
 
 // Resolves attributes against the shapes of X and W (ONNX Conv rules, auto_pad included).

@@ -81,33 +81,35 @@ SplitChoice ChooseSplit(int64_t images, int64_t out_h, int64_t min_row_blocks, i
   const int64_t t = std::clamp(threads, 1, kMaxPlannedThreads);
   SplitChoice only{min_row_blocks, 1, 1.0};
   if (t == 1) return only;
-  const int64_t max_rows = std::min(out_h, min_row_blocks + 2 * t), max_chunks = std::min(m_tiles, 2 * t);
-  std::vector<SplitChoice> candidates;
-  double best = 0.0;
-  for (int64_t r = min_row_blocks; r <= std::max(min_row_blocks, max_rows); ++r) {
-    double total = 0.0;  // work of one image and one chunk's worth of rows
-    const int64_t q = out_h / r, longer = out_h % r;
-    total = longer * row_cost(q + 1) + (r - longer) * row_cost(q);
-    const double largest_rows = row_cost(longer > 0 ? q + 1 : q);
-    for (int64_t c = 1; c <= std::max<int64_t>(1, max_chunks); ++c) {
-      const int64_t items = images * r * c;
-      const double largest = largest_rows * static_cast<double>(CeilDiv(m_tiles, c));
-      const double slowest = static_cast<double>(CeilDiv(items, t)) * largest;
-      const double efficiency = images * total * m_tiles / (static_cast<double>(t) * slowest);
-      candidates.push_back({r, c, efficiency});
-      best = std::max(best, efficiency);
+  const int64_t max_rows = std::max(min_row_blocks, std::min(out_h, min_row_blocks + 2 * t));
+  const int64_t max_chunks = std::max<int64_t>(1, std::min(m_tiles, 2 * t));
+  // Calls f(candidate) for every split considered; two passes (the best efficiency, then the
+  // choice) keep the plan, made on every run, free of allocations.
+  auto for_each = [&](const auto& f) {
+    for (int64_t r = min_row_blocks; r <= max_rows; ++r) {
+      const int64_t q = out_h / r, longer = out_h % r;
+      const double total = longer * row_cost(q + 1) + (r - longer) * row_cost(q);  // one image, all tiles: x m_tiles
+      const double largest_rows = row_cost(longer > 0 ? q + 1 : q);
+      for (int64_t c = 1; c <= max_chunks; ++c) {
+        const int64_t items = images * r * c;
+        const double largest = largest_rows * static_cast<double>(CeilDiv(m_tiles, c));
+        const double slowest = static_cast<double>(CeilDiv(items, t)) * largest;
+        f(SplitChoice{r, c, images * total * m_tiles / (static_cast<double>(t) * slowest)});
+      }
     }
-  }
+  };
+  double best = 0.0;
+  for_each([&](const SplitChoice& c) { best = std::max(best, c.efficiency); });
   auto items = [&](const SplitChoice& c) { return images * c.row_blocks * c.m_chunks; };
   // 0: kItemsPerThread items a thread or more, 1: one at least, 2: some threads idle.
   auto tier = [&](const SplitChoice& c) { return items(c) >= kItemsPerThread * t ? 0 : items(c) >= t ? 1 : 2; };
   SplitChoice chosen{0, 0, -1.0};
-  for (const SplitChoice& c : candidates) {
-    if (c.efficiency < best - 0.02 && !(tier(c) == 0 && c.efficiency >= best - 0.05)) continue;
+  for_each([&](const SplitChoice& c) {
+    if (c.efficiency < best - 0.02 && !(tier(c) == 0 && c.efficiency >= best - 0.05)) return;
     if (chosen.efficiency < 0 ||
         std::make_tuple(tier(c), items(c), -c.efficiency) < std::make_tuple(tier(chosen), items(chosen), -chosen.efficiency))
       chosen = c;
-  }
+  });
   return chosen.efficiency < 0 ? only : chosen;
 }
 

@@ -73,10 +73,10 @@ WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_
 }
 
 void BuildWindowPanel(const ConvShape& s, const WindowLayout& L, const float* x_group, int64_t first_row,
-                      int64_t rows, float* panel) {
+                      int64_t rows, float* panel, int64_t channels) {
   const int64_t in_plane = s.in_h * s.in_w;
   const int64_t rows_needed = rows + (L.plane_rows - L.rows);  // the block's rows and its windows' overhang
-  for (int64_t c = 0; c < L.channels; ++c) {
+  for (int64_t c = 0; c < (channels < 0 ? L.channels : channels); ++c) {
     const float* xc = x_group + c * in_plane;
     float* dst = panel + c * L.channel_stride;
     for (int64_t row_phase : L.row_phase) {

@@ -44,7 +44,8 @@ WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_
 
 // Fills the panel for output rows [first_row, first_row + rows) of one image and group.
 // x_group points at that image's first channel of the group (C/group planes of in_h x in_w).
+// channels: how many of the group's channels, from x_group's first (default all, layout.channels).
 void BuildWindowPanel(const ConvShape& s, const WindowLayout& layout, const float* x_group, int64_t first_row,
-                      int64_t rows, float* panel);
+                      int64_t rows, float* panel, int64_t channels = -1);
 
 }  // namespace im2win

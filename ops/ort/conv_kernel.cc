@@ -286,7 +286,18 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   void* y_data = nullptr;
   Check(api_, api_.GetTensorMutableData(y_value, &y_data));
 
-  const ConvPlan plan = MakeConvPlan(shape, epilogue_, *isa_, tile_preference_, PlanTables::kBuild, threads_);
+  std::shared_ptr<const ConvPlan> cached;
+  {
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    if (plan_ != nullptr && plan_->shape == shape) cached = plan_;
+  }
+  if (cached == nullptr) {
+    cached = std::make_shared<const ConvPlan>(
+        MakeConvPlan(shape, epilogue_, *isa_, tile_preference_, PlanTables::kBuild, threads_));
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    plan_ = cached;
+  }
+  const ConvPlan& plan = *cached;
   const float* packed = nullptr;
   std::vector<float> run_packed;  // only for weights that arrive at run time
   const int64_t k = w.elements() / w.dims[0];

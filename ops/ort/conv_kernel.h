@@ -5,11 +5,13 @@
 #include <onnxruntime_c_api.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "conv/conv_params.h"
+#include "conv/conv_plan.h"
 #include "kernels/microkernel.h"
 #include "conv/weight_pack.h"
 
@@ -45,6 +47,10 @@ class OrtConvKernel {
   mutable std::mutex pack_mutex_;
   mutable std::vector<float> packed_[2];  // by TileFamily
   mutable std::atomic<bool> packed_ready_[2] = {false, false};
+  // The plan of the last shape run: sessions mostly run one shape, which is then planned once
+  // (tables, the split search) instead of on every run.
+  mutable std::mutex plan_mutex_;
+  mutable std::shared_ptr<const ConvPlan> plan_;
 };
 
 // The node's name as ORT knows it ("" when it has none).
