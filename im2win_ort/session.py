@@ -81,8 +81,8 @@ def InferenceSession(model: ModelLike, backend: str = "native", threads: int | N
         so.intra_op_num_threads = int(threads)
     kwargs.setdefault("providers", ["CPUExecutionProvider"])
     if rewrite:
-        model = _rewritten_if_needed(model)
-        if backend == "native" and not _has_onnx_conv(_load(model).graph):
+        model, all_convs_ours = _rewritten_if_needed(model)
+        if backend == "native" and all_convs_ours:
             kwargs.setdefault("disabled_optimizers", NCHWC_FREE)
     if backend == "native":
         _tell_pool_size(so)
@@ -204,12 +204,16 @@ def _has_onnx_conv(graph) -> bool:
 NCHWC_FREE = ["NchwcTransformer"]
 
 
-def _rewritten_if_needed(model: ModelLike) -> ModelLike:
-    """The model rewritten to com.im2win::Conv when it has ONNX Conv nodes, else as given."""
+def _rewritten_if_needed(model: ModelLike) -> tuple[ModelLike, bool]:
+    """The model rewritten to com.im2win::Conv when it has ONNX Conv nodes, else as given; and
+    whether every Conv is then ours (none left to ORT)."""
     from .rewriter import rewrite
 
     proto = _load(model)
-    return rewrite(proto) if _has_onnx_conv(proto.graph) else model
+    if not _has_onnx_conv(proto.graph):
+        return model, True
+    rewritten = rewrite(proto)
+    return rewritten, not _has_onnx_conv(rewritten.graph)
 
 
 def _add_opset(opset_import) -> None:

@@ -260,6 +260,36 @@ def is_conv(node) -> bool:
             or (node.domain == "com.microsoft" and node.op_type == "FusedConv"))
 
 
+def conv_geometry(x_shape, w_shape, attrs: dict):
+    """(strides, dilations, pads begin, pads end, group) of a Conv node's attributes (ONNX defaults
+    filled in, auto_pad resolved) for these shapes."""
+    from .. import reference
+
+    rank = len(x_shape) - 2
+    strides = list(attrs.get("strides") or [1] * rank)
+    dilations = list(attrs.get("dilations") or [1] * rank)
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) or "NOTSET"
+    begin, end = reference.resolve_pads(list(x_shape[2:]), list(w_shape[2:]), strides, dilations, auto_pad,
+                                        attrs.get("pads"))
+    return strides, dilations, begin, end, int(attrs.get("group", 1))
+
+
+def conv_nodes(model, shapes: dict[str, list[int]]):
+    """(name, node, X shape, W shape, X element bytes) of every Conv of the top-level graph at the
+    given input shapes (ONNX shape inference); the shapes are None where it cannot size them."""
+    fixed = shape_model(model, shapes)
+    known = _known_shapes(fixed)
+    for node in fixed.graph.node:
+        if not is_conv(node):
+            continue
+        x_shape, elem = known.get(node.input[0], (None, 4))
+        w_shape = known.get(node.input[1], (None, 4))[0] if len(node.input) > 1 else None
+        if not x_shape or not w_shape or len(x_shape) != len(w_shape) or len(x_shape) < 3:
+            x_shape = w_shape = None
+        yield node.name or f"{node.output[0]}_conv", node, x_shape, w_shape, elem
+
+
 def layer_workspace(x_shape, w_shape, attrs: dict, elem: int = 4) -> dict:
     """Workspace bytes of one Conv (x: N x C x [H x] W, w: M x C/group x [Kh x] Kw).
 
@@ -275,12 +305,7 @@ def layer_workspace(x_shape, w_shape, attrs: dict, elem: int = 4) -> dict:
     n, c = x_shape[0], x_shape[1]
     spatial, kernel = list(x_shape[2:]), list(w_shape[2:])
     rank = len(spatial)
-    strides = list(attrs.get("strides") or [1] * rank)
-    dilations = list(attrs.get("dilations") or [1] * rank)
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    group = int(attrs.get("group", 1))
-    begin, end = reference.resolve_pads(spatial, kernel, strides, dilations, auto_pad, attrs.get("pads"))
+    strides, dilations, begin, end, group = conv_geometry(x_shape, w_shape, attrs)
     padded = [s + b + e for s, b, e in zip(spatial, begin, end)]
     out = [reference.output_size(p, k, s, d) for p, k, s, d in zip(padded, kernel, strides, dilations)]
     record = {"x_shape": list(x_shape), "w_shape": list(w_shape), "y_shape": [n, w_shape[0], *out], "group": group,
@@ -305,18 +330,11 @@ def layer_workspace(x_shape, w_shape, attrs: dict, elem: int = 4) -> dict:
 
 def conv_layers(model, shapes: dict[str, list[int]], left: set[str] = frozenset()) -> list[dict]:
     """Every Conv of the top-level graph, with its workspace at the given input shapes."""
-    fixed = shape_model(model, shapes)
-    known = _known_shapes(fixed)
     layers = []
-    for node in fixed.graph.node:
-        if not is_conv(node):
-            continue
-        name = node.name or f"{node.output[0]}_conv"
-        x_shape, elem = known.get(node.input[0], (None, 4))
-        w_shape = known.get(node.input[1], (None, 4))[0] if len(node.input) > 1 else None
+    for name, node, x_shape, w_shape, elem in conv_nodes(model, shapes):
         base = {"name": name, "op": f"{node.domain + '::' if node.domain else ''}{node.op_type}",
                 "on_im2win": name not in left}
-        if not x_shape or not w_shape or len(x_shape) != len(w_shape) or len(x_shape) < 3:
+        if x_shape is None:
             layers.append({**base, "note": "shapes unknown to ONNX shape inference"})
             continue
         try:

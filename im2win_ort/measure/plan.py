@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .compare import CompareError, _attrs, _known_shapes, is_conv, parse_input_shapes, plan_inputs, shape_model
+from .compare import CompareError, _attrs, conv_geometry, conv_nodes, parse_input_shapes, plan_inputs
 
 CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
@@ -44,33 +44,18 @@ def _as_onnx_conv(model):
 
 def layer_plans(model, shapes: dict, threads: int, isa: str = "") -> list[dict]:
     """One record per Conv node of the top-level graph (in graph order) at the given input shapes."""
-    from .. import _kernels, reference
+    from .. import _kernels
 
-    light = shape_model(_as_onnx_conv(model), shapes)
-    known = _known_shapes(light)
     plans = []
-    for node in light.graph.node:
-        if not is_conv(node):
-            continue
-        name = node.name or f"{node.output[0]}_conv"
-        x_shape = known.get(node.input[0], (None,))[0]
-        w_shape = known.get(node.input[1], (None,))[0] if len(node.input) > 1 else None
+    for name, node, x_shape, w_shape, _ in conv_nodes(_as_onnx_conv(model), shapes):
         record = {"node": name, "x_shape": x_shape, "w_shape": w_shape}
-        if not x_shape or not w_shape or len(x_shape) != len(w_shape) or len(x_shape) < 3:
+        if x_shape is None:
             plans.append({**record, "note": "shapes unknown to ONNX shape inference"})
             continue
-        attrs = _attrs(node)
-        rank = len(x_shape) - 2
-        strides = list(attrs.get("strides") or [1] * rank)
-        dilations = list(attrs.get("dilations") or [1] * rank)
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        auto_pad = (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) or "NOTSET"
         try:
-            begin, end = reference.resolve_pads(x_shape[2:], w_shape[2:], strides, dilations, auto_pad,
-                                                attrs.get("pads"))
+            strides, dilations, begin, end, group = conv_geometry(x_shape, w_shape, _attrs(node))
             plan = _kernels.workspace_bytes(list(x_shape), list(w_shape), strides=strides, pads=begin + end,
-                                            dilations=dilations, group=int(attrs.get("group", 1)), isa=isa,
-                                            threads=threads)
+                                            dilations=dilations, group=group, isa=isa, threads=threads)
         except Exception as e:  # the op refuses this layer: say why, as the op would
             plans.append({**record, "note": str(e).splitlines()[0]})
             continue

@@ -23,13 +23,10 @@ class ProfileError(Exception):
     pass
 
 
-def _session(model_bytes: bytes, threads: int, profile_dir: Path, prefix: str, library: bool):
+def _session(model_bytes: bytes, threads: int, profile_dir: Path, prefix: str, library: bool, disabled: list):
     import onnxruntime as ort
 
-    import onnx
-
     from .._library import THREADS_ENTRY, get_library_path
-    from ..session import NCHWC_FREE, _has_onnx_conv
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -40,8 +37,6 @@ def _session(model_bytes: bytes, threads: int, profile_dir: Path, prefix: str, l
     if library:
         so.add_session_config_entry(THREADS_ENTRY, str(threads))
         so.register_custom_ops_library(get_library_path())
-    # As im2win_ort.InferenceSession runs a model whose every Conv is ours: no NCHWc reorders.
-    disabled = NCHWC_FREE if library and not _has_onnx_conv(onnx.load_from_string(model_bytes).graph) else []
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
@@ -70,13 +65,17 @@ def node_times(trace: list[dict], runs: int) -> dict:
 def profile(model, feeds: dict, threads: int = 1, runs: int = 10, warmup: int = 3) -> dict:
     """Runs the model as given (ORT ENABLE_ALL) and rewritten (com.im2win::Conv), profiled."""
     from ..rewriter import rewrite
+    from ..session import NCHWC_FREE, _has_onnx_conv
 
+    rewritten = rewrite(model)
+    # As im2win_ort.InferenceSession runs a model whose every Conv is ours: no NCHWc reorders.
+    disabled = {"ort_all": [], "im2win": [] if _has_onnx_conv(rewritten.graph) else NCHWC_FREE}
     result = {}
     with tempfile.TemporaryDirectory(prefix="im2win-profile-") as tmp:
         for config in CONFIGS:
-            model_bytes = (rewrite(model) if config == "im2win" else model).SerializeToString()
+            model_bytes = (rewritten if config == "im2win" else model).SerializeToString()
             try:
-                sess = _session(model_bytes, threads, Path(tmp), config, library=config == "im2win")
+                sess = _session(model_bytes, threads, Path(tmp), config, config == "im2win", disabled[config])
                 for _ in range(warmup):
                     sess.run(None, feeds)
                 wall = []

@@ -25,18 +25,19 @@ std::string Str(int64_t v) { return std::to_string(v); }
 // Resolves one spatial axis; returns the output size. i is the attribute index of the axis.
 int64_t ResolveAxis(const std::string& auto_pad, int64_t in, int64_t k, int64_t s, int64_t d, int64_t* pad_begin,
                     int64_t* pad_end, const char* axis, size_t i) {
-  const std::string at = "[" + std::to_string(i) + "]";
-  const int64_t dilated = CheckedAdd(CheckedMul(k - 1, d, "dilations" + at + " x (kernel size - 1)"), 1,
-                                     "dilations" + at + " x (kernel size - 1) + 1");
+  // Messages name the attribute and its index; they are built only when needed.
+  auto attr = [i](const char* name) { return std::string(name) + "[" + std::to_string(i) + "]"; };
+  auto dilation_what = [&] { return attr("dilations") + " x (kernel size - 1)"; };
+  const int64_t dilated = CheckedAdd(CheckedMul(k - 1, d, dilation_what), 1, dilation_what);
   if (dilated > kMaxOffset)
-    Fail("dilations" + at + "=" + Str(d) + " with kernel size " + Str(k) + " gives a dilated kernel of " +
+    Fail(attr("dilations") + "=" + Str(d) + " with kernel size " + Str(k) + " gives a dilated kernel of " +
          Str(dilated) + ", more than the " + Str(kMaxOffset) + " com.im2win::Conv addresses");
   if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
     // ONNX asks for out = ceil(in / s). The total padding follows ORT's Conv exactly, so that a
     // model gives the same answer on either op: it may be negative when the stride exceeds the
     // kernel (the input is cropped), ORT then adds one when padding the total on both sides
     // would fall short of the target, and the split uses C++'s truncating division.
-    const std::string what = "auto_pad=" + auto_pad + " with strides" + at + "=" + Str(s);
+    auto what = [&] { return "auto_pad=" + auto_pad + " with " + attr("strides") + "=" + Str(s); };
     const int64_t target = CheckedAdd(CheckedAdd(in, s, what), -1, what) / s;  // ORT sums in this order too
     int64_t total = CheckedAdd(CheckedMul(target - 1, s, what), dilated - in, what);
     const int64_t both = CheckedAdd(CheckedAdd(in, CheckedMul(2, total, what), what), -dilated, what);
@@ -47,11 +48,13 @@ int64_t ResolveAxis(const std::string& auto_pad, int64_t in, int64_t k, int64_t 
   } else if (auto_pad == "VALID") {
     *pad_begin = *pad_end = 0;
   }
-  const std::string pads_what = "pads on " + std::string(axis) + " (" + Str(*pad_begin) + "," + Str(*pad_end) +
-                                ") added to the input size " + Str(in);
+  auto pads_what = [&] {
+    return "pads on " + std::string(axis) + " (" + Str(*pad_begin) + "," + Str(*pad_end) +
+           ") added to the input size " + Str(in);
+  };
   const int64_t padded = CheckedAdd(CheckedAdd(in, *pad_begin, pads_what), *pad_end, pads_what);
   if (padded > kMaxOffset)
-    Fail(pads_what + " give " + Str(padded) + ", more than the " + Str(kMaxOffset) + " com.im2win::Conv addresses");
+    Fail(pads_what() + " give " + Str(padded) + ", more than the " + Str(kMaxOffset) + " com.im2win::Conv addresses");
   const int64_t span = padded - dilated;
   if (span < 0) {
     std::ostringstream os;
@@ -63,26 +66,21 @@ int64_t ResolveAxis(const std::string& auto_pad, int64_t in, int64_t k, int64_t 
 }
 
 // The product of a tensor's dimensions, checked.
-int64_t Elements(const std::vector<int64_t>& dims, const std::string& name) {
+int64_t Elements(const std::vector<int64_t>& dims, const char* name) {
   int64_t n = 1;
-  for (int64_t d : dims) n = CheckedMul(n, d, name + " " + DimsToString(dims) + " element count");
-  return CheckedMul(n, static_cast<int64_t>(sizeof(float)), name + " " + DimsToString(dims) + " size in bytes");
+  auto what = [&](const char* quantity) {
+    return [&, quantity] { return std::string(name) + " " + DimsToString(dims) + quantity; };
+  };
+  for (int64_t d : dims) n = CheckedMul(n, d, what(" element count"));
+  return CheckedMul(n, static_cast<int64_t>(sizeof(float)), what(" size in bytes"));
 }
 
 }  // namespace
 
 std::string DimsToString(const std::vector<int64_t>& dims) { return "[" + Join(dims) + "]"; }
 
-int64_t CheckedAdd(int64_t a, int64_t b, const std::string& what) {
-  int64_t r = 0;
-  if (__builtin_add_overflow(a, b, &r)) Fail(what + " overflows 64-bit integers (" + Str(a) + " + " + Str(b) + ")");
-  return r;
-}
-
-int64_t CheckedMul(int64_t a, int64_t b, const std::string& what) {
-  int64_t r = 0;
-  if (__builtin_mul_overflow(a, b, &r)) Fail(what + " overflows 64-bit integers (" + Str(a) + " x " + Str(b) + ")");
-  return r;
+void ThrowOverflow(const std::string& what, int64_t a, const char* op, int64_t b) {
+  Fail(what + " overflows 64-bit integers (" + Str(a) + " " + op + " " + Str(b) + ")");
 }
 
 std::vector<int64_t> ConvShape::output_dims() const {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace im2win {
@@ -15,10 +16,30 @@ struct ConvError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+[[noreturn]] void ThrowOverflow(const std::string& what, int64_t a, const char* op, int64_t b);
+
 // Sizes from a model are untrusted numbers: every sum and product of them goes through these,
-// which throw ConvError naming `what` where int64 would wrap around.
-int64_t CheckedAdd(int64_t a, int64_t b, const std::string& what);
-int64_t CheckedMul(int64_t a, int64_t b, const std::string& what);
+// which throw ConvError naming `what` where int64 would wrap around. `what` is text, or a callable
+// that makes it: the message is built only on overflow (these run on every Compute).
+template <typename What>
+std::string OverflowText(const What& what) {
+  if constexpr (std::is_invocable_v<What>)
+    return what();
+  else
+    return std::string(what);
+}
+template <typename What>
+int64_t CheckedAdd(int64_t a, int64_t b, const What& what) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) ThrowOverflow(OverflowText(what), a, "+", b);
+  return r;
+}
+template <typename What>
+int64_t CheckedMul(int64_t a, int64_t b, const What& what) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) ThrowOverflow(OverflowText(what), a, "x", b);
+  return r;
+}
 
 // The kernels address one channel's window panel and their lookup tables with 32-bit offsets:
 // every spatial size (X padded, the dilated kernel, Y) and one channel's panel stay below this.

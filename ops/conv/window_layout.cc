@@ -52,11 +52,11 @@ WindowLayout MakeWindowLayout(const ConvShape& s, int64_t rows_per_block, int64_
   L.plane_rows = L.rows + *std::max_element(kh_shift.begin(), kh_shift.end());
   const int64_t col_slots = static_cast<int64_t>(L.col_phase.size());
   // The kernels address one channel's panel with 32-bit offsets (tap_offset).
-  const std::string what = "one channel's window panel";
+  const char* what = "one channel's window panel";
   L.plane = CheckedMul(L.plane_rows, L.row_len, what);
   L.channel_stride = CheckedMul(CheckedMul(static_cast<int64_t>(L.row_phase.size()), col_slots, what), L.plane, what);
   if (L.channel_stride > kMaxOffset)
-    throw ConvError(what + " would hold " + std::to_string(L.channel_stride) + " floats, more than the " +
+    throw ConvError(std::string(what) + " would hold " + std::to_string(L.channel_stride) + " floats, more than the " +
                     std::to_string(kMaxOffset) + " its 32-bit offsets address: the input is too large for "
                     "com.im2win::Conv");
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)

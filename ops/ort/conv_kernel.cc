@@ -102,7 +102,7 @@ struct TensorView {
   const float* data = nullptr;
   int64_t elements() const {
     int64_t n = 1;
-    for (int64_t d : dims) n = CheckedMul(n, d, "element count of " + DimsToString(dims));
+    for (int64_t d : dims) n = CheckedMul(n, d, [this] { return "element count of " + DimsToString(dims); });
     return n;
   }
 };
