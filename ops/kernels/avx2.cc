@@ -71,7 +71,7 @@ struct V {
 
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<2, 6, 0>("avx2");
+constexpr IsaKernels kTable = MakeKernelTable<12, 2, 6, 0>("avx2");
 
 }  // namespace
 }  // namespace avx2

@@ -22,7 +22,7 @@ double MeasureFmaPeak(const IsaKernels& isa, int threads, double seconds) {
     if (elapsed > seconds / 10 || iterations > (int64_t{1} << 40)) break;
     iterations *= 2;
   }
-  const double flops_per_thread = 2.0 * kFmaProbeChains * isa.vector_len * static_cast<double>(iterations);
+  const double flops_per_thread = 2.0 * isa.fma_chains * isa.vector_len * static_cast<double>(iterations);
   double best = 0.0;
   std::atomic<float> sink{0.0f};
   for (int round = 0; round < 3; ++round) {

@@ -68,7 +68,7 @@ struct V {
 
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<2>("generic");
+constexpr IsaKernels kTable = MakeKernelTable<12, 2>("generic");
 
 }  // namespace
 }  // namespace generic

@@ -120,8 +120,10 @@ struct DepthwiseLanesArgs {
 
 using DepthwiseLanesFn = void (*)(const DepthwiseLanesArgs&);
 
-// Runs iterations x kFmaProbeChains independent vector FMAs (for the peak-FLOP/s probe).
-constexpr int kFmaProbeChains = 24;
+// Runs iterations x IsaKernels::fma_chains independent vector FMAs (for the peak-FLOP/s probe).
+// The chains must cover FMA latency x FMA pipes (4-5 cycles x 2 pipes on current x86) and fit in
+// the register file with the two operands: a chain kept in memory makes the probe under-read.
+constexpr int kMaxFmaProbeChains = 24;
 using FmaLoopFn = float (*)(int64_t iterations);
 
 struct IsaKernels {
@@ -140,6 +142,7 @@ struct IsaKernels {
   DepthwiseRowFn depthwise_row[kMaxTileVectors + 1];  // by vectors of outputs, 1..tile_vectors
   DepthwiseLanesFn depthwise_lanes;
   FmaLoopFn fma_loop;
+  int fma_chains;      // independent accumulator chains fma_loop runs (see kMaxFmaProbeChains)
   int tile_positions() const { return vector_len * tile_vectors; }
 };
 
