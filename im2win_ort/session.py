@@ -30,7 +30,7 @@ import onnxruntime as ort
 from onnx import AttributeProto, helper
 
 from . import reference
-from ._library import DOMAIN, OP_TYPE, THREADS_ENTRY, get_library_path
+from ._library import DOMAIN, OP_TYPE, PLAN_ENTRY, THREADS_ENTRY, check_plan_mode, get_library_path
 
 BACKENDS = ("native", "python")
 PYTHON_OP_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' domain for Python custom ops
@@ -62,7 +62,7 @@ def _tell_pool_size(so) -> None:
 
 
 def InferenceSession(model: ModelLike, backend: str = "native", threads: int | None = None, rewrite: bool = True,
-                     **kwargs):
+                     plan: str | None = None, **kwargs):
     """An onnxruntime.InferenceSession that runs model's com.im2win::Conv nodes.
 
     model: a path, serialized bytes or an onnx.ModelProto (left unchanged).
@@ -71,6 +71,8 @@ def InferenceSession(model: ModelLike, backend: str = "native", threads: int | N
     backend: "native" registers the compiled custom-op library (get_library_path()); "python" runs
         each com.im2win::Conv node with im2win_ort.reference through onnxruntime-extensions.
     threads: intra_op_num_threads (None keeps ORT's default).
+    plan: how the op chooses each layer's plan, the session entry im2win.plan: "measure" (the
+        default), "heuristic", "positions" or "channels" (native backend).
     kwargs go to onnxruntime.InferenceSession (sess_options, providers, ...); a given
     sess_options gets the custom ops registered on it; providers default to the CPU.
     """
@@ -79,6 +81,8 @@ def InferenceSession(model: ModelLike, backend: str = "native", threads: int | N
     so = kwargs.pop("sess_options", None) or ort.SessionOptions()
     if threads is not None:
         so.intra_op_num_threads = int(threads)
+    if plan is not None:
+        so.add_session_config_entry(PLAN_ENTRY, check_plan_mode(plan))
     kwargs.setdefault("providers", ["CPUExecutionProvider"])
     if rewrite:
         model, all_convs_ours = _rewritten_if_needed(model)

@@ -2,7 +2,8 @@
 run with an intra-op pool of T threads: tile family and shape, rows per block, work items (blocks of
 rows x chunks of output channels x images) and their balance, and the workspace per thread and
 shared. The numbers come from the op's own planner (_kernels.workspace_bytes), on the ISA this CPU
-selects (or --isa)."""
+selects (or --isa); with --measure, each layer's tile families are timed on this CPU first
+(_kernels.measure_plan) and the fastest is planned, as the op does by default."""
 
 from __future__ import annotations
 
@@ -42,8 +43,12 @@ def _as_onnx_conv(model):
     return out
 
 
-def layer_plans(model, shapes: dict, threads: int, isa: str = "") -> list[dict]:
-    """One record per Conv node of the top-level graph (in graph order) at the given input shapes."""
+def layer_plans(model, shapes: dict, threads: int, isa: str = "", measure: bool = False) -> list[dict]:
+    """One record per Conv node of the top-level graph (in graph order) at the given input shapes.
+
+    measure: time each layer's candidate tile families on this CPU (_kernels.measure_plan), as the op
+    does under im2win.plan=measure, and plan the fastest; the record's "measured" holds each
+    candidate's time in seconds."""
     from .. import _kernels
 
     plans = []
@@ -54,8 +59,13 @@ def layer_plans(model, shapes: dict, threads: int, isa: str = "") -> list[dict]:
             continue
         try:
             strides, dilations, begin, end, group = conv_geometry(x_shape, w_shape, _attrs(node))
-            plan = _kernels.workspace_bytes(list(x_shape), list(w_shape), strides=strides, pads=begin + end,
-                                            dilations=dilations, group=group, isa=isa, threads=threads)
+            kw = dict(strides=strides, pads=begin + end, dilations=dilations, group=group, isa=isa, threads=threads)
+            tiles = ""
+            if measure:
+                timed = _kernels.measure_plan(list(x_shape), list(w_shape), **kw)
+                record["measured"] = {c["tile_family"]: c["seconds"] for c in timed["candidates"]}
+                tiles = timed["tile_family"] if timed["tile_family"] != "depthwise" else ""
+            plan = _kernels.workspace_bytes(list(x_shape), list(w_shape), tiles=tiles, **kw)
         except Exception as e:  # the op refuses this layer: say why, as the op would
             plans.append({**record, "note": str(e).splitlines()[0]})
             continue
@@ -77,19 +87,30 @@ def _bytes(n) -> str:
     return f"{n} B"
 
 
+def _measured(p: dict) -> str:
+    return " / ".join(f"{family} {seconds * 1e3:.3g} ms" for family, seconds in p.get("measured", {}).items())
+
+
 def format_table(plans: list[dict], threads: int, batch: int, isa: str) -> str:
-    lines = [f"plan for {threads} thread(s), batch {batch}, ISA {isa}",
+    from .. import _kernels
+
+    caches = _kernels.cache_sizes()
+    measured = any("measured" in p for p in plans)
+    lines = [f"plan for {threads} thread(s), batch {batch}, ISA {isa}; L2 {caches['l2_bytes'] >> 10} KiB, "
+             f"panel budget {caches['panel_budget_bytes'] >> 10} KiB"
+             + ("; tile families timed on this CPU" if measured else ""),
              "| node | X -> W | tile | rows/block | blocks x chunks | items | items/thread | balance "
-             "| per thread | shared |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| per thread | shared |" + (" measured |" if measured else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if measured else "")]
     for p in plans:
         shapes = f"{'x'.join(map(str, p['x_shape'] or ['?']))} -> {'x'.join(map(str, p['w_shape'] or ['?']))}"
         if "note" in p:
-            lines.append(f"| {p['node']} | {shapes} | {p['note']} | | | | | | | |")
+            lines.append(f"| {p['node']} | {shapes} | {p['note']} | | | | | | | |" + (" |" if measured else ""))
             continue
         lines.append(f"| {p['node']} | {shapes} | {p['tile_family']} {p['tile']} | {p['rows_per_block']} | "
                      f"{p['row_blocks']} x {p['channel_chunks']} | {p['work_items']} | {p['items_per_thread']:.1f} | "
-                     f"{p['balance']:.2f} | {_bytes(p['im2win_per_thread'])} | {_bytes(p['im2win_shared'])} |")
+                     f"{p['balance']:.2f} | {_bytes(p['im2win_per_thread'])} | {_bytes(p['im2win_shared'])} |"
+                     + (f" {_measured(p)} |" if measured else ""))
     planned = [p for p in plans if "note" not in p]
     if planned:
         fewest = min(p["items_per_thread"] for p in planned)
@@ -111,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="shape of an input with other symbolic dimensions, e.g. input=Nx3x224x224")
     parser.add_argument("--isa", default="", help="plan for this ISA (avx512, avx2, generic; default: this CPU's)")
+    parser.add_argument("--measure", action="store_true",
+                        help="time each layer's tile families on this CPU and plan the fastest, as the op does under "
+                             "its default session entry im2win.plan=measure (without it: the planner's rules, "
+                             "im2win.plan=heuristic)")
     parser.add_argument("--json", metavar="FILE", help="also write the plans as JSON")
     return parser
 
@@ -128,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         isa = _kernels.selected_isa(args.isa)
         model = load_model(args.model)
         _, shapes = plan_inputs(model, [args.batch], parse_input_shapes(args.input_shape))
-        plans = layer_plans(model, shapes[args.batch], args.threads, isa)
+        plans = layer_plans(model, shapes[args.batch], args.threads, isa, measure=args.measure)
         if not plans:
             raise PlanError(f"{args.model}: the model has no Conv node")
         print(format_table(plans, args.threads, args.batch, isa))
@@ -136,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             from ..measure.compare_report import write_atomic
 
             write_atomic(Path(args.json), json.dumps({"threads": args.threads, "batch": args.batch, "isa": isa,
-                                                "layers": plans}, indent=1))
+                                                "measured": args.measure, "layers": plans}, indent=1))
     except (PlanError, CompareError, ModelError, ValueError, OSError) as e:
         print(f"im2win-ort plan: error: {e}", file=sys.stderr)
         return 1

@@ -91,6 +91,9 @@ ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const Is
                       TilePreference preference = TilePreference::kAuto, PlanTables tables = PlanTables::kBuild,
                       int threads = 1);
 
+// The most floats a block's window panel takes on this CPU (from its L2 size; see conv_plan.cc).
+int64_t PanelBudgetFloats();
+
 // What im2col + GEMM would reserve for the same layer (one image, one group at a time).
 int64_t Im2colWorkspaceBytes(const ConvShape& s);
 

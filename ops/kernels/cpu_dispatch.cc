@@ -1,5 +1,8 @@
 #include "kernels/cpu_dispatch.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -41,6 +44,14 @@ const IsaKernels& SelectIsa(const std::string& requested) {
     return Avx512Kernels();
   }
   throw std::invalid_argument("unknown ISA '" + name + "' (IM2WIN_ISA takes avx512, avx2, generic or auto)");
+}
+
+int64_t L2CacheBytes() {
+  static const int64_t bytes = [] {
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc reads it from CPUID; 0 or -1 if unknown
+    return reported > 0 ? std::clamp<int64_t>(reported, int64_t{128} << 10, int64_t{16} << 20) : int64_t{1} << 20;
+  }();
+  return bytes;
 }
 
 }  // namespace im2win

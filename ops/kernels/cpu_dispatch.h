@@ -1,6 +1,7 @@
 // Chooses the micro-kernel table from CPUID once per request, or as forced by IM2WIN_ISA.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -14,5 +15,9 @@ std::vector<std::string> AvailableIsas();
 // name: "avx512", "avx2", "generic", or empty for the best available. An empty name also honours
 // the IM2WIN_ISA environment variable. Throws std::invalid_argument for an unknown name or one this CPU lacks.
 const IsaKernels& SelectIsa(const std::string& name = "");
+
+// This core's L2 cache in bytes as the OS reports it (1 MiB when it reports none), for sizing
+// the blocks a core works on: Zen 3 has 512 KiB, Zen 4 1 MiB, recent Xeons 2 MiB.
+int64_t L2CacheBytes();
 
 }  // namespace im2win

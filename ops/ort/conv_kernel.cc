@@ -1,5 +1,7 @@
 #include "ort/conv_kernel.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <type_traits>
@@ -184,8 +186,8 @@ OrtStatus* MakeNodeError(const OrtApi& api, const std::string& node_name, const 
   return api.CreateStatus(ORT_INVALID_ARGUMENT, text.c_str());
 }
 
-OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, int threads)
-    : api_(api), threads_(threads) {
+OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const KernelOptions& options)
+    : api_(api), threads_(options.threads) {
   node_name_ = KernelNodeName(api, info);
   attrs_.auto_pad = GetString(api, info, "auto_pad", "NOTSET");
   attrs_.dilations = GetList<int64_t>(api, info, "dilations");
@@ -198,7 +200,12 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, int t
   w_prepacked_ = ParseWeightLayout(GetString(api, info, "weight_layout", "OIHW"), &w_family_);
   isa_ = &SelectIsa();
 
+  // IM2WIN_TILES pins the tile family for the process; else the session's im2win.plan decides.
   tile_preference_ = SelectTilePreference();
+  if (tile_preference_ == TilePreference::kAuto) {
+    tile_preference_ = PreferenceOf(options.plan_mode);
+    measure_ = options.plan_mode == PlanMode::kMeasure;
+  }
 
   // Constant weights are validated here and packed once; others are packed on every run.
   int is_constant = 0;
@@ -220,20 +227,105 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, int t
   }
 }
 
-const float* OrtConvKernel::PackedConstantWeights(TileFamily family, const float* w) const {
-  const int index = static_cast<int>(family);
-  if (!packed_ready_[index].load(std::memory_order_acquire)) {
-    std::lock_guard<std::mutex> lock(pack_mutex_);
-    if (!packed_ready_[index].load(std::memory_order_relaxed)) {
-      int64_t elements = 1;
-      for (int64_t d : w_dims_) elements *= d;
-      packed_[index].resize(elements);
-      if (elements > 0)  // M = 0 or C = 0: nothing to pack
-        PackWeights(family, w, w_dims_[0], attrs_.group, elements / w_dims_[0], packed_[index].data());
-      packed_ready_[index].store(true, std::memory_order_release);
-    }
+void OrtConvKernel::PackFrom(const float* w, const std::vector<int64_t>& w_dims, int64_t group, TileFamily family,
+                             float* out) const {
+  int64_t elements = 1;
+  for (int64_t d : w_dims) elements *= d;
+  if (elements == 0) return;  // M = 0 or C = 0: nothing to pack
+  const int64_t m = w_dims[0], k = elements / m;
+  if (!w_prepacked_) {
+    PackWeights(family, w, m, group, k, out);
+  } else if (family == w_family_) {
+    std::copy(w, w + elements, out);
+  } else {  // packed for another tile family (another CPU or input size): through OIHW
+    std::vector<float> plain(elements);
+    UnpackWeights(w_family_, w, m, group, k, plain.data());
+    PackWeights(family, plain.data(), m, group, k, out);
   }
-  return packed_[index].data();
+}
+
+OrtConvKernel::Packing OrtConvKernel::PackedConstantWeights(TileFamily family, const float* w) const {
+  std::lock_guard<std::mutex> lock(pack_mutex_);
+  Packing& packed = packed_[static_cast<int>(family)];
+  if (packed == nullptr) {
+    int64_t elements = 1;
+    for (int64_t d : w_dims_) elements *= d;
+    auto fresh = std::make_shared<std::vector<float>>(elements);
+    PackFrom(w, w_dims_, attrs_.group, family, fresh->data());
+    packed = std::move(fresh);
+  }
+  return packed;
+}
+
+void OrtConvKernel::ReleasePacked(TileFamily family) const {
+  std::lock_guard<std::mutex> lock(pack_mutex_);
+  packed_[static_cast<int>(family)].reset();  // a run still using it holds its own reference
+}
+
+OrtConvKernel::RunWeights OrtConvKernel::WeightsFor(TileFamily family, const float* w,
+                                                    const std::vector<int64_t>& w_dims, const ConvShape& shape) const {
+  if (w_prepacked_ && family == w_family_) return {w, nullptr};  // the rewriter's packing: ORT's copy is the only one
+  if (weights_constant_ && w_dims == w_dims_) {
+    Packing packed = PackedConstantWeights(family, w);
+    return {packed->data(), packed};
+  }
+  int64_t elements = 1;
+  for (int64_t d : w_dims) elements *= d;
+  auto fresh = std::make_shared<std::vector<float>>(elements);  // weights that arrive at run time
+  PackFrom(w, w_dims, shape.group, family, fresh->data());
+  return {fresh->data(), std::move(fresh)};
+}
+
+std::shared_ptr<const ConvPlan> OrtConvKernel::CachedPlan(const ConvShape& shape) const {
+  std::lock_guard<std::mutex> lock(plan_mutex_);
+  return plan_ != nullptr && plan_->shape == shape ? plan_ : nullptr;
+}
+
+std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, const float* x, const float* w,
+                                                       const std::vector<int64_t>& w_dims, const float* bias,
+                                                       const float* residual, float* y, const ParallelRunner& runner,
+                                                       bool* y_done) const {
+  *y_done = false;
+  if (auto cached = CachedPlan(shape)) return cached;
+  std::unique_lock<std::mutex> measuring(measure_mutex_, std::defer_lock);
+  std::vector<ConvPlan> plans;
+  if (measure_) {
+    measuring.lock();
+    if (auto cached = CachedPlan(shape)) return cached;  // another run timed this shape meanwhile
+    plans = CandidatePlans(shape, epilogue_, *isa_, threads_);
+  } else {
+    plans.push_back(MakeConvPlan(shape, epilogue_, *isa_, tile_preference_, PlanTables::kBuild, threads_));
+  }
+  size_t chosen = 0;
+  if (plans.size() > 1) {
+    std::vector<RunWeights> weights;
+    size_t prefer = SIZE_MAX;
+    for (size_t i = 0; i < plans.size(); ++i) {
+      weights.push_back(WeightsFor(plans[i].family, w, w_dims, shape));
+      if (w_prepacked_ && plans[i].family == w_family_) prefer = i;
+    }
+    // Y may share Z's buffer (computed in place): every run reads a copy of Z.
+    const int64_t y_elements = CheckedMul(shape.batch, shape.out_channels * shape.out_h * shape.out_w, "Y");
+    std::vector<float> z_copy;
+    if (residual != nullptr) z_copy.assign(residual, residual + y_elements);
+    const float* z = residual != nullptr ? z_copy.data() : nullptr;
+    size_t last = SIZE_MAX;
+    auto run = [&](size_t i) {
+      RunConv(plans[i], x, weights[i].data, bias, z, y, runner);
+      last = i;
+    };
+    // Another family than the rewriter's packing costs a copy of W: it must be worth it (5%).
+    chosen = TimeCandidates(plans.size(), run, prefer, 0.05).chosen;
+    if (last != chosen) run(chosen);
+    *y_done = true;
+    weights.clear();
+    for (const ConvPlan& p : plans)
+      if (p.family != plans[chosen].family) ReleasePacked(p.family);
+  }
+  auto plan = std::make_shared<const ConvPlan>(std::move(plans[chosen]));
+  std::lock_guard<std::mutex> lock(plan_mutex_);
+  plan_ = plan;
+  return plan;
 }
 
 OrtStatus* OrtConvKernel::Compute(OrtKernelContext* context) const {
@@ -286,37 +378,13 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   void* y_data = nullptr;
   Check(api_, api_.GetTensorMutableData(y_value, &y_data));
 
-  std::shared_ptr<const ConvPlan> cached;
-  {
-    std::lock_guard<std::mutex> lock(plan_mutex_);
-    if (plan_ != nullptr && plan_->shape == shape) cached = plan_;
-  }
-  if (cached == nullptr) {
-    cached = std::make_shared<const ConvPlan>(
-        MakeConvPlan(shape, epilogue_, *isa_, tile_preference_, PlanTables::kBuild, threads_));
-    std::lock_guard<std::mutex> lock(plan_mutex_);
-    plan_ = cached;
-  }
-  const ConvPlan& plan = *cached;
-  const float* packed = nullptr;
-  std::vector<float> run_packed;  // only for weights that arrive at run time
-  const int64_t k = w.elements() / w.dims[0];
-  if (w_prepacked_ && w_family_ == plan.family) {
-    packed = w.data;  // packed by the rewriter for this shape: ORT's copy is the only one
-  } else if (w_prepacked_) {  // packed for another tile family (another CPU or input size)
-    std::vector<float> plain(w.elements());
-    UnpackWeights(w_family_, w.data, w.dims[0], shape.group, k, plain.data());
-    run_packed.resize(w.elements());
-    PackWeights(plan.family, plain.data(), w.dims[0], shape.group, k, run_packed.data());
-    packed = run_packed.data();
-  } else if (weights_constant_ && w.dims == w_dims_) {
-    packed = PackedConstantWeights(plan.family, w.data);
-  } else {
-    run_packed.resize(w.elements());
-    PackWeights(plan.family, w.data, w.dims[0], shape.group, w.elements() / w.dims[0], run_packed.data());
-    packed = run_packed.data();
-  }
-  RunConv(plan, x.data, packed, bias, residual, static_cast<float*>(y_data), OrtRunner(api_, context));
+  float* y = static_cast<float*>(y_data);
+  const ParallelRunner runner = OrtRunner(api_, context);
+  bool y_done = false;
+  const std::shared_ptr<const ConvPlan> plan = PlanFor(shape, x.data, w.data, w.dims, bias, residual, y, runner, &y_done);
+  if (y_done) return;
+  const RunWeights weights = WeightsFor(plan->family, w.data, w.dims, shape);
+  RunConv(*plan, x.data, weights.data, bias, residual, y, runner);
 }
 
 }  // namespace im2win

@@ -4,34 +4,61 @@
 
 #include <onnxruntime_c_api.h>
 
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "conv/conv_params.h"
+#include "conv/conv_driver.h"
 #include "conv/conv_plan.h"
+#include "conv/plan_measure.h"
 #include "kernels/microkernel.h"
 #include "conv/weight_pack.h"
 
 namespace im2win {
 
+// What a session tells its kernels (register.cc reads it from the session's config entries).
+struct KernelOptions {
+  int threads = 1;                        // the intra-op pool size the work is cut for
+  PlanMode plan_mode = PlanMode::kMeasure;  // how a layer's plan is chosen
+};
+
 class OrtConvKernel {
  public:
   // Throws ConvError (bad attributes or weights) or OrtCallError (an ORT call failed).
-  // threads: the intra-op pool size the work is cut for (see register.cc).
-  OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, int threads);
+  OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const KernelOptions& options);
   // Returns null or an ORT status whose message names the node and the problem.
   OrtStatus* Compute(OrtKernelContext* context) const;
   const std::string& node_name() const { return node_name_; }
 
  private:
+  using Packing = std::shared_ptr<const std::vector<float>>;
+  // Weights in one tile family's order for a run: ORT's W itself, or a packing `holder` keeps alive.
+  struct RunWeights {
+    const float* data = nullptr;
+    Packing holder;
+  };
+
   void ComputeOrThrow(OrtKernelContext* context) const;
 
-  // Constant weights, packed once per tile family the node's shapes need (one in practice): at
-  // kernel creation when X's spatial shape is known, else at the first run. Read-only once ready.
-  const float* PackedConstantWeights(TileFamily family, const float* w) const;
+  // The plan of this shape: the last one's, or a new one. Under im2win.plan=measure a new shape's
+  // candidates are timed on this run's inputs, which leaves Y computed (*y_done).
+  std::shared_ptr<const ConvPlan> PlanFor(const ConvShape& shape, const float* x, const float* w,
+                                          const std::vector<int64_t>& w_dims, const float* bias,
+                                          const float* residual, float* y, const ParallelRunner& runner,
+                                          bool* y_done) const;
+  std::shared_ptr<const ConvPlan> CachedPlan(const ConvShape& shape) const;
+
+  RunWeights WeightsFor(TileFamily family, const float* w, const std::vector<int64_t>& w_dims,
+                        const ConvShape& shape) const;
+  // W (as ORT holds it: OIHW, or packed for w_family_) packed for `family` into `out`.
+  void PackFrom(const float* w, const std::vector<int64_t>& w_dims, int64_t group, TileFamily family,
+                float* out) const;
+  // Constant weights packed once per tile family a plan uses: at kernel creation when X's spatial
+  // shape is known, else at the first run. A family no plan uses any more is released.
+  Packing PackedConstantWeights(TileFamily family, const float* w) const;
+  void ReleasePacked(TileFamily family) const;
 
   const OrtApi& api_;
   std::string node_name_;
@@ -40,17 +67,18 @@ class OrtConvKernel {
   const IsaKernels* isa_ = nullptr;
   int threads_ = 1;
   TilePreference tile_preference_ = TilePreference::kAuto;
+  bool measure_ = false;      // time the candidate plans of each new shape
   bool w_prepacked_ = false;  // W arrives packed (weight_layout): used in place, no copy of ours
   TileFamily w_family_ = TileFamily::kPositions;
   bool weights_constant_ = false;
   std::vector<int64_t> w_dims_;  // of the constant W
   mutable std::mutex pack_mutex_;
-  mutable std::vector<float> packed_[2];  // by TileFamily
-  mutable std::atomic<bool> packed_ready_[2] = {false, false};
+  mutable Packing packed_[2];  // by TileFamily
   // The plan of the last shape run: sessions mostly run one shape, which is then planned once
-  // (tables, the split search) instead of on every run.
+  // (tables, the split search, the timing) instead of on every run.
   mutable std::mutex plan_mutex_;
   mutable std::shared_ptr<const ConvPlan> plan_;
+  mutable std::mutex measure_mutex_;  // one timing at a time: concurrent first runs wait for it
 };
 
 // The node's name as ORT knows it ("" when it has none).

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "ort/conv_kernel.h"
 #include "ort/shape_inference.h"
@@ -19,9 +20,10 @@ namespace {
 
 constexpr const char* kDomain = "com.im2win";
 constexpr const char* kThreadsEntry = "im2win.intra_op_num_threads";
+constexpr const char* kPlanEntry = "im2win.plan";
 
 struct ConvOp : OrtCustomOp {
-  explicit ConvOp(int pool_threads) : OrtCustomOp{}, threads(pool_threads) {
+  explicit ConvOp(const KernelOptions& kernel_options) : OrtCustomOp{}, options(kernel_options) {
     version = ORT_API_VERSION;
     GetName = [](const OrtCustomOp*) { return "Conv"; };
     GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // CPU
@@ -40,7 +42,7 @@ struct ConvOp : OrtCustomOp {
     CreateKernelV2 = [](const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info,
                         void** kernel) -> OrtStatusPtr {
       try {
-        *kernel = new OrtConvKernel(*api, info, static_cast<const ConvOp*>(op)->threads);
+        *kernel = new OrtConvKernel(*api, info, static_cast<const ConvOp*>(op)->options);
         return nullptr;
       } catch (const std::exception& e) {
         return MakeNodeError(*api, KernelNodeName(*api, info), e.what());
@@ -66,22 +68,27 @@ struct ConvOp : OrtCustomOp {
     };
   };
   const OrtApi* api = nullptr;  // for shape inference, which ORT calls with the op alone
-  int threads;                   // the intra-op pool the kernels cut their work for
+  KernelOptions options;          // the pool the kernels cut their work for, how they choose plans
 };
+
+// A session config entry's value, or "" when the session has none.
+std::string ConfigEntry(const OrtApi* api, const OrtSessionOptions* options, const char* key) {
+  char value[64] = {0};
+  size_t size = sizeof(value);
+  if (OrtStatus* st = api->GetSessionConfigEntry(options, key, value, &size)) {  // absent, or longer than any valid value
+    api->ReleaseStatus(st);
+    return size > sizeof(value) ? "<a value of " + std::to_string(size) + " characters>" : "";
+  }
+  return value;
+}
 
 // The pool size a session's kernels plan for. ORT tells a custom op neither the session's
 // intra_op_num_threads nor its pool, so the session says it in a config entry, set before the
 // library is registered (im2win_ort.session_options does both); without it, every hardware thread
 // (ORT's default pool is one thread per core): items cut for more threads than run stay balanced.
 int PoolThreads(const OrtApi* api, const OrtSessionOptions* options) {
-  char value[32] = {0};
-  size_t size = sizeof(value);
   int threads = 0;
-  if (OrtStatus* st = api->GetSessionConfigEntry(options, kThreadsEntry, value, &size)) {
-    api->ReleaseStatus(st);
-  } else if (std::sscanf(value, "%d", &threads) != 1) {
-    threads = 0;
-  }
+  if (std::sscanf(ConfigEntry(api, options, kThreadsEntry).c_str(), "%d", &threads) != 1) threads = 0;
   if (threads < 1) threads = static_cast<int>(std::thread::hardware_concurrency());
   return std::clamp(threads, 1, 1024);
 }
@@ -112,19 +119,25 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
   if (api == nullptr) return im2win::TooOldRuntime(api_base);
-  // One domain per pool size for the whole process: ORT requires a domain to outlive every session
+  // One domain per pool size and plan mode for the whole process: ORT requires a domain to outlive every session
   // that uses it.
   struct Registered {
     std::unique_ptr<im2win::ConvOp> op;
     OrtCustomOpDomain* domain = nullptr;
   };
-  static std::map<int, Registered> registered;
+  static std::map<std::pair<int, im2win::PlanMode>, Registered> registered;
   static std::mutex mutex;
-  const int threads = im2win::PoolThreads(api, options);
+  im2win::KernelOptions kernel_options;
+  kernel_options.threads = im2win::PoolThreads(api, options);
+  try {
+    kernel_options.plan_mode = im2win::ParsePlanMode(im2win::ConfigEntry(api, options, im2win::kPlanEntry));
+  } catch (const std::exception& e) {
+    return api->CreateStatus(ORT_INVALID_ARGUMENT, (std::string("im2win_ort: ") + e.what()).c_str());
+  }
   std::lock_guard<std::mutex> lock(mutex);
-  Registered& entry = registered[threads];
+  Registered& entry = registered[{kernel_options.threads, kernel_options.plan_mode}];
   if (entry.domain == nullptr) {
-    entry.op = std::make_unique<im2win::ConvOp>(threads);
+    entry.op = std::make_unique<im2win::ConvOp>(kernel_options);
     entry.op->api = api;
     if (!im2win::ShapeInferenceIsSafe(api_base)) entry.op->InferOutputShapeFn = nullptr;
     OrtCustomOpDomain* domain = nullptr;

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "conv/conv_driver.h"
+#include "conv/plan_measure.h"
 #include "kernels/cpu_dispatch.h"
 #include "kernels/fma_probe.h"
 #include "conv/weight_pack.h"
@@ -140,22 +141,8 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
     plan = MakeConvPlan(s, Epilogue{}, kernels, preference, PlanTables::kSizesOnly, threads);
   }
   py::dict d;
-  // The path and its register tile: output channels x rows x columns of outputs (position tiles:
-  // x a run of positions; depthwise: channels in the lanes, or one channel along output rows).
-  if (plan.depthwise_lanes) {
-    d["tile_family"] = "depthwise";
-    d["tile"] = std::to_string(plan.isa->vector_len) + " channels in lanes";
-  } else if (plan.depthwise) {
-    d["tile_family"] = "depthwise";
-    d["tile"] = "rows";
-  } else if (plan.family == TileFamily::kChannels) {
-    d["tile_family"] = "channels";
-    d["tile"] = std::to_string(plan.m_unit) + "x" + std::to_string(plan.tile_rows) + "x" + std::to_string(plan.tile_cols);
-  } else {
-    d["tile_family"] = "positions";
-    d["tile"] = std::to_string(kTileM) + "x" + std::to_string(plan.isa->tile_positions());
-  }
-  if (plan.direct) d["tile"] = d["tile"].cast<std::string>() + " direct";
+  d["tile_family"] = TileFamilyName(plan);
+  d["tile"] = TileName(plan);
   d["im2win_per_thread"] = plan.workspace_bytes();
   d["im2win_shared"] = plan.shared_bytes();  // once per call, read by every thread
   d["im2col"] = Im2colWorkspaceBytes(s);
@@ -165,6 +152,57 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   d["work_items"] = plan.work_items();
   d["threads"] = plan.threads;
   d["balance"] = plan.Balance();
+  return d;
+}
+
+// Times the layer's candidate plans on this CPU (random X and W, `threads` std::threads), as the
+// ORT op does under im2win.plan=measure, and reports each candidate and the choice.
+py::dict MeasurePlan(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& w_dims, const std::string& auto_pad,
+                     const Ints& dilations, int64_t group, const Ints& pads, const Ints& strides, const std::string& isa,
+                     int threads) {
+  CheckThreads(threads);
+  const ConvAttributes attrs = Attributes(auto_pad, dilations, group, std::nullopt, pads, strides);
+  const IsaKernels& kernels = Isa(isa);
+  const ConvShape s = ResolveConvShape(attrs, x_dims, w_dims);
+  // The sizes are the caller's numbers: X, W and Y must fit in memory before anything is allocated.
+  constexpr int64_t kMaxFloats = int64_t{1} << 28;
+  const int64_t x_floats = CheckedMul(CheckedMul(std::max<int64_t>(1, s.batch), s.in_channels, [] { return "X"; }),
+                                      s.in_h * s.in_w, [] { return "X"; });
+  const int64_t w_floats = CheckedMul(s.out_channels, s.channels_per_group() * s.kernel_h * s.kernel_w, [] { return "W"; });
+  const int64_t y_floats = CheckedMul(CheckedMul(std::max<int64_t>(1, s.batch), s.out_channels, [] { return "Y"; }),
+                                      s.out_h * s.out_w, [] { return "Y"; });
+  if (x_floats > kMaxFloats || w_floats > kMaxFloats || y_floats > kMaxFloats)
+    throw ConvError("measure_plan holds X, W and Y in memory: each must be at most 2^28 floats");
+  py::list candidates;
+  std::vector<ConvPlan> plans;
+  PlanTiming timing;
+  {
+    py::gil_scoped_release release;
+    std::vector<float> x(x_floats), w(w_floats), y(y_floats);
+    uint32_t state = 12345;  // any values will do: the time does not depend on them
+    for (auto* v : {&x, &w})
+      for (float& f : *v) f = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) * 0x1p-23f - 1.0f;
+    plans = CandidatePlans(s, Epilogue{}, kernels, threads);
+    std::vector<std::vector<float>> packed(plans.size(), std::vector<float>(w_floats));
+    const int64_t k = s.out_channels > 0 ? w_floats / s.out_channels : 0;
+    for (size_t i = 0; i < plans.size(); ++i)
+      if (w_floats > 0) PackWeights(plans[i].family, w.data(), s.out_channels, s.group, k, packed[i].data());
+    const ParallelRunner runner = ThreadRunner(threads);
+    timing = TimeCandidates(plans.size(), [&](size_t i) {
+      RunConv(plans[i], x.data(), packed[i].data(), nullptr, nullptr, y.data(), runner);
+    });
+  }
+  for (size_t i = 0; i < plans.size(); ++i) {
+    py::dict c;
+    c["tile_family"] = TileFamilyName(plans[i]);
+    c["tile"] = TileName(plans[i]);
+    c["seconds"] = timing.seconds[i];
+    candidates.append(c);
+  }
+  py::dict d;
+  d["tile_family"] = TileFamilyName(plans[timing.chosen]);
+  d["tile"] = TileName(plans[timing.chosen]);
+  d["candidates"] = candidates;
   return d;
 }
 
@@ -192,7 +230,20 @@ PYBIND11_MODULE(_kernels, m) {
         "The plan of one conv for a pool of `threads`: tile family and shape, rows per block, work items and "
         "their balance (the share of the pool's time spent working), im2win bytes per thread and shared, "
         "beside im2col's bytes for the same layer.");
+  m.def("measure_plan", &MeasurePlan, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
+        arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
+        arg("isa") = "", arg("threads") = 1,
+        "Times the layer's candidate plans (one per tile family it can use) on this CPU, as the ORT op does "
+        "under the session entry im2win.plan=measure: the chosen tile family and tile, and each candidate's "
+        "fastest run in seconds.");
   m.def("available_isas", &AvailableIsas, "ISAs this CPU can run, best first.");
+  m.def("cache_sizes", [] {
+          py::dict d;
+          d["l2_bytes"] = L2CacheBytes();
+          d["panel_budget_bytes"] = PanelBudgetFloats() * static_cast<int64_t>(sizeof(float));
+          return d;
+        },
+        "This core's L2 cache as the OS reports it, and the window-panel budget the plans derive from it.");
   m.def("selected_isa", [](const std::string& isa) { return std::string(Isa(isa).name); }, arg("isa") = "",
         "The ISA a conv would use (honours IM2WIN_ISA when isa is empty).");
   m.def("fma_peak_gflops",

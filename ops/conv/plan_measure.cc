@@ -1,0 +1,76 @@
+#include "conv/plan_measure.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+
+namespace im2win {
+
+PlanMode ParsePlanMode(const std::string& name) {
+  if (name.empty() || name == "measure") return PlanMode::kMeasure;
+  if (name == "heuristic") return PlanMode::kHeuristic;
+  if (name == "positions") return PlanMode::kPositions;
+  if (name == "channels") return PlanMode::kChannels;
+  throw ConvError("unknown plan mode '" + name + "' (im2win.plan takes measure, heuristic, positions or channels)");
+}
+
+TilePreference PreferenceOf(PlanMode mode) {
+  if (mode == PlanMode::kPositions) return TilePreference::kPositions;
+  if (mode == PlanMode::kChannels) return TilePreference::kChannels;
+  return TilePreference::kAuto;
+}
+
+std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
+                                     int threads) {
+  std::vector<ConvPlan> plans;
+  plans.push_back(MakeConvPlan(shape, epilogue, isa, TilePreference::kPositions, PlanTables::kBuild, threads));
+  // Depthwise plans ignore the family; a shape without whole channel blocks gets positions again.
+  if (!plans[0].depthwise) {
+    ConvPlan channels = MakeConvPlan(shape, epilogue, isa, TilePreference::kChannels, PlanTables::kBuild, threads);
+    if (channels.family != plans[0].family) plans.push_back(std::move(channels));
+  }
+  return plans;
+}
+
+PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& run, size_t prefer, double margin) {
+  using Clock = std::chrono::steady_clock;
+  PlanTiming t;
+  t.seconds.assign(candidates, std::numeric_limits<double>::infinity());
+  auto timed = [&](size_t i) {
+    const auto start = Clock::now();
+    run(i);
+    t.seconds[i] = std::min(t.seconds[i], std::chrono::duration<double>(Clock::now() - start).count());
+  };
+  double round_seconds = 0.0;  // the untimed first runs, which set how many rounds fit
+  for (size_t i = 0; i < candidates; ++i) {
+    const auto start = Clock::now();
+    run(i);
+    round_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  }
+  const int rounds = static_cast<int>(std::clamp(0.05 / std::max(round_seconds, 1e-9), 1.0, 3.0));
+  for (int r = 0; r < rounds; ++r)
+    for (size_t k = 0; k < candidates; ++k) timed(r % 2 == 0 ? k : candidates - 1 - k);
+  t.chosen = static_cast<size_t>(std::min_element(t.seconds.begin(), t.seconds.end()) - t.seconds.begin());
+  if (prefer < candidates && t.seconds[t.chosen] * (1.0 + margin) >= t.seconds[prefer]) t.chosen = prefer;
+  return t;
+}
+
+std::string TileFamilyName(const ConvPlan& plan) {
+  if (plan.depthwise) return "depthwise";
+  return plan.family == TileFamily::kChannels ? "channels" : "positions";
+}
+
+std::string TileName(const ConvPlan& plan) {
+  std::string tile;
+  if (plan.depthwise_lanes)
+    tile = std::to_string(plan.isa->vector_len) + " channels in lanes";
+  else if (plan.depthwise)
+    tile = "rows";
+  else if (plan.family == TileFamily::kChannels)
+    tile = std::to_string(plan.m_unit) + "x" + std::to_string(plan.tile_rows) + "x" + std::to_string(plan.tile_cols);
+  else
+    tile = std::to_string(kTileM) + "x" + std::to_string(plan.isa->tile_positions());
+  return plan.direct ? tile + " direct" : tile;
+}
+
+}  // namespace im2win

@@ -1,0 +1,54 @@
+// Chooses among a layer's plans by timing them on the CPU that runs them (as FFTW's MEASURE plans
+// do): which tile family is faster depends on the CPU's caches and vector width more than any rule
+// tuned on one CPU can say.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "conv/conv_plan.h"
+
+namespace im2win {
+
+// How a session chooses a layer's plan (the session config entry im2win.plan).
+enum class PlanMode {
+  kMeasure,    // time the candidates the first time a shape is run, keep the fastest (default)
+  kHeuristic,  // the planner's rules alone: no timing, the same plan on every run of a CPU class
+  kPositions,  // pinned tile families
+  kChannels,
+};
+
+// "measure", "heuristic", "positions", "channels", or "" (the default, measure); throws ConvError otherwise.
+PlanMode ParsePlanMode(const std::string& name);
+
+// The tile preference a mode gives the planner (measure and heuristic: kAuto).
+TilePreference PreferenceOf(PlanMode mode);
+
+// The plans worth timing for a layer: one per tile family its shape can use (positions; channels
+// when its output channels per group are whole channel blocks), each shaped by the planner. A
+// single plan needs no timing.
+std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
+                                     int threads);
+
+struct PlanTiming {
+  size_t chosen = 0;
+  std::vector<double> seconds;  // each candidate's fastest timed run
+};
+
+// Times run(i) for every candidate i: one untimed run each (first touches, packing), then up to
+// three rounds that visit the candidates in turn, so that a drift of a shared machine hits them
+// alike, fewer when one run is long (about 50 ms of timed runs in all). Keeps each candidate's
+// fastest run and chooses the fastest candidate; `prefer` (if < candidates) wins unless another
+// is faster by more than `margin` (0.05: 5%), for a candidate that costs nothing extra to keep.
+PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& run, size_t prefer = SIZE_MAX,
+                          double margin = 0.0);
+
+// The plan's path ("positions", "channels" or "depthwise") and its register tile: output channels x
+// a run of positions, channels x rows x columns of outputs, or the depthwise kind ("6x64",
+// "32x1x7", "16 channels in lanes"); " direct" when X is read in place.
+std::string TileFamilyName(const ConvPlan& plan);
+std::string TileName(const ConvPlan& plan);
+
+}  // namespace im2win

@@ -1,0 +1,134 @@
+"""Plans chosen on the CPU that runs them: the session entry im2win.plan (measure, the default, times
+each layer's tile families the first time its shape runs; heuristic; or a pinned family). Every mode
+gives the same answer bit for bit (both families sum each output in the same order), a residual Z
+that Y overwrites in place survives the timing runs, weights the rewriter packed for one family
+still run on the other, and a bad mode is a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import im2win_ort
+from helpers import DOMAIN, ISAS, conv_model, reference_conv
+from im2win_ort import _kernels
+from im2win_ort._ir_version import make_model
+
+MODES = ("measure", "heuristic", "positions", "channels")
+# x shape, w shape, attributes: shapes both tile families can run (M a multiple of 16)
+LAYERS = {
+    "3x3": ([1, 32, 14, 14], [32, 32, 3, 3], dict(pads=[1, 1, 1, 1])),
+    "3x3_s2": ([2, 24, 15, 13], [48, 24, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    "1x1_direct": ([1, 40, 9, 11], [32, 40, 1, 1], {}),
+    "5x5_grouped": ([1, 16, 12, 12], [32, 8, 5, 5], dict(pads=[2, 2, 2, 2], group=2)),
+}
+
+
+def _inputs(x_shape, w_shape, attrs, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    z = rng.standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+    return x, w, b, z
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_tile_families_agree_bit_for_bit(name, isa):
+    x_shape, w_shape, attrs = LAYERS[name]
+    x, w, b, z = _inputs(x_shape, w_shape, attrs)
+    kw = dict(attrs, isa=isa, activation="Relu")
+    positions = _kernels.conv(x, w, b, z, tiles="positions", **kw)
+    channels = _kernels.conv(x, w, b, z, tiles="channels", **kw)
+    np.testing.assert_array_equal(positions, channels)
+    want = np.maximum(reference_conv(x, w, b, z, **attrs), 0)
+    np.testing.assert_allclose(positions, want, rtol=1e-4, atol=1e-4)
+
+
+def _session(model, mode, threads=2):
+    so = im2win_ort.session_options(threads, plan=mode)
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_every_plan_mode_gives_the_same_answer(name):
+    x_shape, w_shape, attrs = LAYERS[name]
+    x, w, b, z = _inputs(x_shape, w_shape, attrs)
+    model = conv_model(["N", *x_shape[1:]], w, b, DOMAIN, with_z=True, **attrs)
+    outputs = {}
+    for mode in MODES:
+        sess = _session(model, mode)
+        first = sess.run(None, {"X": x, "Z": z})[0]  # measure: timed here
+        again = sess.run(None, {"X": x, "Z": z})[0]  # the plan kept for the session
+        np.testing.assert_array_equal(first, again, err_msg=mode)
+        outputs[mode] = first
+    for mode in MODES[1:]:
+        np.testing.assert_array_equal(outputs[mode], outputs["measure"], err_msg=mode)
+    np.testing.assert_allclose(outputs["measure"], reference_conv(x, w, b, z, **attrs), rtol=1e-4, atol=1e-4)
+
+
+def test_measuring_keeps_a_residual_that_y_overwrites_in_place():
+    """Z comes from an Add inside the graph and has no other reader, so ORT may give Y Z's buffer:
+    every timing run must still read the original Z."""
+    x_shape, w_shape, attrs = LAYERS["3x3"]
+    x, w, b, z = _inputs(x_shape, w_shape, attrs)
+    nodes = [helper.make_node("Add", ["Zin", "Zin"], ["Z"]),
+             helper.make_node("Conv", ["X", "W", "B", "Z"], ["Y"], domain=DOMAIN, **attrs)]
+    graph = helper.make_graph(
+        nodes, "residual_in_place",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape),
+         helper.make_tensor_value_info("Zin", TensorProto.FLOAT, list(z.shape))],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    want = reference_conv(x, w, b, 2 * z, **attrs)
+    for threads in (1, 3):
+        got = _session(model, "measure", threads).run(None, {"X": x, "Zin": z})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_weights_the_rewriter_packed_run_under_every_mode(mode):
+    x_shape, w_shape, attrs = LAYERS["3x3"]
+    x, w, b, _ = _inputs(x_shape, w_shape, attrs)
+    rewritten = im2win_ort.rewrite(conv_model(["N", *x_shape[1:]], w, b, **attrs))
+    layouts = [a.s.decode() for n in rewritten.graph.node for a in n.attribute if a.name == "weight_layout"]
+    assert layouts and layouts[0] != "OIHW"  # packed for one family; the other mode must repack
+    got = _session(rewritten, mode).run(None, {"X": x})[0]
+    np.testing.assert_allclose(got, reference_conv(x, w, b, **attrs), rtol=1e-4, atol=1e-4)
+
+
+def test_a_bad_plan_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="plan must be one of"):
+        im2win_ort.session_options(plan="fastest")
+    so = ort.SessionOptions()
+    so.add_session_config_entry(im2win_ort._library.PLAN_ENTRY, "fastest")
+    with pytest.raises(Exception, match="im2win.plan takes measure, heuristic, positions or channels"):
+        so.register_custom_ops_library(im2win_ort.get_library_path())
+
+
+def test_measure_plan_reports_each_candidate():
+    x_shape, w_shape, attrs = LAYERS["3x3"]
+    got = _kernels.measure_plan(x_shape, w_shape, threads=2, **attrs)
+    families = [c["tile_family"] for c in got["candidates"]]
+    assert families == ["positions", "channels"]
+    assert all(c["seconds"] > 0 for c in got["candidates"])
+    fastest = min(got["candidates"], key=lambda c: c["seconds"])
+    assert (got["tile_family"], got["tile"]) == (fastest["tile_family"], fastest["tile"])
+    # One family only: M not whole channel blocks, or depthwise.
+    assert len(_kernels.measure_plan([1, 8, 10, 10], [12, 8, 3, 3])["candidates"]) == 1
+    assert _kernels.measure_plan([1, 32, 8, 8], [32, 1, 3, 3], group=32)["tile_family"] == "depthwise"
+
+
+def test_measure_plan_refuses_sizes_it_cannot_hold():
+    with pytest.raises(_kernels.ConvError, match="at most 2\\^28 floats"):
+        _kernels.measure_plan([1 << 20, 64, 64, 64], [64, 64, 3, 3])
+
+
+def test_cache_sizes_bound_the_panel_budget():
+    caches = _kernels.cache_sizes()
+    assert caches["l2_bytes"] > 0
+    assert 0 < caches["panel_budget_bytes"] <= min(512 << 10, caches["l2_bytes"] // 2)
