@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <type_traits>
@@ -276,6 +277,34 @@ OrtConvKernel::RunWeights OrtConvKernel::WeightsFor(TileFamily family, const flo
   return {fresh->data(), std::move(fresh)};
 }
 
+void OrtConvKernel::LogTimings(OrtKernelContext* context, const std::vector<ConvPlan>& plans,
+                               const PlanTiming& timing) const {
+  const OrtLogger* logger = nullptr;
+  OrtLoggingLevel level = ORT_LOGGING_LEVEL_FATAL;
+  if (OrtStatus* st = api_.KernelContext_GetLogger(context, &logger)) {
+    api_.ReleaseStatus(st);
+    return;
+  }
+  if (OrtStatus* st = api_.Logger_GetLoggingSeverityLevel(logger, &level)) {
+    api_.ReleaseStatus(st);
+    return;
+  }
+  if (level > ORT_LOGGING_LEVEL_INFO) return;
+  std::string message = "com.im2win::Conv node '" + node_name_ + "': plan timed for X " +
+                        DimsToString({plans[0].shape.batch, plans[0].shape.in_channels, plans[0].shape.in_h,
+                                      plans[0].shape.in_w}) + ":";
+  for (size_t i = 0; i < plans.size(); ++i) {
+    char ms[32];
+    std::snprintf(ms, sizeof(ms), "%.3f", timing.seconds[i] * 1e3);
+    message += " " + TileFamilyName(plans[i]) + " " + TileName(plans[i]) + " " + ms + " ms" +
+               (i + 1 < plans.size() ? "," : "");
+  }
+  message += "; runs " + TileFamilyName(plans[timing.chosen]) + " " + TileName(plans[timing.chosen]);
+  if (OrtStatus* st = api_.Logger_LogMessage(logger, ORT_LOGGING_LEVEL_INFO, message.c_str(), __FILE__, __LINE__,
+                                             "OrtConvKernel::PlanFor"))
+    api_.ReleaseStatus(st);
+}
+
 std::shared_ptr<const ConvPlan> OrtConvKernel::CachedPlan(const ConvShape& shape) const {
   std::lock_guard<std::mutex> lock(plan_mutex_);
   return plan_ != nullptr && plan_->shape == shape ? plan_ : nullptr;
@@ -283,9 +312,10 @@ std::shared_ptr<const ConvPlan> OrtConvKernel::CachedPlan(const ConvShape& shape
 
 std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, const float* x, const float* w,
                                                        const std::vector<int64_t>& w_dims, const float* bias,
-                                                       const float* residual, float* y, const ParallelRunner& runner,
+                                                       const float* residual, float* y, OrtKernelContext* context,
                                                        bool* y_done) const {
   *y_done = false;
+  const ParallelRunner runner = OrtRunner(api_, context);
   if (auto cached = CachedPlan(shape)) return cached;
   std::unique_lock<std::mutex> measuring(measure_mutex_, std::defer_lock);
   std::vector<ConvPlan> plans;
@@ -315,8 +345,10 @@ std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, c
       last = i;
     };
     // Another family than the rewriter's packing costs a copy of W: it must be worth it (5%).
-    chosen = TimeCandidates(plans.size(), run, prefer, 0.05).chosen;
+    const PlanTiming timing = TimeCandidates(plans.size(), run, prefer, 0.05);
+    chosen = timing.chosen;
     if (last != chosen) run(chosen);
+    LogTimings(context, plans, timing);
     *y_done = true;
     weights.clear();
     for (const ConvPlan& p : plans)
@@ -379,12 +411,11 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   Check(api_, api_.GetTensorMutableData(y_value, &y_data));
 
   float* y = static_cast<float*>(y_data);
-  const ParallelRunner runner = OrtRunner(api_, context);
   bool y_done = false;
-  const std::shared_ptr<const ConvPlan> plan = PlanFor(shape, x.data, w.data, w.dims, bias, residual, y, runner, &y_done);
+  const std::shared_ptr<const ConvPlan> plan = PlanFor(shape, x.data, w.data, w.dims, bias, residual, y, context, &y_done);
   if (y_done) return;
   const RunWeights weights = WeightsFor(plan->family, w.data, w.dims, shape);
-  RunConv(*plan, x.data, weights.data, bias, residual, y, runner);
+  RunConv(*plan, x.data, weights.data, bias, residual, y, OrtRunner(api_, context));
 }
 
 }  // namespace im2win

@@ -43,11 +43,13 @@ class OrtConvKernel {
   void ComputeOrThrow(OrtKernelContext* context) const;
 
   // The plan of this shape: the last one's, or a new one. Under im2win.plan=measure a new shape's
-  // candidates are timed on this run's inputs, which leaves Y computed (*y_done).
+  // candidates are timed on this run's inputs, which leaves Y computed (*y_done), and the timings
+  // go to ORT's log (INFO) through `context`'s logger.
   std::shared_ptr<const ConvPlan> PlanFor(const ConvShape& shape, const float* x, const float* w,
                                           const std::vector<int64_t>& w_dims, const float* bias,
-                                          const float* residual, float* y, const ParallelRunner& runner,
+                                          const float* residual, float* y, OrtKernelContext* context,
                                           bool* y_done) const;
+  void LogTimings(OrtKernelContext* context, const std::vector<ConvPlan>& plans, const PlanTiming& timing) const;
   std::shared_ptr<const ConvPlan> CachedPlan(const ConvShape& shape) const;
 
   RunWeights WeightsFor(TileFamily family, const float* w, const std::vector<int64_t>& w_dims,
