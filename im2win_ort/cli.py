@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     rw.add_argument("--skip-depthwise", action="store_true", help="keep depthwise convs on ORT")
     rw.add_argument("--no-prepack", action="store_true",
                     help="keep weights in ONNX's OIHW order (the session then also holds a packed copy)")
+    rw.add_argument("--plan", choices=["measure", "heuristic"], default="measure",
+                    help="how each packed weight's tile family is chosen: measure (default) times the layer's "
+                         "families on this CPU, as a session does; heuristic takes the planner's rules (the same "
+                         "output on every run)")
     rw.add_argument("--report", action="store_true", help="print what was replaced, fused, folded and left to ORT")
     rw.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
                     help="write tensors to MODEL.data next to the output (auto: when the input had external "
@@ -101,7 +105,8 @@ def _rewrite_command(args) -> int:
             raise ModelError(f"{target}: the output would overwrite the input model; choose another -o")
         original = load_model(source)
         rewritten, report = rewrite_with_report(original, skip_pointwise=args.skip_pointwise,
-                                                skip_depthwise=args.skip_depthwise, prepack=not args.no_prepack)
+                                                skip_depthwise=args.skip_depthwise, prepack=not args.no_prepack,
+                                                plan=args.plan)
         if args.report:
             print(report.summary())
         if args.validate:

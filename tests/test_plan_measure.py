@@ -154,3 +154,20 @@ def test_the_timed_choice_goes_to_ort_log(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "com.im2win::Conv node 'c3': plan timed for X [1,32,14,14]: positions 6x" in done.stderr
     assert "; runs " in done.stderr
+
+
+@pytest.mark.parametrize("plan", ["measure", "heuristic"])
+def test_the_rewriter_chooses_the_packed_family_by_plan(plan):
+    x_shape, w_shape, attrs = LAYERS["3x3"]
+    x, w, b, _ = _inputs(x_shape, w_shape, attrs)
+    out, _ = im2win_ort.rewrite_with_report(conv_model(["N", *x_shape[1:]], w, b, **attrs), plan=plan)
+    (layout,) = [a.s.decode() for n in out.graph.node for a in n.attribute if a.name == "weight_layout"]
+    if plan == "heuristic":
+        family = _kernels.workspace_bytes(x_shape, w_shape, **attrs)["tile_family"]
+        assert layout == {"positions": "im2win.positions6", "channels": "im2win.channels16"}[family]
+    else:
+        assert layout in ("im2win.positions6", "im2win.channels16")
+    got = _session(out, "measure").run(None, {"X": x})[0]
+    np.testing.assert_allclose(got, reference_conv(x, w, b, **attrs), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="plan must be one of measure, heuristic"):
+        im2win_ort.rewrite_with_report(conv_model(["N", *x_shape[1:]], w, b, **attrs), plan="fastest")

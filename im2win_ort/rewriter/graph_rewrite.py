@@ -61,6 +61,7 @@ class Policy:
     skip_pointwise: bool = False  # keep 1x1 convs on ORT
     skip_depthwise: bool = False  # keep depthwise convs (group == C == M/multiplier) on ORT
     prepack: bool = True  # store constant weights in the op's packed layout (one copy in the session)
+    plan: str = "measure"  # how the packed layout's tile family is chosen: "measure" or "heuristic"
 
 
 def rewrite(model, **options) -> onnx.ModelProto:
@@ -68,20 +69,30 @@ def rewrite(model, **options) -> onnx.ModelProto:
     return rewrite_with_report(model, **options)[0]
 
 
-def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False, prepack: bool = True):
+REWRITE_PLANS = ("measure", "heuristic")
+
+
+def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False, prepack: bool = True,
+                        plan: str = "measure"):
     """Rewrites a model given as a path, bytes or onnx.ModelProto; returns (ModelProto, RewriteReport).
 
     prepack: store each constant W in the packed order the op's kernels read for the input size
-    shape inference gives (weight_layout), so that the session keeps ORT's copy only.
+    shape inference gives (weight_layout), so that the session keeps ORT's copy only. A session
+    runs prepacked weights in the tile family they were packed for, so that is chosen here:
+    plan="measure" times the layer's tile families on this CPU (one thread,
+    _kernels.measure_plan), as a session does for weights it packs itself; "heuristic" takes the
+    planner's rules, the same output on every run of a CPU class.
     """
     from .model_io import load_model
 
+    if plan not in REWRITE_PLANS:
+        raise ValueError(f"plan must be one of {', '.join(REWRITE_PLANS)}, got {plan!r}")
     original = load_model(model)
     out = copy.deepcopy(original)
     report = RewriteReport()
     types = _value_types(out)
     opsets = {o.domain or "": o.version for o in out.opset_import}
-    _GraphRewriter(out.graph, types, opsets, Policy(skip_pointwise, skip_depthwise, prepack), report, {}).run()
+    _GraphRewriter(out.graph, types, opsets, Policy(skip_pointwise, skip_depthwise, prepack, plan), report, {}).run()
     if report.replaced and not any(o.domain == DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return out, report
@@ -517,8 +528,9 @@ class _GraphRewriter:
     # --- pre-packed weights ----------------------------------------------------------------------
 
     def prepack(self, conv):
-        """Stores W packed for the tile family the op will choose (weight_layout), when W is constant
-        and X's channels and spatial size are known; the op repacks per run if it chooses another."""
+        """Stores W packed for a tile family (weight_layout), timed on this CPU or by the planner's
+        rules (Policy.plan), when W is constant and X's channels and spatial size are known; a
+        session runs that family (one pinned to another repacks W once, into a copy of its own)."""
         if any(a.name == "weight_layout" for a in conv.attribute):
             return
         w = self.constant(conv.input[1])
@@ -531,9 +543,10 @@ class _GraphRewriter:
             return
         attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
         options = {key: list(attrs[key]) for key in ("dilations", "pads", "strides") if key in attrs}
+        options.update(group=attrs.get("group", 1), auto_pad=attrs.get("auto_pad", b"NOTSET").decode())
+        choose = _kernels.measure_plan if self.policy.plan == "measure" else _kernels.workspace_bytes
         try:
-            plan = _kernels.workspace_bytes([1] + x_shape[1:], list(w.shape), group=attrs.get("group", 1),
-                                            auto_pad=attrs.get("auto_pad", b"NOTSET").decode(), **options)
+            plan = choose([1] + x_shape[1:], list(w.shape), **options)
         except ValueError:
             return
         layout = FAMILY_LAYOUTS.get(plan["tile_family"])

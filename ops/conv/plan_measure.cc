@@ -32,7 +32,7 @@ std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epi
   return plans;
 }
 
-PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& run, size_t prefer, double margin) {
+PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& run) {
   using Clock = std::chrono::steady_clock;
   PlanTiming t;
   t.seconds.assign(candidates, std::numeric_limits<double>::infinity());
@@ -51,7 +51,6 @@ PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& 
   for (int r = 0; r < rounds; ++r)
     for (size_t k = 0; k < candidates; ++k) timed(r % 2 == 0 ? k : candidates - 1 - k);
   t.chosen = static_cast<size_t>(std::min_element(t.seconds.begin(), t.seconds.end()) - t.seconds.begin());
-  if (prefer < candidates && t.seconds[t.chosen] * (1.0 + margin) >= t.seconds[prefer]) t.chosen = prefer;
   return t;
 }
 

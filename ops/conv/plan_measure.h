@@ -40,10 +40,8 @@ struct PlanTiming {
 // Times run(i) for every candidate i: one untimed run each (first touches, packing), then up to
 // three rounds that visit the candidates in turn, so that a drift of a shared machine hits them
 // alike, fewer when one run is long (about 50 ms of timed runs in all). Keeps each candidate's
-// fastest run and chooses the fastest candidate; `prefer` (if < candidates) wins unless another
-// is faster by more than `margin` (0.05: 5%), for a candidate that costs nothing extra to keep.
-PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& run, size_t prefer = SIZE_MAX,
-                          double margin = 0.0);
+// fastest run and chooses the fastest candidate.
+PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& run);
 
 // The plan's path ("positions", "channels" or "depthwise") and its register tile: output channels x
 // a run of positions, channels x rows x columns of outputs, or the depthwise kind ("6x64",

@@ -1,5 +1,7 @@
 #include "ort/conv_kernel.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -201,11 +203,16 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   w_prepacked_ = ParseWeightLayout(GetString(api, info, "weight_layout", "OIHW"), &w_family_);
   isa_ = &SelectIsa();
 
-  // IM2WIN_TILES pins the tile family for the process; else the session's im2win.plan decides.
+  // IM2WIN_TILES pins the tile family for the process; else the session's im2win.plan decides,
+  // except for weights the rewriter packed: they run the family they were packed for (timing the
+  // other would take a second copy of W, and keeping it a third), which the rewriter chose by
+  // timing or by the rules (im2win-ort rewrite --plan).
   tile_preference_ = SelectTilePreference();
   if (tile_preference_ == TilePreference::kAuto) {
     tile_preference_ = PreferenceOf(options.plan_mode);
-    measure_ = options.plan_mode == PlanMode::kMeasure;
+    if (w_prepacked_ && tile_preference_ == TilePreference::kAuto)
+      tile_preference_ = w_family_ == TileFamily::kChannels ? TilePreference::kChannels : TilePreference::kPositions;
+    measure_ = options.plan_mode == PlanMode::kMeasure && !w_prepacked_;
   }
 
   // Constant weights are validated here and packed once; others are packed on every run.
@@ -329,11 +336,7 @@ std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, c
   size_t chosen = 0;
   if (plans.size() > 1) {
     std::vector<RunWeights> weights;
-    size_t prefer = SIZE_MAX;
-    for (size_t i = 0; i < plans.size(); ++i) {
-      weights.push_back(WeightsFor(plans[i].family, w, w_dims, shape));
-      if (w_prepacked_ && plans[i].family == w_family_) prefer = i;
-    }
+    for (const ConvPlan& p : plans) weights.push_back(WeightsFor(p.family, w, w_dims, shape));
     // Y may share Z's buffer (computed in place): every run reads a copy of Z.
     const int64_t y_elements = CheckedMul(shape.batch, shape.out_channels * shape.out_h * shape.out_w, "Y");
     std::vector<float> z_copy;
@@ -344,8 +347,7 @@ std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, c
       RunConv(plans[i], x, weights[i].data, bias, z, y, runner);
       last = i;
     };
-    // Another family than the rewriter's packing costs a copy of W: it must be worth it (5%).
-    const PlanTiming timing = TimeCandidates(plans.size(), run, prefer, 0.05);
+    const PlanTiming timing = TimeCandidates(plans.size(), run);
     chosen = timing.chosen;
     if (last != chosen) run(chosen);
     LogTimings(context, plans, timing);
@@ -353,6 +355,11 @@ std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, c
     weights.clear();
     for (const ConvPlan& p : plans)
       if (p.family != plans[chosen].family) ReleasePacked(p.family);
+#ifdef __GLIBC__
+    // The packing let go is one W; glibc keeps freed blocks of that size for reuse (its mmap
+    // threshold rises with each one freed), which would hold it in the process's memory for good.
+    malloc_trim(0);
+#endif
   }
   auto plan = std::make_shared<const ConvPlan>(std::move(plans[chosen]));
   std::lock_guard<std::mutex> lock(plan_mutex_);
