@@ -63,7 +63,7 @@ def layer_plans(model, shapes: dict, threads: int, isa: str = "", measure: bool 
             tiles = ""
             if measure:
                 timed = _kernels.measure_plan(list(x_shape), list(w_shape), **kw)
-                record["measured"] = {c["tile_family"]: c["seconds"] for c in timed["candidates"]}
+                record["measured"] = {f"{c['tile_family']} {c['tile']}": c["seconds"] for c in timed["candidates"]}
                 tiles = timed["tile_family"] if timed["tile_family"] != "depthwise" else ""
             plan = _kernels.workspace_bytes(list(x_shape), list(w_shape), tiles=tiles, **kw)
         except Exception as e:  # the op refuses this layer: say why, as the op would
@@ -88,7 +88,7 @@ def _bytes(n) -> str:
 
 
 def _measured(p: dict) -> str:
-    return " / ".join(f"{family} {seconds * 1e3:.3g} ms" for family, seconds in p.get("measured", {}).items())
+    return " / ".join(f"{tile} {seconds * 1e3:.3g} ms" for tile, seconds in p.get("measured", {}).items())
 
 
 def format_table(plans: list[dict], threads: int, batch: int, isa: str) -> str:

@@ -102,7 +102,9 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
   for (int64_t m0 = b.m_begin; m0 < b.m_end; m0 += p.m_unit) {
     const int64_t first_channel = b.g * mg + m0;
-    a.w = b.w + first_channel * k;
+    // Packed in blocks of kChannelBlock channels, [k][kChannelBlock] each: a tile of fewer channels
+    // (AVX2's 8) starts inside its block.
+    a.w = b.w + (first_channel - first_channel % kChannelBlock) * k + first_channel % kChannelBlock;
     a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
     for (int64_t r0 = 0; r0 < height; r0 += p.tile_rows) {
       for (int64_t j0 = 0; j0 < width; j0 += p.tile_cols) {

@@ -22,9 +22,9 @@ constexpr int64_t kSharedPanelCapFloats = int64_t{16} << 20;
 constexpr int kMaxPlannedThreads = 256;
 
 // Channel tiles cover the block with rows x cols outputs; picks the shape that computes the
-// fewest dropped outputs, preferring tiles with enough outputs to hide the FMA latency (14
-// accumulators: measured, 32x1x7 beats 32x1x8 on 7-wide rows) and, a little, two vectors of
-// channels (a broadcast then feeds two FMAs).
+// fewest dropped outputs, preferring tiles with enough accumulators to hide the FMA latency
+// (IsaKernels::busy_accumulators) and, a little, two vectors of channels (a broadcast then feeds
+// two FMAs).
 // keep_vectors: choose only the rows x cols for the channel vectors already chosen.
 void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvPlan* p, bool keep_vectors = false) {
   double best = -1.0;
@@ -36,7 +36,7 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
       const int ra = outputs / cols;
       const double computed = static_cast<double>(CeilDiv(out_w, cols) * cols) * (CeilDiv(rows, ra) * ra);
       const double useful = static_cast<double>(out_w * rows);
-      const double score = useful / computed * std::min(1.0, ra * cols * mv / 14.0) *
+      const double score = useful / computed * std::min(1.0, static_cast<double>(ra * cols * mv) / isa.busy_accumulators) *
                            (mv == isa.channel_vectors ? 1.0 : 0.85);
       if (score > best) {
         best = score;
@@ -122,8 +122,13 @@ int64_t PanelBudgetFloats() {
   return std::min<int64_t>(512 << 10, L2CacheBytes() / 2) / static_cast<int64_t>(sizeof(float));
 }
 
+bool ChannelVectorsFit(const IsaKernels& isa, const ConvShape& shape, int vectors) {
+  return vectors >= 1 && vectors <= isa.channel_vectors && isa.max_outputs[vectors] > 0 &&
+         shape.outputs_per_group() % (vectors * isa.vector_len) == 0;
+}
+
 ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa,
-                      TilePreference preference, PlanTables tables, int threads) {
+                      TilePreference preference, PlanTables tables, int threads, int channel_vectors) {
   ConvPlan p;
   p.shape = s;
   p.threads = std::clamp(threads, 1, kMaxPlannedThreads);
@@ -139,7 +144,11 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (p.family == TileFamily::kPositions)
     row_blocks = ChooseRowBlocks(s.out_h, one_row.row_len, row_blocks, isa.vector_len);
   int64_t rows = CeilDiv(s.out_h, row_blocks);
-  if (p.family == TileFamily::kChannels) ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p);
+  if (p.family == TileFamily::kChannels) {
+    const bool asked = ChannelVectorsFit(isa, s, channel_vectors);
+    if (asked) p.tile_vectors = channel_vectors;
+    ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p, asked);
+  }
   p.m_unit = p.family == TileFamily::kChannels ? p.tile_vectors * isa.vector_len : kTileM;
   p.m_tiles = CeilDiv(s.outputs_per_group(), p.m_unit);
   const int64_t images = std::max<int64_t>(1, s.batch * s.group);

@@ -87,9 +87,14 @@ struct ConvPlan {
 // of a shape that is only described, never run.
 enum class PlanTables { kBuild, kSizesOnly };
 
+// channel_vectors > 0 asks channel tiles for that many vectors of channels (where the ISA has such
+// tiles and M/group is a multiple of them); 0 lets the planner choose.
 ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
                       TilePreference preference = TilePreference::kAuto, PlanTables tables = PlanTables::kBuild,
-                      int threads = 1);
+                      int threads = 1, int channel_vectors = 0);
+
+// Whether channel tiles of `vectors` vectors of channels can run this shape on this ISA.
+bool ChannelVectorsFit(const IsaKernels& isa, const ConvShape& shape, int vectors);
 
 // The most floats a block's window panel takes on this CPU (from its L2 size; see conv_plan.cc).
 int64_t PanelBudgetFloats();

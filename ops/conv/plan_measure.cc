@@ -25,10 +25,16 @@ std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epi
   std::vector<ConvPlan> plans;
   plans.push_back(MakeConvPlan(shape, epilogue, isa, TilePreference::kPositions, PlanTables::kBuild, threads));
   // Depthwise plans ignore the family; a shape without whole channel blocks gets positions again.
-  if (!plans[0].depthwise) {
-    ConvPlan channels = MakeConvPlan(shape, epilogue, isa, TilePreference::kChannels, PlanTables::kBuild, threads);
-    if (channels.family != plans[0].family) plans.push_back(std::move(channels));
-  }
+  if (plans[0].depthwise) return plans;
+  ConvPlan channels = MakeConvPlan(shape, epilogue, isa, TilePreference::kChannels, PlanTables::kBuild, threads);
+  if (channels.family == plans[0].family) return plans;
+  const int chosen_vectors = channels.tile_vectors;
+  plans.push_back(std::move(channels));
+  // Channel tiles of the other width too (AVX2: 8 or 16 channels; AVX-512: 16 or 32): fewer
+  // channels leave registers for more outputs, which the rules weigh but only timing settles.
+  for (int mv = 1; mv <= isa.channel_vectors; ++mv)
+    if (mv != chosen_vectors && ChannelVectorsFit(isa, shape, mv))
+      plans.push_back(MakeConvPlan(shape, epilogue, isa, TilePreference::kChannels, PlanTables::kBuild, threads, mv));
   return plans;
 }
 

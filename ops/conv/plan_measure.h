@@ -26,9 +26,9 @@ PlanMode ParsePlanMode(const std::string& name);
 // The tile preference a mode gives the planner (measure and heuristic: kAuto).
 TilePreference PreferenceOf(PlanMode mode);
 
-// The plans worth timing for a layer: one per tile family its shape can use (positions; channels
-// when its output channels per group are whole channel blocks), each shaped by the planner. A
-// single plan needs no timing.
+// The plans worth timing for a layer: position tiles, and when its output channels per group are
+// whole channel blocks, channel tiles of each width the ISA has (the planner's choice first), each
+// shaped by the planner. A single plan needs no timing.
 std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
                                      int threads);
 

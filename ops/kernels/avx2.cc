@@ -1,6 +1,6 @@
 // AVX2 + FMA micro-kernels: 8 floats per vector. Position tiles of 6 channels x 16 positions,
 // channel tiles of 16 channels x 6 outputs (12 accumulators + 2 vectors + 1 broadcast of the 16
-// ymm registers).
+// ymm registers) or 8 channels x 12 outputs (7-wide rows fit whole: 8x1x7).
 // Compiled with -mavx2 -mfma.
 #include <immintrin.h>
 
@@ -86,7 +86,7 @@ struct V {
 
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<12, 2, 6, 0>("avx2");
+constexpr IsaKernels kTable = MakeKernelTable<12, 2, 6, 12>("avx2", 8);
 
 }  // namespace
 }  // namespace avx2

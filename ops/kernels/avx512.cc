@@ -60,7 +60,7 @@ struct V {
 
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<24, 4, 12, 28>("avx512");
+constexpr IsaKernels kTable = MakeKernelTable<24, 4, 12, 28>("avx512", 14);
 
 }  // namespace
 }  // namespace avx512

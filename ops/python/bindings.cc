@@ -66,7 +66,7 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
                         const py::object& z_obj, const std::string& auto_pad, const Ints& dilations, int64_t group,
                         const Ints& kernel_shape, const Ints& pads, const Ints& strides, const std::string& activation,
                         const std::vector<float>& activation_params, const std::string& isa, int threads,
-                        const std::string& tiles) {
+                        const std::string& tiles, int channel_vectors) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, kernel_shape, pads, strides);
   CheckThreads(threads);
   const Epilogue epilogue = ParseEpilogue(activation, activation_params);
@@ -92,7 +92,7 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
   std::vector<float> packed(w.size());
   {
     py::gil_scoped_release release;
-    const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels, preference, PlanTables::kBuild, threads);
+    const ConvPlan plan = MakeConvPlan(shape, epilogue, kernels, preference, PlanTables::kBuild, threads, channel_vectors);
     PackWeights(plan.family, w.data(), shape.out_channels, shape.group, w.size() / shape.out_channels, packed.data());
     RunConv(plan, x.data(), packed.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr, y.mutable_data(),
             ThreadRunner(threads));
@@ -217,8 +217,10 @@ PYBIND11_MODULE(_kernels, m) {
         arg("auto_pad") = "NOTSET", arg("dilations") = py::none(), arg("group") = 1, arg("kernel_shape") = py::none(),
         arg("pads") = py::none(), arg("strides") = py::none(), arg("activation") = "",
         arg("activation_params") = std::vector<float>{}, arg("isa") = "", arg("threads") = 1, arg("tiles") = "",
+        arg("channel_vectors") = 0,
         "Y = activation(conv(x, w) + b + z) with ONNX Conv attributes; x is N x C x [H x] W, w is M x C/group x "
-        "[kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do); threads > 1 runs on "
+        "[kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do), channel_vectors the "
+        "vectors of channels of a channel tile (where it fits; 0: the planner's); threads > 1 runs on "
         "std::threads.");
   m.def("im2win_transform", &Transform, arg("x"), arg("kernel_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("pads") = py::none(), arg("strides") = py::none(),
