@@ -174,3 +174,21 @@ def test_the_rewriter_chooses_the_packed_family_by_plan(plan):
     np.testing.assert_allclose(got, reference_conv(x, w, b, **attrs), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="plan must be one of measure, heuristic"):
         im2win_ort.rewrite_with_report(conv_model(["N", *x_shape[1:]], w, b, **attrs), plan="fastest")
+
+
+def test_1x1_convs_time_reading_x_in_place_against_a_panel():
+    """A 1x1, stride-1, unpadded conv can read X in place or copy its rows into a panel first; the
+    rule copies for many channels of large planes, and timing tries both (weights untouched, so
+    also for weights the rewriter packed)."""
+    big, small = ([1, 256, 28, 28], [64, 256, 1, 1]), ([1, 32, 14, 14], [32, 32, 1, 1])
+    assert not _kernels.workspace_bytes(*big)["tile"].endswith("direct")
+    assert _kernels.workspace_bytes(*small)["tile"].endswith("direct")
+    tiles = [c["tile"] for c in _kernels.measure_plan(*small)["candidates"]]
+    assert any(t.endswith(" direct") for t in tiles) and any(not t.endswith(" direct") for t in tiles)
+    x_shape, w_shape = big
+    x, w, b, _ = _inputs(x_shape, w_shape, {})
+    rewritten = im2win_ort.rewrite(conv_model(["N", *x_shape[1:]], w, b))
+    want = reference_conv(x, w, b)
+    outputs = [_session(rewritten, mode).run(None, {"X": x})[0] for mode in ("measure", "heuristic")]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_allclose(outputs[0], want, rtol=1e-4, atol=1e-4)

@@ -87,11 +87,18 @@ struct ConvPlan {
 // of a shape that is only described, never run.
 enum class PlanTables { kBuild, kSizesOnly };
 
+// Whether a 1x1, stride-1, unpadded conv reads X in place (ConvPlan::direct) or through a
+// window panel like any other: by the planner's rule, or as asked (where the shape allows it).
+enum class DirectInput { kByRule, kOff, kOn };
+
 // channel_vectors > 0 asks channel tiles for that many vectors of channels (where the ISA has such
 // tiles and M/group is a multiple of them); 0 lets the planner choose.
 ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
                       TilePreference preference = TilePreference::kAuto, PlanTables tables = PlanTables::kBuild,
-                      int threads = 1, int channel_vectors = 0);
+                      int threads = 1, int channel_vectors = 0, DirectInput direct = DirectInput::kByRule);
+
+// A 1x1, stride-1, unpadded conv, whose X can be its own panel.
+bool CanReadInPlace(const ConvShape& shape);
 
 // Whether channel tiles of `vectors` vectors of channels can run this shape on this ISA.
 bool ChannelVectorsFit(const IsaKernels& isa, const ConvShape& shape, int vectors);

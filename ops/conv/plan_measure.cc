@@ -21,20 +21,28 @@ TilePreference PreferenceOf(PlanMode mode) {
 }
 
 std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
-                                     int threads) {
+                                     int threads, const TileFamily* family) {
+  const std::vector<DirectInput> inputs =
+      CanReadInPlace(shape) ? std::vector<DirectInput>{DirectInput::kOn, DirectInput::kOff}
+                            : std::vector<DirectInput>{DirectInput::kByRule};
   std::vector<ConvPlan> plans;
-  plans.push_back(MakeConvPlan(shape, epilogue, isa, TilePreference::kPositions, PlanTables::kBuild, threads));
-  // Depthwise plans ignore the family; a shape without whole channel blocks gets positions again.
-  if (plans[0].depthwise) return plans;
-  ConvPlan channels = MakeConvPlan(shape, epilogue, isa, TilePreference::kChannels, PlanTables::kBuild, threads);
-  if (channels.family == plans[0].family) return plans;
-  const int chosen_vectors = channels.tile_vectors;
-  plans.push_back(std::move(channels));
+  auto add = [&](TilePreference preference, int channel_vectors) {
+    for (DirectInput input : inputs)
+      plans.push_back(MakeConvPlan(shape, epilogue, isa, preference, PlanTables::kBuild, threads, channel_vectors, input));
+  };
+  if (family == nullptr || *family == TileFamily::kPositions) add(TilePreference::kPositions, 0);
+  // Depthwise plans ignore the family; a shape without whole channel blocks gets positions only.
+  const ConvPlan channels = MakeConvPlan(shape, epilogue, isa, TilePreference::kChannels, PlanTables::kSizesOnly, threads);
+  if (channels.depthwise || channels.family != TileFamily::kChannels) {
+    if (plans.empty()) add(TilePreference::kPositions, 0);  // asked for channels, which cannot run it
+    return plans;
+  }
+  if (family != nullptr && *family != TileFamily::kChannels) return plans;
+  add(TilePreference::kChannels, 0);
   // Channel tiles of the other width too (AVX2: 8 or 16 channels; AVX-512: 16 or 32): fewer
   // channels leave registers for more outputs, which the rules weigh but only timing settles.
   for (int mv = 1; mv <= isa.channel_vectors; ++mv)
-    if (mv != chosen_vectors && ChannelVectorsFit(isa, shape, mv))
-      plans.push_back(MakeConvPlan(shape, epilogue, isa, TilePreference::kChannels, PlanTables::kBuild, threads, mv));
+    if (mv != channels.tile_vectors && ChannelVectorsFit(isa, shape, mv)) add(TilePreference::kChannels, mv);
   return plans;
 }
 

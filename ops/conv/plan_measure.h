@@ -28,9 +28,11 @@ TilePreference PreferenceOf(PlanMode mode);
 
 // The plans worth timing for a layer: position tiles, and when its output channels per group are
 // whole channel blocks, channel tiles of each width the ISA has (the planner's choice first), each
-// shaped by the planner. A single plan needs no timing.
+// shaped by the planner; for a 1x1 conv that can read X in place, each of them both in place and
+// through a panel. `family` (if not null) keeps to one tile family (weights packed for it). A
+// single plan needs no timing.
 std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
-                                     int threads);
+                                     int threads, const TileFamily* family = nullptr);
 
 struct PlanTiming {
   size_t chosen = 0;

@@ -206,13 +206,13 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   // IM2WIN_TILES pins the tile family for the process; else the session's im2win.plan decides,
   // except for weights the rewriter packed: they run the family they were packed for (timing the
   // other would take a second copy of W, and keeping it a third), which the rewriter chose by
-  // timing or by the rules (im2win-ort rewrite --plan).
+  // timing or by the rules (im2win-ort rewrite --plan); what else a plan leaves open is timed.
   tile_preference_ = SelectTilePreference();
   if (tile_preference_ == TilePreference::kAuto) {
     tile_preference_ = PreferenceOf(options.plan_mode);
     if (w_prepacked_ && tile_preference_ == TilePreference::kAuto)
       tile_preference_ = w_family_ == TileFamily::kChannels ? TilePreference::kChannels : TilePreference::kPositions;
-    measure_ = options.plan_mode == PlanMode::kMeasure && !w_prepacked_;
+    measure_ = options.plan_mode == PlanMode::kMeasure;
   }
 
   // Constant weights are validated here and packed once; others are packed on every run.
@@ -329,7 +329,7 @@ std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, c
   if (measure_) {
     measuring.lock();
     if (auto cached = CachedPlan(shape)) return cached;  // another run timed this shape meanwhile
-    plans = CandidatePlans(shape, epilogue_, *isa_, threads_);
+    plans = CandidatePlans(shape, epilogue_, *isa_, threads_, w_prepacked_ ? &w_family_ : nullptr);
   } else {
     plans.push_back(MakeConvPlan(shape, epilogue_, *isa_, tile_preference_, PlanTables::kBuild, threads_));
   }
