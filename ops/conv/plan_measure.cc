@@ -48,23 +48,34 @@ std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epi
 
 PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& run) {
   using Clock = std::chrono::steady_clock;
-  PlanTiming t;
-  t.seconds.assign(candidates, std::numeric_limits<double>::infinity());
-  auto timed = [&](size_t i) {
+  auto time = [&](size_t i) {
     const auto start = Clock::now();
     run(i);
-    t.seconds[i] = std::min(t.seconds[i], std::chrono::duration<double>(Clock::now() - start).count());
+    return std::chrono::duration<double>(Clock::now() - start).count();
   };
-  double round_seconds = 0.0;  // the untimed first runs, which set how many rounds fit
-  for (size_t i = 0; i < candidates; ++i) {
-    const auto start = Clock::now();
-    run(i);
-    round_seconds += std::chrono::duration<double>(Clock::now() - start).count();
-  }
-  const int rounds = static_cast<int>(std::clamp(0.05 / std::max(round_seconds, 1e-9), 1.0, 3.0));
+  PlanTiming t;
+  // First runs, one each: they set which candidates go on (within 1.5x of the fastest: a first
+  // run also pays first touches) and how many rounds fit in about 20 ms.
+  for (size_t i = 0; i < candidates; ++i) t.seconds.push_back(time(i));
+  const double fastest_first = *std::min_element(t.seconds.begin(), t.seconds.end());
+  std::vector<size_t> kept;
+  double round_seconds = 0.0;
+  for (size_t i = 0; i < candidates; ++i)
+    if (t.seconds[i] <= 1.5 * fastest_first) {
+      kept.push_back(i);
+      round_seconds += t.seconds[i];
+      t.seconds[i] = std::numeric_limits<double>::infinity();
+    }
+  const int rounds = kept.size() < 2 ? 0 : static_cast<int>(std::clamp(0.02 / std::max(round_seconds, 1e-9), 1.0, 3.0));
   for (int r = 0; r < rounds; ++r)
-    for (size_t k = 0; k < candidates; ++k) timed(r % 2 == 0 ? k : candidates - 1 - k);
-  t.chosen = static_cast<size_t>(std::min_element(t.seconds.begin(), t.seconds.end()) - t.seconds.begin());
+    for (size_t k = 0; k < kept.size(); ++k) {
+      const size_t i = kept[r % 2 == 0 ? k : kept.size() - 1 - k];
+      t.seconds[i] = std::min(t.seconds[i], time(i));
+    }
+  if (rounds == 0) t.seconds[kept[0]] = fastest_first;
+  t.chosen = kept[0];
+  for (size_t i : kept)
+    if (t.seconds[i] < t.seconds[t.chosen]) t.chosen = i;
   return t;
 }
 

@@ -39,10 +39,11 @@ struct PlanTiming {
   std::vector<double> seconds;  // each candidate's fastest timed run
 };
 
-// Times run(i) for every candidate i: one untimed run each (first touches, packing), then up to
-// three rounds that visit the candidates in turn, so that a drift of a shared machine hits them
-// alike, fewer when one run is long (about 50 ms of timed runs in all). Keeps each candidate's
-// fastest run and chooses the fastest candidate.
+// Times run(i) for every candidate i: one run each (which also pays first touches), then, for the
+// candidates within 1.5x of the fastest of those, up to three rounds that visit them in turn (so
+// that a drift of a shared machine hits them alike; about 20 ms of runs in all, at least one
+// round). Chooses the fastest run; seconds holds each candidate's fastest run (a candidate left
+// out: its first).
 PlanTiming TimeCandidates(size_t candidates, const std::function<void(size_t)>& run);
 
 // The plan's path ("positions", "channels" or "depthwise") and its register tile: output channels x

@@ -183,13 +183,18 @@ py::dict MeasurePlan(const std::vector<int64_t>& x_dims, const std::vector<int64
     for (auto* v : {&x, &w})
       for (float& f : *v) f = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) * 0x1p-23f - 1.0f;
     plans = CandidatePlans(s, Epilogue{}, kernels, threads);
-    std::vector<std::vector<float>> packed(plans.size(), std::vector<float>(w_floats));
+    std::vector<float> packed[2];  // by TileFamily, packed once for all its candidates
     const int64_t k = s.out_channels > 0 ? w_floats / s.out_channels : 0;
-    for (size_t i = 0; i < plans.size(); ++i)
-      if (w_floats > 0) PackWeights(plans[i].family, w.data(), s.out_channels, s.group, k, packed[i].data());
+    for (const ConvPlan& plan : plans) {
+      std::vector<float>& p = packed[static_cast<int>(plan.family)];
+      if (p.empty() && w_floats > 0) {
+        p.resize(w_floats);
+        PackWeights(plan.family, w.data(), s.out_channels, s.group, k, p.data());
+      }
+    }
     const ParallelRunner runner = ThreadRunner(threads);
     timing = TimeCandidates(plans.size(), [&](size_t i) {
-      RunConv(plans[i], x.data(), packed[i].data(), nullptr, nullptr, y.data(), runner);
+      RunConv(plans[i], x.data(), packed[static_cast<int>(plans[i].family)].data(), nullptr, nullptr, y.data(), runner);
     });
   }
   for (size_t i = 0; i < plans.size(); ++i) {
