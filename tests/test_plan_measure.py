@@ -149,7 +149,7 @@ def test_the_timed_choice_goes_to_ort_log(tmp_path):
     path.write_bytes(conv_model(x_shape, w, b, DOMAIN, node_name="c3", **attrs).SerializeToString())
     script = (
         "import numpy as np, onnxruntime as ort, im2win_ort\n"
-        "so = im2win_ort.session_options(1)\n"
+        "so = im2win_ort.session_options(1, plan='measure')\n"
         "so.log_severity_level = 1\n"
         f"s = ort.InferenceSession({str(path)!r}, so, providers=['CPUExecutionProvider'])\n"
         f"s.run(None, {{'X': np.ones({x_shape}, np.float32)}})\n")
@@ -192,3 +192,21 @@ def test_1x1_convs_time_reading_x_in_place_against_a_panel():
     outputs = [_session(rewritten, mode).run(None, {"X": x})[0] for mode in ("measure", "heuristic")]
     np.testing.assert_array_equal(outputs[0], outputs[1])
     np.testing.assert_allclose(outputs[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_im2win_plan_environment_is_the_default_for_sessions_that_do_not_say(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import onnxruntime as ort, im2win_ort\n"
+        "so = ort.SessionOptions()\n"
+        "so.register_custom_ops_library(im2win_ort.get_library_path())\n")
+    env = {**__import__("os").environ, "IM2WIN_PLAN": "fastest"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert done.returncode != 0 and "unknown plan mode 'fastest'" in done.stderr
+    env["IM2WIN_PLAN"] = "heuristic"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -21,7 +21,7 @@ BUILD = Path(os.environ.get("IM2WIN_SANITIZE_BUILD", ROOT / ".sanitize-build"))
 # 1700 random cases x 3 tile families = 5100 valid cases per ISA path; 1000 hostile ones each.
 SWEEP_CASES, FUZZ_EXAMPLES = "1700", "1000"
 TESTS = ["test_errors.py", "test_hostile.py", "test_fuzz.py", "test_oracle_sweep.py", "test_kernels_numpy.py",
-         "test_concurrency.py"]
+         "test_concurrency.py", "test_plan_measure.py"]
 REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
 
 pytestmark = pytest.mark.skipif(os.environ.get("IM2WIN_SKIP_SANITIZERS") == "1", reason="IM2WIN_SKIP_SANITIZERS=1")
@@ -53,7 +53,10 @@ def test_sanitized_build_passes_the_error_fuzz_and_sweep_tests(tmp_path):
                # Python's own allocations are not ours to report; everything else is fatal.
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
-               IM2WIN_SWEEP_CASES=SWEEP_CASES, IM2WIN_FUZZ_EXAMPLES=FUZZ_EXAMPLES, IM2WIN_SKIP_SANITIZERS="1")
+               IM2WIN_SWEEP_CASES=SWEEP_CASES, IM2WIN_FUZZ_EXAMPLES=FUZZ_EXAMPLES, IM2WIN_SKIP_SANITIZERS="1",
+               # Sessions that do not say take the rules' plans: timing every fuzz case's candidates
+               # under ASan would multiply the job's time; test_plan_measure.py asks for each mode.
+               IM2WIN_PLAN="heuristic")
     check = subprocess.run([sys.executable, "-c", "import im2win_ort, sys; print(im2win_ort.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert check.returncode == 0 and check.stdout.startswith(str(tmp_path)), check.stdout + check.stderr

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -130,7 +131,10 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   im2win::KernelOptions kernel_options;
   kernel_options.threads = im2win::PoolThreads(api, options);
   try {
-    kernel_options.plan_mode = im2win::ParsePlanMode(im2win::ConfigEntry(api, options, im2win::kPlanEntry));
+    // The session's entry, else IM2WIN_PLAN (a default for a whole deployment), else measure.
+    std::string plan = im2win::ConfigEntry(api, options, im2win::kPlanEntry);
+    if (plan.empty() && std::getenv("IM2WIN_PLAN") != nullptr) plan = std::getenv("IM2WIN_PLAN");
+    kernel_options.plan_mode = im2win::ParsePlanMode(plan);
   } catch (const std::exception& e) {
     return api->CreateStatus(ORT_INVALID_ARGUMENT, (std::string("im2win_ort: ") + e.what()).c_str());
   }
