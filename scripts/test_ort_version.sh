@@ -31,4 +31,5 @@ cd "$root"
 "$work/venv/bin/pytest" -q -p no:cacheprovider \
   tests/test_oracle_sweep.py tests/test_onnx_conformance.py tests/test_runtime_version.py \
   tests/test_shape_inference.py tests/test_errors.py tests/test_concurrency.py tests/test_rewrite.py \
-  tests/test_rewrite_cli.py tests/test_ort_versions.py tests/test_deploy.py tests/test_hostile.py
+  tests/test_rewrite_cli.py tests/test_ort_versions.py tests/test_deploy.py tests/test_hostile.py \
+  tests/test_plan_measure.py
