@@ -1,6 +1,7 @@
 """Runs batch-1 conv layers of the benchmark's layer sets on com.im2win::Conv, RUNS times each, in
-ORT sessions with THREADS intra-op threads (spinning off): the workload for counting instructions
-per inference with callgrind (README: Threads), e.g.
+ORT sessions with THREADS intra-op threads (spinning off) and the planner's rules (im2win.plan=heuristic:
+timing plans under valgrind would choose at random, and runs with different plans count different
+work): the workload for counting instructions per inference with callgrind (README: Threads), e.g.
 
     export OPENBLAS_NUM_THREADS=1
     for t in 1 16; do for r in 1 3; do
@@ -38,7 +39,7 @@ def main(argv) -> int:
         graph = helper.make_graph([node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, layer.x_shape)],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
         model = make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(im2win_ort.DOMAIN, 1)])
-        so = im2win_ort.session_options(threads)
+        so = im2win_ort.session_options(threads, plan="heuristic")
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions.append((ort.InferenceSession(model.SerializeToString(), so),
                          rng.standard_normal(layer.x_shape).astype(np.float32)))

@@ -210,3 +210,23 @@ def test_im2win_plan_environment_is_the_default_for_sessions_that_do_not_say(tmp
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_plan_command_times_each_layer_with_measure(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import onnx
+
+    x_shape, w_shape, attrs = LAYERS["3x3"]
+    _, w, b, _ = _inputs(x_shape, w_shape, attrs)
+    onnx.save(conv_model(["N", *x_shape[1:]], w, b, node_name="c3", **attrs), str(tmp_path / "m.onnx"))
+    done = subprocess.run([sys.executable, "-m", "im2win_ort", "plan", str(tmp_path / "m.onnx"), "--measure",
+                           "--json", str(tmp_path / "plan.json")], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "tile families timed on this CPU" in done.stdout and "| c3 |" in done.stdout
+    (layer,) = json.loads((tmp_path / "plan.json").read_text())["layers"]
+    assert layer["measured"] and all(seconds > 0 for seconds in layer["measured"].values())
+    assert f"{layer['tile_family']} {layer['tile']}" in layer["measured"]

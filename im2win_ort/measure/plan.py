@@ -60,12 +60,14 @@ def layer_plans(model, shapes: dict, threads: int, isa: str = "", measure: bool 
         try:
             strides, dilations, begin, end, group = conv_geometry(x_shape, w_shape, _attrs(node))
             kw = dict(strides=strides, pads=begin + end, dilations=dilations, group=group, isa=isa, threads=threads)
-            tiles = ""
+            chosen = {}
             if measure:
                 timed = _kernels.measure_plan(list(x_shape), list(w_shape), **kw)
                 record["measured"] = {f"{c['tile_family']} {c['tile']}": c["seconds"] for c in timed["candidates"]}
-                tiles = timed["tile_family"] if timed["tile_family"] != "depthwise" else ""
-            plan = _kernels.workspace_bytes(list(x_shape), list(w_shape), tiles=tiles, **kw)
+                if timed["tile_family"] != "depthwise":
+                    chosen = {key: timed[key] for key in ("channel_vectors", "read_in_place")}
+                    chosen["tiles"] = timed["tile_family"]
+            plan = _kernels.workspace_bytes(list(x_shape), list(w_shape), **chosen, **kw)
         except Exception as e:  # the op refuses this layer: say why, as the op would
             plans.append({**record, "note": str(e).splitlines()[0]})
             continue

@@ -128,17 +128,19 @@ py::array_t<float> Transform(const py::object& x_obj, const std::vector<int64_t>
 
 py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& w_dims, const std::string& auto_pad,
                    const Ints& dilations, int64_t group, const Ints& pads, const Ints& strides, const std::string& isa,
-                   const std::string& tiles, int threads) {
+                   const std::string& tiles, int threads, int channel_vectors, std::optional<bool> read_in_place) {
   CheckThreads(threads);
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, std::nullopt, pads, strides);
   const IsaKernels& kernels = Isa(isa);
   const TilePreference preference = SelectTilePreference(tiles);
+  const DirectInput direct =
+      !read_in_place.has_value() ? DirectInput::kByRule : *read_in_place ? DirectInput::kOn : DirectInput::kOff;
   ConvPlan plan;
   ConvShape s;
   {
     py::gil_scoped_release release;
     s = ResolveConvShape(attrs, x_dims, w_dims);
-    plan = MakeConvPlan(s, Epilogue{}, kernels, preference, PlanTables::kSizesOnly, threads);
+    plan = MakeConvPlan(s, Epilogue{}, kernels, preference, PlanTables::kSizesOnly, threads, channel_vectors, direct);
   }
   py::dict d;
   d["tile_family"] = TileFamilyName(plan);
@@ -197,16 +199,20 @@ py::dict MeasurePlan(const std::vector<int64_t>& x_dims, const std::vector<int64
       RunConv(plans[i], x.data(), packed[static_cast<int>(plans[i].family)].data(), nullptr, nullptr, y.data(), runner);
     });
   }
-  for (size_t i = 0; i < plans.size(); ++i) {
+  auto describe = [&](const ConvPlan& plan) {
     py::dict c;
-    c["tile_family"] = TileFamilyName(plans[i]);
-    c["tile"] = TileName(plans[i]);
+    c["tile_family"] = TileFamilyName(plan);
+    c["tile"] = TileName(plan);
+    c["channel_vectors"] = plan.family == TileFamily::kChannels && !plan.depthwise ? plan.tile_vectors : 0;
+    c["read_in_place"] = plan.direct;
+    return c;
+  };
+  for (size_t i = 0; i < plans.size(); ++i) {
+    py::dict c = describe(plans[i]);
     c["seconds"] = timing.seconds[i];
     candidates.append(c);
   }
-  py::dict d;
-  d["tile_family"] = TileFamilyName(plans[timing.chosen]);
-  d["tile"] = TileName(plans[timing.chosen]);
+  py::dict d = describe(plans[timing.chosen]);
   d["candidates"] = candidates;
   return d;
 }
@@ -233,16 +239,18 @@ PYBIND11_MODULE(_kernels, m) {
         "panel rows x row_len (ops/window_layout.h).");
   m.def("workspace_bytes", &Workspace, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
-        arg("isa") = "", arg("tiles") = "", arg("threads") = 1,
+        arg("isa") = "", arg("tiles") = "", arg("threads") = 1, arg("channel_vectors") = 0,
+        arg("read_in_place") = py::none(),
         "The plan of one conv for a pool of `threads`: tile family and shape, rows per block, work items and "
         "their balance (the share of the pool's time spent working), im2win bytes per thread and shared, "
-        "beside im2col's bytes for the same layer.");
+        "beside im2col's bytes for the same layer. tiles, channel_vectors and read_in_place (a 1x1 conv "
+        "reading X in place; None: the rule) ask for one plan, as measure_plan's candidates report them.");
   m.def("measure_plan", &MeasurePlan, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
         arg("isa") = "", arg("threads") = 1,
         "Times the layer's candidate plans (one per tile family it can use) on this CPU, as the ORT op does "
-        "under the session entry im2win.plan=measure: the chosen tile family and tile, and each candidate's "
-        "fastest run in seconds.");
+        "under the session entry im2win.plan=measure: the chosen plan (tile family, tile, channel_vectors, "
+        "read_in_place: what workspace_bytes takes to describe it) and each candidate's fastest run in seconds.");
   m.def("available_isas", &AvailableIsas, "ISAs this CPU can run, best first.");
   m.def("cache_sizes", [] {
           py::dict d;
