@@ -14,6 +14,9 @@ namespace {
 constexpr int64_t kItemsPerThread = 2;
 // Depthwise items are small (one channel's rows): a few more per thread, and at least this many.
 constexpr int64_t kMinDepthwiseItems = 16;
+// A split whose balance (SplitChoice::efficiency) reaches this, with kItemsPerThread items a
+// thread, is even enough not to trade tile width for it.
+constexpr double kEvenSplit = 0.85;
 // A shared window panel (one per image and group, built once, read by every thread) is used up
 // to this size; past it, each item builds its own block's panel (never the case for batch-1 CNNs:
 // the panel is about the padded input's size).
@@ -151,10 +154,10 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (p.family == TileFamily::kPositions)
     row_blocks = ChooseRowBlocks(s.out_h, one_row.row_len, row_blocks, isa.vector_len);
   int64_t rows = CeilDiv(s.out_h, row_blocks);
+  const bool asked_vectors = ChannelVectorsFit(isa, s, channel_vectors);
   if (p.family == TileFamily::kChannels) {
-    const bool asked = ChannelVectorsFit(isa, s, channel_vectors);
-    if (asked) p.tile_vectors = channel_vectors;
-    ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p, asked);
+    if (asked_vectors) p.tile_vectors = channel_vectors;
+    ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p, asked_vectors);
   }
   p.m_unit = p.family == TileFamily::kChannels ? p.tile_vectors * isa.vector_len : kTileM;
   p.m_tiles = CeilDiv(s.outputs_per_group(), p.m_unit);
@@ -172,9 +175,31 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     // the vectors of positions its rows hold (position tiles), or its rows (channel tiles).
     const int64_t row_len = one_row.row_len;
     const bool positions = p.family == TileFamily::kPositions;
-    const SplitChoice split = ChooseSplit(images, s.out_h, row_blocks, p.m_tiles, p.threads, [&](int64_t r) {
-      return positions ? static_cast<double>(CeilDiv(r * row_len, isa.vector_len)) : static_cast<double>(r);
-    });
+    auto split_for = [&](int64_t m_tiles) {
+      return ChooseSplit(images, s.out_h, row_blocks, m_tiles, p.threads, [&](int64_t r) {
+        return positions ? static_cast<double>(CeilDiv(r * row_len, isa.vector_len)) : static_cast<double>(r);
+      });
+    };
+    SplitChoice split = split_for(p.m_tiles);
+    // Few rows and wide channel tiles (1x1 convs on 7x7 and 14x14 at batch 1) leave a large pool
+    // too few items, or items of uneven cost: a narrower channel tile, where one fits, doubles the
+    // channel chunks (each tile then runs a little slower, but every thread gets its share).
+    auto even = [&](const SplitChoice& c) {
+      return images * c.row_blocks * c.m_chunks >= kItemsPerThread * p.threads && c.efficiency >= kEvenSplit;
+    };
+    if (p.family == TileFamily::kChannels && !asked_vectors && p.threads > 1 && !even(split)) {
+      for (int mv = p.tile_vectors - 1; mv >= 1; --mv) {
+        if (!ChannelVectorsFit(isa, s, mv)) continue;
+        const int64_t m_tiles = CeilDiv(s.outputs_per_group(), mv * isa.vector_len);
+        const SplitChoice narrower = split_for(m_tiles);
+        if (!even(narrower)) continue;
+        split = narrower;
+        p.tile_vectors = mv;
+        p.m_unit = mv * isa.vector_len;
+        p.m_tiles = m_tiles;
+        break;
+      }
+    }
     // Past the budget's blocks, items would rebuild each other's panel rows (channel chunks: the
     // whole panel; more row blocks: the windows' overhang): one panel per image is built instead.
     const bool split_further = split.row_blocks != row_blocks || split.m_chunks > 1;
