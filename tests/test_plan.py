@@ -179,3 +179,32 @@ def test_a_session_alternating_shapes_from_several_threads():
     with ThreadPoolExecutor(4) as pool:
         for i, y in pool.map(run, range(48)):
             np.testing.assert_allclose(y, want[i], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("width", [7, 10, 14, 28, 29])
+def test_tail_tiles_cover_the_columns_past_the_whole_tiles(isa, width):
+    """Columns past a row's whole channel tiles run as a tail tile of exactly that many columns,
+    whose rows may reach past the block's (one-row blocks for 16 threads): every output once."""
+    x_shape, w_shape, attrs = [1, 24, 9, width + 2], [32, 24, 3, 3], dict(pads=[0, 0, 0, 0])
+    x, w, b, _ = _inputs(x_shape, w_shape)
+    want = reference_conv(x, w, b, activation="Relu", **attrs)
+    for threads in (1, 16):
+        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=threads, isa=isa, tiles="channels", **attrs)
+        if plan["tile_family"] == "channels":  # "16x1x6 + 3x2": whole tiles of 6 columns, a tail of 2
+            cols = int(plan["tile"].split(" ")[0].split("x")[2])
+            assert (" + " in plan["tile"]) == (width > cols and width % cols != 0), plan
+            if " + " in plan["tile"]:
+                assert int(plan["tile"].split(" + ")[1].split("x")[1].split(" ")[0]) == width % cols, plan
+        y = _kernels.conv(x, w, b, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def test_avx2_rows_of_common_widths_take_tail_tiles():
+    """AVX2's 6-column tiles leave tails on ResNet's and VGG's 7 to 112-wide rows."""
+    if "avx2" not in ISAS:
+        pytest.skip("no AVX2 on this CPU")
+    for width in (7, 14, 28, 56, 112):
+        plan = _kernels.workspace_bytes([1, 64, 8, width], [64, 64, 3, 3], pads=[1, 1, 1, 1], isa="avx2",
+                                        tiles="channels")
+        assert plan["tile"].startswith("16x1x6 + "), (width, plan)

@@ -97,6 +97,7 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   SetTileEpilogue(p, &a);
   a.y_row_stride = s.out_w;
   const ChannelTileFn fn = p.isa->channel_tile[p.tile_vectors][p.tile_cols];
+  const ChannelTileFn tail_fn = p.tail_cols > 0 ? p.isa->channel_tile[p.tile_vectors][p.tail_cols] : nullptr;
   // The block is height x width outputs (width = out_w, or the whole block as one run when window
   // rows carry no extra columns): either way output (r, j) of the block is Y's (first_row, 0) + r*out_w + j.
   const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
@@ -106,17 +107,23 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
     // (AVX2's 8) starts inside its block.
     a.w = b.w + (first_channel - first_channel % kChannelBlock) * k + first_channel % kChannelBlock;
     a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
-    for (int64_t r0 = 0; r0 < height; r0 += p.tile_rows) {
-      for (int64_t j0 = 0; j0 < width; j0 += p.tile_cols) {
-        std::tie(a.x, a.channel_stride) = in.At(j0, r0 * p.layout.row_len + j0);
-        const int64_t offset = first_channel * a.y_stride + (b.first_row + r0) * s.out_w + j0;
-        a.y = b.y + offset;
-        a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
-        a.rows = std::min<int64_t>(p.tile_rows, height - r0);
-        a.cols = std::min<int64_t>(p.tile_cols, width - j0);
-        fn(a);
+    // Tiles of tile_rows x tile_cols over columns [j_begin, j_end) of every row: the whole tiles,
+    // then the tail's.
+    auto run = [&](ChannelTileFn f, int64_t tile_rows, int64_t tile_cols, int64_t j_begin, int64_t j_end) {
+      for (int64_t r0 = 0; r0 < height; r0 += tile_rows) {
+        for (int64_t j0 = j_begin; j0 < j_end; j0 += tile_cols) {
+          std::tie(a.x, a.channel_stride) = in.At(j0, r0 * p.layout.row_len + j0);
+          const int64_t offset = first_channel * a.y_stride + (b.first_row + r0) * s.out_w + j0;
+          a.y = b.y + offset;
+          a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
+          a.rows = std::min<int64_t>(tile_rows, height - r0);
+          a.cols = std::min<int64_t>(tile_cols, j_end - j0);
+          f(a);
+        }
       }
-    }
+    };
+    run(fn, p.tile_rows, p.tile_cols, 0, width - p.tail_cols);
+    if (p.tail_cols > 0) run(tail_fn, p.tail_rows, p.tail_cols, width - p.tail_cols, width);
   }
 }
 

@@ -24,10 +24,27 @@ constexpr int64_t kSharedPanelCapFloats = int64_t{16} << 20;
 // The pool sizes the split search considers (more threads than this share the items).
 constexpr int kMaxPlannedThreads = 256;
 
-// Channel tiles cover the block with rows x cols outputs; picks the shape that computes the
-// fewest dropped outputs, preferring tiles with enough accumulators to hide the FMA latency
-// (IsaKernels::busy_accumulators) and, a little, two vectors of channels (a broadcast then feeds
-// two FMAs).
+// The columns left past a row's whole tiles of `cols` columns, which a tail tile runs (ConvPlan::
+// tail_cols): none where the whole row fits one tile or rows are flat (one long run per block).
+int TailColumns(const ConvPlan& p, int64_t width, int cols) {
+  return !p.FlatRows() && width > cols ? static_cast<int>(width % cols) : 0;
+}
+
+// A channel tile's speed against one with IsaKernels::busy_accumulators: acc / (acc + 4) each, which
+// fits the AVX2 tiles on a panel in L2 (Xeon: 8, 10 and 12 accumulators at 0.89, 0.95 and 1 of
+// the speed).
+double TileSpeed(const IsaKernels& isa, int accumulators) {
+  auto rate = [](double acc) { return acc / (acc + 4.0); };
+  return std::min(1.0, rate(accumulators) / rate(isa.busy_accumulators));
+}
+// Whole tiles of several rows ran 3-6% slower than one-row tiles on whole AVX2 layers (their
+// broadcasts come from several window rows): 16x2x3 against 16x1x6 on vgg16.8, vgg16.3, resnet50.11.
+constexpr double kSeveralRowsSpeed = 0.95;
+
+// Channel tiles cover the block with rows x cols outputs (and the columns past the row's whole
+// tiles with a tail tile of that many columns); picks the shape whose estimated time per useful
+// output is least: the outputs computed (dropped ones included), each tile at TileSpeed, and a
+// little favour for two vectors of channels (a broadcast then feeds two FMAs).
 // keep_vectors: choose only the rows x cols for the channel vectors already chosen.
 void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvPlan* p, bool keep_vectors = false) {
   double best = -1.0;
@@ -35,12 +52,16 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
     if (keep_vectors && mv != p->tile_vectors) continue;
     const int outputs = isa.max_outputs[mv];
     if (outputs == 0 || p->shape.outputs_per_group() % (mv * isa.vector_len) != 0) continue;  // whole tiles only
+    // Time for `columns` columns of every row in tiles of tile_rows x tile_cols outputs.
+    auto time = [&](int64_t columns, int tile_rows, int tile_cols) {
+      return static_cast<double>(columns * CeilDiv(rows, tile_rows) * tile_rows) / TileSpeed(isa, tile_rows * tile_cols * mv);
+    };
     for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
-      const int ra = outputs / cols;
-      const double computed = static_cast<double>(CeilDiv(out_w, cols) * cols) * (CeilDiv(rows, ra) * ra);
-      const double useful = static_cast<double>(out_w * rows);
-      const double score = useful / computed * std::min(1.0, static_cast<double>(ra * cols * mv) / isa.busy_accumulators) *
-                           (mv == isa.channel_vectors ? 1.0 : 0.85);
+      const int ra = outputs / cols, tail = TailColumns(*p, out_w, cols);
+      const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
+                           (ra > 1 ? kSeveralRowsSpeed : 1.0);
+      const double t = whole + (tail > 0 ? time(tail, outputs / tail, tail) : 0.0);
+      const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : 0.85);
       if (score > best) {
         best = score;
         p->tile_vectors = mv;
@@ -49,6 +70,8 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
       }
     }
   }
+  p->tail_cols = TailColumns(*p, out_w, p->tile_cols);
+  p->tail_rows = p->tail_cols > 0 ? isa.max_outputs[p->tile_vectors] / p->tail_cols : 0;
 }
 
 // Position tiles compute whole vectors: picks the number of blocks (at least min_blocks, each
@@ -240,7 +263,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (p.family == TileFamily::kChannels) {
     // Again, as the rows may have been split; the channels per tile are settled (m_unit).
     ChooseChannelTile(isa, p.TileWidth(rows), p.TileHeight(rows), &p, true);
-    p.layout = MakeWindowLayout(s, panel_rows, p.tile_rows, p.tile_cols);
+    p.layout = MakeWindowLayout(s, panel_rows, std::max(p.tile_rows, p.tail_rows), p.tile_cols);
   } else {
     p.layout = MakeWindowLayout(s, panel_rows, 0, isa.tile_positions());
   }

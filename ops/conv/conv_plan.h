@@ -50,6 +50,10 @@ struct ConvPlan {
   bool shared_panel = false;
   double split_efficiency = 1.0;  // see SplitChoice
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
+  // The columns a window row's whole channel tiles leave (out_w % tile_cols) run as tiles of
+  // exactly that many columns and as many rows as such a tile holds (channel_tile[vectors][cols]),
+  // rather than as a whole tile whose extra columns are dropped. 0: none (whole rows, or flat rows).
+  int tail_rows = 0, tail_cols = 0;
   // Depthwise in lanes, the same for every block (see DepthwiseLanesArgs): where each input column
   // goes in a panel row, and where each output of a block of layout.rows rows sits in a plane.
   std::vector<int32_t> lanes_column_dest, lanes_output_offset;

@@ -86,14 +86,16 @@ std::string TileFamilyName(const ConvPlan& plan) {
 
 std::string TileName(const ConvPlan& plan) {
   std::string tile;
-  if (plan.depthwise_lanes)
+  if (plan.depthwise_lanes) {
     tile = std::to_string(plan.isa->vector_len) + " channels in lanes";
-  else if (plan.depthwise)
+  } else if (plan.depthwise) {
     tile = "rows";
-  else if (plan.family == TileFamily::kChannels)
+  } else if (plan.family == TileFamily::kChannels) {
     tile = std::to_string(plan.m_unit) + "x" + std::to_string(plan.tile_rows) + "x" + std::to_string(plan.tile_cols);
-  else
+    if (plan.tail_cols > 0) tile += " + " + std::to_string(plan.tail_rows) + "x" + std::to_string(plan.tail_cols);
+  } else {
     tile = std::to_string(kTileM) + "x" + std::to_string(plan.isa->tile_positions());
+  }
   return plan.direct ? tile + " direct" : tile;
 }
 

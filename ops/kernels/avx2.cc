@@ -86,7 +86,7 @@ struct V {
 
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<12, 2, 6, 12>("avx2", 8);
+constexpr IsaKernels kTable = MakeKernelTable<12, 2, 6, 12>("avx2", 12);
 
 }  // namespace
 }  // namespace avx2

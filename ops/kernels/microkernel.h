@@ -138,8 +138,8 @@ struct IsaKernels {
   // channel_vectors == 0 means this ISA has no channel tiles.
   int channel_vectors;
   // Accumulators (outputs x channel vectors) a channel tile needs to keep the FMA pipes busy,
-  // measured on a panel in L1: AVX-512 14 (32x1x7 beat 32x1x8 on Zen 4), AVX2 8 (on the Xeon,
-  // 8x1x7 ran at 83% of 16x3x2's speed, 8x1x8 at 89%, 10 accumulators and more at par).
+  // measured: AVX-512 14 (32x1x7 beat 32x1x8 on Zen 4), AVX2 12 (on the Xeon, with a panel in L2,
+  // 16x1x4, 16x1x5 and 16x1x6 ran at 0.89, 0.95 and 1 of the speed; conv_plan.cc's TileSpeed).
   int busy_accumulators;
   int max_outputs[kMaxChannelVectors + 1];
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
