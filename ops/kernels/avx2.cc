@@ -84,27 +84,81 @@ struct V {
   }
 };
 
-// The 3x3 reduction of the 16-channel x 6-output channel tile (ChannelTileKernel<2, 1, 6>, the
-// AVX2 tile most 3x3 layers run), scheduled by hand: GCC's version of the shared loop reloads the
-// nine tap offsets from memory on every channel and spills three accumulators around the last
-// taps, which costs load-port slots where a step already issues 8 loads for 12 FMAs. Here the
-// offsets live in registers, the 12 accumulators in ymm0-11, the two weight vectors in ymm12-13,
-// the broadcasts alternate between ymm14 and ymm15. Per channel: 9 taps x (2 weight loads, 6
-// broadcasts, 12 FMAs), the weights prefetched 16 steps ahead as in the shared loop. The sums go
-// to out[output][16 channels].
-#define IM2WIN_AVX2_CHANNEL_3X3_16X6
-void Channel3x3Tile16x6(const float* w, const float* x, const int32_t* taps, int64_t channels,
-                        int64_t channel_stride, float* out) {
-  // The first tap's offset folds into x; the others are relative to it, in bytes.
+// The 3x3 reductions of the two AVX2 tiles most 3x3 layers run, 16 channels x 6 outputs
+// (ChannelTileKernel<2, 1, 6>) and 6 channels x 16 positions (TileKernel<6, 2>), scheduled by
+// hand: GCC's version of the shared loop reloads the nine tap offsets from memory on every channel
+// and spills three accumulators around the last taps, which costs load-port slots where a step
+// already issues 8 loads for 12 FMAs. Here the offsets live in registers, the 12 accumulators in
+// ymm0-11 (ymm[2i + v]: output or channel i, vector v), two vectors in ymm12-13 and the broadcasts
+// alternate between ymm14 and ymm15. Per channel: 9 taps x (2 vector loads, 6 broadcasts,
+// 12 FMAs). The sums go to out[i][16].
+#define IM2WIN_3X3_ZERO \
+    "vxorps %%xmm0, %%xmm0, %%xmm0\n\t" \
+    "vxorps %%xmm1, %%xmm1, %%xmm1\n\t" \
+    "vxorps %%xmm2, %%xmm2, %%xmm2\n\t" \
+    "vxorps %%xmm3, %%xmm3, %%xmm3\n\t" \
+    "vxorps %%xmm4, %%xmm4, %%xmm4\n\t" \
+    "vxorps %%xmm5, %%xmm5, %%xmm5\n\t" \
+    "vxorps %%xmm6, %%xmm6, %%xmm6\n\t" \
+    "vxorps %%xmm7, %%xmm7, %%xmm7\n\t" \
+    "vxorps %%xmm8, %%xmm8, %%xmm8\n\t" \
+    "vxorps %%xmm9, %%xmm9, %%xmm9\n\t" \
+    "vxorps %%xmm10, %%xmm10, %%xmm10\n\t" \
+    "vxorps %%xmm11, %%xmm11, %%xmm11\n\t"
+#define IM2WIN_3X3_STORE \
+    "vmovups %%ymm0, 0(%[out])\n\t" \
+    "vmovups %%ymm1, 32(%[out])\n\t" \
+    "vmovups %%ymm2, 64(%[out])\n\t" \
+    "vmovups %%ymm3, 96(%[out])\n\t" \
+    "vmovups %%ymm4, 128(%[out])\n\t" \
+    "vmovups %%ymm5, 160(%[out])\n\t" \
+    "vmovups %%ymm6, 192(%[out])\n\t" \
+    "vmovups %%ymm7, 224(%[out])\n\t" \
+    "vmovups %%ymm8, 256(%[out])\n\t" \
+    "vmovups %%ymm9, 288(%[out])\n\t" \
+    "vmovups %%ymm10, 320(%[out])\n\t" \
+    "vmovups %%ymm11, 352(%[out])\n\t"
+// The nine taps of one channel, the weights `step` bytes apart (base: the tap's inputs).
+#define IM2WIN_3X3_TAPS(step) \
+    "IM2WIN_TAP3X3 0, \"(%[x])\"\n\t" \
+    "IM2WIN_TAP3X3 " #step "*1, \"(%[x],%[o1])\"\n\t" \
+    "IM2WIN_TAP3X3 " #step "*2, \"(%[x],%[o2])\"\n\t" \
+    "IM2WIN_TAP3X3 " #step "*3, \"(%[x],%[o3])\"\n\t" \
+    "IM2WIN_TAP3X3 " #step "*4, \"(%[x],%[o4])\"\n\t" \
+    "IM2WIN_TAP3X3 " #step "*5, \"(%[x],%[o5])\"\n\t" \
+    "IM2WIN_TAP3X3 " #step "*6, \"(%[x],%[o6])\"\n\t" \
+    "IM2WIN_TAP3X3 " #step "*7, \"(%[x],%[o7])\"\n\t" \
+    "IM2WIN_TAP3X3 " #step "*8, \"(%[x],%[o8])\"\n\t"
+// The loop: zero, every channel, store; `step`: weight bytes per tap.
+#define IM2WIN_3X3_LOOP(step) \
+  IM2WIN_3X3_ZERO "test %[n], %[n]\n\t" "jle 2f\n\t" "1:\n\t" IM2WIN_3X3_TAPS(step) \
+  "add $9*" #step ", %[w]\n\t" "add %[stride], %[x]\n\t" "dec %[n]\n\t" "jnz 1b\n\t" "2:\n\t" IM2WIN_3X3_STORE \
+  ".purgem IM2WIN_TAP3X3\n\t"
+#define IM2WIN_3X3_OPERANDS                                                                                \
+  : [w] "+r"(w), [x] "+r"(x), [n] "+r"(n)                                                                  \
+  : [stride] "r"(4 * channel_stride), [o1] "r"(o[1]), [o2] "r"(o[2]), [o3] "r"(o[3]), [o4] "r"(o[4]),       \
+    [o5] "r"(o[5]), [o6] "r"(o[6]), [o7] "r"(o[7]), [o8] "r"(o[8]), [out] "r"(out)                           \
+  : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", \
+    "xmm13", "xmm14", "xmm15", "cc", "memory"
+
+// Tap offsets in bytes relative to the first tap's (which folds into x).
+struct TapBytes {
+  int64_t o[9];
+  explicit TapBytes(const int32_t* taps) {
+    for (int t = 0; t < 9; ++t) o[t] = 4 * (int64_t{taps[t]} - taps[0]);
+  }
+};
+
+#define IM2WIN_AVX2_3X3_LOOPS
+void ChannelTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
+                    float* out) {
+  const TapBytes tb(taps);
+  const int64_t* o = tb.o;
   x += taps[0];
-  const int64_t o1 = 4 * int64_t{taps[1] - taps[0]}, o2 = 4 * int64_t{taps[2] - taps[0]},
-                o3 = 4 * int64_t{taps[3] - taps[0]}, o4 = 4 * int64_t{taps[4] - taps[0]},
-                o5 = 4 * int64_t{taps[5] - taps[0]}, o6 = 4 * int64_t{taps[6] - taps[0]},
-                o7 = 4 * int64_t{taps[7] - taps[0]}, o8 = 4 * int64_t{taps[8] - taps[0]};
-  const int64_t stride_bytes = 4 * channel_stride;
   int64_t n = channels;
   asm volatile(
-      // One tap: its two weight vectors at w + woff, its six inputs at base + 0, 4, ..., 20.
+      // One tap: its 16 channels' weights at w + woff, its six outputs' inputs at base + 0, 4, ..., 20
+      // (the weights 16 steps ahead prefetched, as in the shared loop).
       ".macro IM2WIN_TAP3X3 woff, base\n\t"
       "prefetcht0 \\woff+1024(%[w])\n\t"
       "vmovups \\woff(%[w]), %%ymm12\n\t"
@@ -127,55 +181,45 @@ void Channel3x3Tile16x6(const float* w, const float* x, const int32_t* taps, int
       "vbroadcastss 20\\base, %%ymm15\n\t"
       "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t"
       "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
-      ".endm\n\t"
-      "vxorps %%xmm0, %%xmm0, %%xmm0\n\t"
-      "vxorps %%xmm1, %%xmm1, %%xmm1\n\t"
-      "vxorps %%xmm2, %%xmm2, %%xmm2\n\t"
-      "vxorps %%xmm3, %%xmm3, %%xmm3\n\t"
-      "vxorps %%xmm4, %%xmm4, %%xmm4\n\t"
-      "vxorps %%xmm5, %%xmm5, %%xmm5\n\t"
-      "vxorps %%xmm6, %%xmm6, %%xmm6\n\t"
-      "vxorps %%xmm7, %%xmm7, %%xmm7\n\t"
-      "vxorps %%xmm8, %%xmm8, %%xmm8\n\t"
-      "vxorps %%xmm9, %%xmm9, %%xmm9\n\t"
-      "vxorps %%xmm10, %%xmm10, %%xmm10\n\t"
-      "vxorps %%xmm11, %%xmm11, %%xmm11\n\t"
-      "test %[n], %[n]\n\t"
-      "jle 2f\n\t"
-      "1:\n\t"
-      "IM2WIN_TAP3X3 0, \"(%[x])\"\n\t"
-      "IM2WIN_TAP3X3 64, \"(%[x],%[o1])\"\n\t"
-      "IM2WIN_TAP3X3 128, \"(%[x],%[o2])\"\n\t"
-      "IM2WIN_TAP3X3 192, \"(%[x],%[o3])\"\n\t"
-      "IM2WIN_TAP3X3 256, \"(%[x],%[o4])\"\n\t"
-      "IM2WIN_TAP3X3 320, \"(%[x],%[o5])\"\n\t"
-      "IM2WIN_TAP3X3 384, \"(%[x],%[o6])\"\n\t"
-      "IM2WIN_TAP3X3 448, \"(%[x],%[o7])\"\n\t"
-      "IM2WIN_TAP3X3 512, \"(%[x],%[o8])\"\n\t"
-      "add $576, %[w]\n\t"
-      "add %[stride], %[x]\n\t"
-      "dec %[n]\n\t"
-      "jnz 1b\n\t"
-      "2:\n\t"
-      "vmovups %%ymm0, 0(%[out])\n\t"
-      "vmovups %%ymm1, 32(%[out])\n\t"
-      "vmovups %%ymm2, 64(%[out])\n\t"
-      "vmovups %%ymm3, 96(%[out])\n\t"
-      "vmovups %%ymm4, 128(%[out])\n\t"
-      "vmovups %%ymm5, 160(%[out])\n\t"
-      "vmovups %%ymm6, 192(%[out])\n\t"
-      "vmovups %%ymm7, 224(%[out])\n\t"
-      "vmovups %%ymm8, 256(%[out])\n\t"
-      "vmovups %%ymm9, 288(%[out])\n\t"
-      "vmovups %%ymm10, 320(%[out])\n\t"
-      "vmovups %%ymm11, 352(%[out])\n\t"
-      ".purgem IM2WIN_TAP3X3\n\t"
-      : [w] "+r"(w), [x] "+r"(x), [n] "+r"(n)
-      : [stride] "r"(stride_bytes), [o1] "r"(o1), [o2] "r"(o2), [o3] "r"(o3), [o4] "r"(o4), [o5] "r"(o5),
-        [o6] "r"(o6), [o7] "r"(o7), [o8] "r"(o8), [out] "r"(out)
-      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-        "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+      ".endm\n\t" IM2WIN_3X3_LOOP(64) IM2WIN_3X3_OPERANDS);
 }
+
+void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
+                     float* out) {
+  const TapBytes tb(taps);
+  const int64_t* o = tb.o;
+  x += taps[0];
+  int64_t n = channels;
+  asm volatile(
+      // One tap: its 16 positions at base, base + 32, its six channels' weights at w + woff + 0, ..., 20.
+      ".macro IM2WIN_TAP3X3 woff, base\n\t"
+      "vmovups \\base, %%ymm12\n\t"
+      "vmovups 32\\base, %%ymm13\n\t"
+      "vbroadcastss \\woff+0(%[w]), %%ymm14\n\t"
+      "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+      "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+      "vbroadcastss \\woff+4(%[w]), %%ymm15\n\t"
+      "vfmadd231ps %%ymm12, %%ymm15, %%ymm2\n\t"
+      "vfmadd231ps %%ymm13, %%ymm15, %%ymm3\n\t"
+      "vbroadcastss \\woff+8(%[w]), %%ymm14\n\t"
+      "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+      "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+      "vbroadcastss \\woff+12(%[w]), %%ymm15\n\t"
+      "vfmadd231ps %%ymm12, %%ymm15, %%ymm6\n\t"
+      "vfmadd231ps %%ymm13, %%ymm15, %%ymm7\n\t"
+      "vbroadcastss \\woff+16(%[w]), %%ymm14\n\t"
+      "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+      "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+      "vbroadcastss \\woff+20(%[w]), %%ymm15\n\t"
+      "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t"
+      "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
+      ".endm\n\t" IM2WIN_3X3_LOOP(24) IM2WIN_3X3_OPERANDS);
+}
+#undef IM2WIN_3X3_OPERANDS
+#undef IM2WIN_3X3_LOOP
+#undef IM2WIN_3X3_TAPS
+#undef IM2WIN_3X3_STORE
+#undef IM2WIN_3X3_ZERO
 
 #include "kernels/microkernel_tile.inc"
 
