@@ -84,76 +84,48 @@ struct V {
   }
 };
 
-// The 3x3 reductions of the two AVX2 tiles most 3x3 layers run, 16 channels x 6 outputs
-// (ChannelTileKernel<2, 1, 6>) and 6 channels x 16 positions (TileKernel<6, 2>), scheduled by
-// hand: GCC's version of the shared loop reloads the nine tap offsets from memory on every channel
-// and spills three accumulators around the last taps, which costs load-port slots where a step
-// already issues 8 loads for 12 FMAs. Here the offsets live in registers, the 12 accumulators in
-// ymm0-11 (ymm[2i + v]: output or channel i, vector v), two vectors in ymm12-13 and the broadcasts
-// alternate between ymm14 and ymm15. Per channel: 9 taps x (2 vector loads, 6 broadcasts,
-// 12 FMAs). The sums go to out[i][16].
-#define IM2WIN_3X3_ZERO \
-    "vxorps %%xmm0, %%xmm0, %%xmm0\n\t" \
-    "vxorps %%xmm1, %%xmm1, %%xmm1\n\t" \
-    "vxorps %%xmm2, %%xmm2, %%xmm2\n\t" \
-    "vxorps %%xmm3, %%xmm3, %%xmm3\n\t" \
-    "vxorps %%xmm4, %%xmm4, %%xmm4\n\t" \
-    "vxorps %%xmm5, %%xmm5, %%xmm5\n\t" \
-    "vxorps %%xmm6, %%xmm6, %%xmm6\n\t" \
-    "vxorps %%xmm7, %%xmm7, %%xmm7\n\t" \
-    "vxorps %%xmm8, %%xmm8, %%xmm8\n\t" \
-    "vxorps %%xmm9, %%xmm9, %%xmm9\n\t" \
-    "vxorps %%xmm10, %%xmm10, %%xmm10\n\t" \
-    "vxorps %%xmm11, %%xmm11, %%xmm11\n\t"
-#define IM2WIN_3X3_STORE \
-    "vmovups %%ymm0, 0(%[out])\n\t" \
-    "vmovups %%ymm1, 32(%[out])\n\t" \
-    "vmovups %%ymm2, 64(%[out])\n\t" \
-    "vmovups %%ymm3, 96(%[out])\n\t" \
-    "vmovups %%ymm4, 128(%[out])\n\t" \
-    "vmovups %%ymm5, 160(%[out])\n\t" \
-    "vmovups %%ymm6, 192(%[out])\n\t" \
-    "vmovups %%ymm7, 224(%[out])\n\t" \
-    "vmovups %%ymm8, 256(%[out])\n\t" \
-    "vmovups %%ymm9, 288(%[out])\n\t" \
-    "vmovups %%ymm10, 320(%[out])\n\t" \
-    "vmovups %%ymm11, 352(%[out])\n\t"
-// The nine taps of one channel, the weights `step` bytes apart (base: the tap's inputs).
-#define IM2WIN_3X3_TAPS(step) \
-    "IM2WIN_TAP3X3 0, \"(%[x])\"\n\t" \
-    "IM2WIN_TAP3X3 " #step "*1, \"(%[x],%[o1])\"\n\t" \
-    "IM2WIN_TAP3X3 " #step "*2, \"(%[x],%[o2])\"\n\t" \
-    "IM2WIN_TAP3X3 " #step "*3, \"(%[x],%[o3])\"\n\t" \
-    "IM2WIN_TAP3X3 " #step "*4, \"(%[x],%[o4])\"\n\t" \
-    "IM2WIN_TAP3X3 " #step "*5, \"(%[x],%[o5])\"\n\t" \
-    "IM2WIN_TAP3X3 " #step "*6, \"(%[x],%[o6])\"\n\t" \
-    "IM2WIN_TAP3X3 " #step "*7, \"(%[x],%[o7])\"\n\t" \
-    "IM2WIN_TAP3X3 " #step "*8, \"(%[x],%[o8])\"\n\t"
-// The loop: zero, every channel, store; `step`: weight bytes per tap.
-#define IM2WIN_3X3_LOOP(step) \
-  IM2WIN_3X3_ZERO "test %[n], %[n]\n\t" "jle 2f\n\t" "1:\n\t" IM2WIN_3X3_TAPS(step) \
-  "add $9*" #step ", %[w]\n\t" "add %[stride], %[x]\n\t" "dec %[n]\n\t" "jnz 1b\n\t" "2:\n\t" IM2WIN_3X3_STORE \
-  ".purgem IM2WIN_TAP3X3\n\t"
-#define IM2WIN_3X3_OPERANDS                                                                                \
-  : [w] "+r"(w), [x] "+r"(x), [n] "+r"(n)                                                                  \
-  : [stride] "r"(4 * channel_stride), [o1] "r"(o[1]), [o2] "r"(o[2]), [o3] "r"(o[3]), [o4] "r"(o[4]),       \
-    [o5] "r"(o[5]), [o6] "r"(o[6]), [o7] "r"(o[7]), [o8] "r"(o[8]), [out] "r"(out)                           \
-  : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", \
-    "xmm13", "xmm14", "xmm15", "cc", "memory"
+#include "kernels/asm_3x3_loop.h"
 
-// Tap offsets in bytes relative to the first tap's (which folds into x).
-struct TapBytes {
-  int64_t o[9];
-  explicit TapBytes(const int32_t* taps) {
-    for (int t = 0; t < 9; ++t) o[t] = 4 * (int64_t{taps[t]} - taps[0]);
-  }
-};
+// The 3x3 reductions of the two tiles most AVX2 3x3 layers run, 16 channels x 6 outputs
+// (ChannelTileKernel<2, 1, 6>) and 6 channels x 16 positions (TileKernel<6, 2>), scheduled by hand
+// (kernels/asm_3x3_loop.h): 12 accumulators in ymm0-11 (ymm[2i + v]: output or channel i, vector
+// v), two vectors in ymm12-13, the broadcasts alternating between ymm14 and ymm15. Per channel:
+// 9 taps x (2 vector loads, 6 broadcasts, 12 FMAs). The sums go to out[i][16]. Measured against
+// GCC's code for the shared loop on the Xeon: 2-7% faster (channels) and 2.5-7.6% (positions).
+#define IM2WIN_AVX2_3X3_ZERO \
+  "vxorps %%xmm0, %%xmm0, %%xmm0\n\t" \
+  "vxorps %%xmm1, %%xmm1, %%xmm1\n\t" \
+  "vxorps %%xmm2, %%xmm2, %%xmm2\n\t" \
+  "vxorps %%xmm3, %%xmm3, %%xmm3\n\t" \
+  "vxorps %%xmm4, %%xmm4, %%xmm4\n\t" \
+  "vxorps %%xmm5, %%xmm5, %%xmm5\n\t" \
+  "vxorps %%xmm6, %%xmm6, %%xmm6\n\t" \
+  "vxorps %%xmm7, %%xmm7, %%xmm7\n\t" \
+  "vxorps %%xmm8, %%xmm8, %%xmm8\n\t" \
+  "vxorps %%xmm9, %%xmm9, %%xmm9\n\t" \
+  "vxorps %%xmm10, %%xmm10, %%xmm10\n\t" \
+  "vxorps %%xmm11, %%xmm11, %%xmm11\n\t"
+#define IM2WIN_AVX2_3X3_STORE \
+  "vmovups %%ymm0, 0(%[out])\n\t" \
+  "vmovups %%ymm1, 32(%[out])\n\t" \
+  "vmovups %%ymm2, 64(%[out])\n\t" \
+  "vmovups %%ymm3, 96(%[out])\n\t" \
+  "vmovups %%ymm4, 128(%[out])\n\t" \
+  "vmovups %%ymm5, 160(%[out])\n\t" \
+  "vmovups %%ymm6, 192(%[out])\n\t" \
+  "vmovups %%ymm7, 224(%[out])\n\t" \
+  "vmovups %%ymm8, 256(%[out])\n\t" \
+  "vmovups %%ymm9, 288(%[out])\n\t" \
+  "vmovups %%ymm10, 320(%[out])\n\t" \
+  "vmovups %%ymm11, 352(%[out])\n\t"
+#define IM2WIN_AVX2_3X3_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
 
-#define IM2WIN_AVX2_3X3_LOOPS
+// The tiles with a hand-scheduled 3x3 loop, for microkernel_tile.inc.
+#define IM2WIN_3X3_CHANNEL_TILE_16X6
+#define IM2WIN_3X3_POSITION_VECTORS 2
 void ChannelTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
                     float* out) {
-  const TapBytes tb(taps);
-  const int64_t* o = tb.o;
+  const TapBytes o(taps);
   x += taps[0];
   int64_t n = channels;
   asm volatile(
@@ -181,13 +153,13 @@ void ChannelTile3x3(const float* w, const float* x, const int32_t* taps, int64_t
       "vbroadcastss 20\\base, %%ymm15\n\t"
       "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t"
       "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
-      ".endm\n\t" IM2WIN_3X3_LOOP(64) IM2WIN_3X3_OPERANDS);
+      ".endm\n\t" IM2WIN_3X3_LOOP(IM2WIN_AVX2_3X3_ZERO, IM2WIN_AVX2_3X3_STORE, 64)
+      IM2WIN_3X3_OPERANDS(IM2WIN_AVX2_3X3_CLOBBERS));
 }
 
 void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
                      float* out) {
-  const TapBytes tb(taps);
-  const int64_t* o = tb.o;
+  const TapBytes o(taps);
   x += taps[0];
   int64_t n = channels;
   asm volatile(
@@ -213,13 +185,9 @@ void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_
       "vbroadcastss \\woff+20(%[w]), %%ymm15\n\t"
       "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t"
       "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
-      ".endm\n\t" IM2WIN_3X3_LOOP(24) IM2WIN_3X3_OPERANDS);
+      ".endm\n\t" IM2WIN_3X3_LOOP(IM2WIN_AVX2_3X3_ZERO, IM2WIN_AVX2_3X3_STORE, 24)
+      IM2WIN_3X3_OPERANDS(IM2WIN_AVX2_3X3_CLOBBERS));
 }
-#undef IM2WIN_3X3_OPERANDS
-#undef IM2WIN_3X3_LOOP
-#undef IM2WIN_3X3_TAPS
-#undef IM2WIN_3X3_STORE
-#undef IM2WIN_3X3_ZERO
 
 #include "kernels/microkernel_tile.inc"
 

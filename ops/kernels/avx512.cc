@@ -58,6 +58,111 @@ struct V {
   }
 };
 
+#include "kernels/asm_3x3_loop.h"
+
+// The 3x3 reduction of the position tile of 6 channels x 64 positions (TileKernel<6, 4>) scheduled
+// by hand (kernels/asm_3x3_loop.h): 24 accumulators in zmm0-23 (zmm[4m + v]: channel m, vector v),
+// the tap's four input vectors in zmm24-27, the weight broadcasts alternating between zmm28 and
+// zmm29. Per channel: 9 taps x (4 vector loads, 6 broadcasts, 24 FMAs). The sums go to out[m][64].
+#define IM2WIN_AVX512_3X3_ZERO \
+  "vpxord %%zmm0, %%zmm0, %%zmm0\n\t" \
+  "vpxord %%zmm1, %%zmm1, %%zmm1\n\t" \
+  "vpxord %%zmm2, %%zmm2, %%zmm2\n\t" \
+  "vpxord %%zmm3, %%zmm3, %%zmm3\n\t" \
+  "vpxord %%zmm4, %%zmm4, %%zmm4\n\t" \
+  "vpxord %%zmm5, %%zmm5, %%zmm5\n\t" \
+  "vpxord %%zmm6, %%zmm6, %%zmm6\n\t" \
+  "vpxord %%zmm7, %%zmm7, %%zmm7\n\t" \
+  "vpxord %%zmm8, %%zmm8, %%zmm8\n\t" \
+  "vpxord %%zmm9, %%zmm9, %%zmm9\n\t" \
+  "vpxord %%zmm10, %%zmm10, %%zmm10\n\t" \
+  "vpxord %%zmm11, %%zmm11, %%zmm11\n\t" \
+  "vpxord %%zmm12, %%zmm12, %%zmm12\n\t" \
+  "vpxord %%zmm13, %%zmm13, %%zmm13\n\t" \
+  "vpxord %%zmm14, %%zmm14, %%zmm14\n\t" \
+  "vpxord %%zmm15, %%zmm15, %%zmm15\n\t" \
+  "vpxord %%zmm16, %%zmm16, %%zmm16\n\t" \
+  "vpxord %%zmm17, %%zmm17, %%zmm17\n\t" \
+  "vpxord %%zmm18, %%zmm18, %%zmm18\n\t" \
+  "vpxord %%zmm19, %%zmm19, %%zmm19\n\t" \
+  "vpxord %%zmm20, %%zmm20, %%zmm20\n\t" \
+  "vpxord %%zmm21, %%zmm21, %%zmm21\n\t" \
+  "vpxord %%zmm22, %%zmm22, %%zmm22\n\t" \
+  "vpxord %%zmm23, %%zmm23, %%zmm23\n\t"
+#define IM2WIN_AVX512_3X3_STORE \
+  "vmovups %%zmm0, 0(%[out])\n\t" \
+  "vmovups %%zmm1, 64(%[out])\n\t" \
+  "vmovups %%zmm2, 128(%[out])\n\t" \
+  "vmovups %%zmm3, 192(%[out])\n\t" \
+  "vmovups %%zmm4, 256(%[out])\n\t" \
+  "vmovups %%zmm5, 320(%[out])\n\t" \
+  "vmovups %%zmm6, 384(%[out])\n\t" \
+  "vmovups %%zmm7, 448(%[out])\n\t" \
+  "vmovups %%zmm8, 512(%[out])\n\t" \
+  "vmovups %%zmm9, 576(%[out])\n\t" \
+  "vmovups %%zmm10, 640(%[out])\n\t" \
+  "vmovups %%zmm11, 704(%[out])\n\t" \
+  "vmovups %%zmm12, 768(%[out])\n\t" \
+  "vmovups %%zmm13, 832(%[out])\n\t" \
+  "vmovups %%zmm14, 896(%[out])\n\t" \
+  "vmovups %%zmm15, 960(%[out])\n\t" \
+  "vmovups %%zmm16, 1024(%[out])\n\t" \
+  "vmovups %%zmm17, 1088(%[out])\n\t" \
+  "vmovups %%zmm18, 1152(%[out])\n\t" \
+  "vmovups %%zmm19, 1216(%[out])\n\t" \
+  "vmovups %%zmm20, 1280(%[out])\n\t" \
+  "vmovups %%zmm21, 1344(%[out])\n\t" \
+  "vmovups %%zmm22, 1408(%[out])\n\t" \
+  "vmovups %%zmm23, 1472(%[out])\n\t"
+
+// The tile with a hand-scheduled 3x3 loop, for microkernel_tile.inc.
+#define IM2WIN_3X3_POSITION_VECTORS 4
+void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
+                     float* out) {
+  const TapBytes o(taps);
+  x += taps[0];
+  int64_t n = channels;
+  asm volatile(
+      // One tap: its 64 positions at base + 0, 64, 128, 192, its six channels' weights at w + woff + 0, ..., 20.
+      ".macro IM2WIN_TAP3X3 woff, base\n\t"
+      "vmovups 0\\base, %%zmm24\n\t"
+      "vmovups 64\\base, %%zmm25\n\t"
+      "vmovups 128\\base, %%zmm26\n\t"
+      "vmovups 192\\base, %%zmm27\n\t"
+      "vbroadcastss \\woff+0(%[w]), %%zmm28\n\t"
+      "vfmadd231ps %%zmm24, %%zmm28, %%zmm0\n\t"
+      "vfmadd231ps %%zmm25, %%zmm28, %%zmm1\n\t"
+      "vfmadd231ps %%zmm26, %%zmm28, %%zmm2\n\t"
+      "vfmadd231ps %%zmm27, %%zmm28, %%zmm3\n\t"
+      "vbroadcastss \\woff+4(%[w]), %%zmm29\n\t"
+      "vfmadd231ps %%zmm24, %%zmm29, %%zmm4\n\t"
+      "vfmadd231ps %%zmm25, %%zmm29, %%zmm5\n\t"
+      "vfmadd231ps %%zmm26, %%zmm29, %%zmm6\n\t"
+      "vfmadd231ps %%zmm27, %%zmm29, %%zmm7\n\t"
+      "vbroadcastss \\woff+8(%[w]), %%zmm28\n\t"
+      "vfmadd231ps %%zmm24, %%zmm28, %%zmm8\n\t"
+      "vfmadd231ps %%zmm25, %%zmm28, %%zmm9\n\t"
+      "vfmadd231ps %%zmm26, %%zmm28, %%zmm10\n\t"
+      "vfmadd231ps %%zmm27, %%zmm28, %%zmm11\n\t"
+      "vbroadcastss \\woff+12(%[w]), %%zmm29\n\t"
+      "vfmadd231ps %%zmm24, %%zmm29, %%zmm12\n\t"
+      "vfmadd231ps %%zmm25, %%zmm29, %%zmm13\n\t"
+      "vfmadd231ps %%zmm26, %%zmm29, %%zmm14\n\t"
+      "vfmadd231ps %%zmm27, %%zmm29, %%zmm15\n\t"
+      "vbroadcastss \\woff+16(%[w]), %%zmm28\n\t"
+      "vfmadd231ps %%zmm24, %%zmm28, %%zmm16\n\t"
+      "vfmadd231ps %%zmm25, %%zmm28, %%zmm17\n\t"
+      "vfmadd231ps %%zmm26, %%zmm28, %%zmm18\n\t"
+      "vfmadd231ps %%zmm27, %%zmm28, %%zmm19\n\t"
+      "vbroadcastss \\woff+20(%[w]), %%zmm29\n\t"
+      "vfmadd231ps %%zmm24, %%zmm29, %%zmm20\n\t"
+      "vfmadd231ps %%zmm25, %%zmm29, %%zmm21\n\t"
+      "vfmadd231ps %%zmm26, %%zmm29, %%zmm22\n\t"
+      "vfmadd231ps %%zmm27, %%zmm29, %%zmm23\n\t"
+      ".endm\n\t" IM2WIN_3X3_LOOP(IM2WIN_AVX512_3X3_ZERO, IM2WIN_AVX512_3X3_STORE, 24)
+      IM2WIN_3X3_OPERANDS("xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29"));
+}
+
 #include "kernels/microkernel_tile.inc"
 
 constexpr IsaKernels kTable = MakeKernelTable<24, 4, 12, 28>("avx512", 14);
