@@ -28,13 +28,13 @@
        "dec %[n]\n\t"                                                                                \
        "jnz 1b\n\t"                                                                                  \
        "2:\n\t" store ".purgem IM2WIN_TAP3X3\n\t"
-// The operands the skeleton names, then as clobbers every vector register the ISA file's macro uses.
-#define IM2WIN_3X3_OPERANDS(...)                                                                      \
+// The operands the skeleton names; an asm statement goes on with its own inputs, if any, then its
+// clobbers: every vector register its macro uses, and "cc", "memory".
+#define IM2WIN_3X3_OPERANDS                                                                            \
   : [w] "+r"(w), [x] "+r"(x), [n] "+r"(n)                                                             \
   : [stride] "r"(4 * channel_stride), [o1] "r"(o.bytes[1]), [o2] "r"(o.bytes[2]), [o3] "r"(o.bytes[3]), \
     [o4] "r"(o.bytes[4]), [o5] "r"(o.bytes[5]), [o6] "r"(o.bytes[6]), [o7] "r"(o.bytes[7]),             \
-    [o8] "r"(o.bytes[8]), [out] "r"(out)                                                              \
-  : __VA_ARGS__, "cc", "memory"
+    [o8] "r"(o.bytes[8]), [out] "r"(out)
 
 // Tap offsets in bytes relative to the first tap's, which the caller folds into x.
 struct TapBytes {

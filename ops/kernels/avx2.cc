@@ -121,10 +121,13 @@ struct V {
 #define IM2WIN_AVX2_3X3_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
 
 // The tiles with a hand-scheduled 3x3 loop, for microkernel_tile.inc.
-#define IM2WIN_3X3_CHANNEL_TILE_16X6
 #define IM2WIN_3X3_POSITION_VECTORS 2
+// (AVX2's two vectors of 8 channels share one block of 16: block_stride is not needed.)
+#define IM2WIN_3X3_CHANNEL_TILE_COLUMNS(MV, RA, RB) ((MV) == 2 && (RA) == 1 && (RB) == 6)
+template <int RB>
 void ChannelTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
-                    float* out) {
+                    int64_t /*block_stride*/, float* out) {
+  static_assert(RB == 6);
   const TapBytes o(taps);
   x += taps[0];
   int64_t n = channels;
@@ -154,7 +157,8 @@ void ChannelTile3x3(const float* w, const float* x, const int32_t* taps, int64_t
       "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t"
       "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
       ".endm\n\t" IM2WIN_3X3_LOOP(IM2WIN_AVX2_3X3_ZERO, IM2WIN_AVX2_3X3_STORE, 64)
-      IM2WIN_3X3_OPERANDS(IM2WIN_AVX2_3X3_CLOBBERS));
+      IM2WIN_3X3_OPERANDS
+      : IM2WIN_AVX2_3X3_CLOBBERS, "cc", "memory");
 }
 
 void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
@@ -186,7 +190,8 @@ void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_
       "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t"
       "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
       ".endm\n\t" IM2WIN_3X3_LOOP(IM2WIN_AVX2_3X3_ZERO, IM2WIN_AVX2_3X3_STORE, 24)
-      IM2WIN_3X3_OPERANDS(IM2WIN_AVX2_3X3_CLOBBERS));
+      IM2WIN_3X3_OPERANDS
+      : IM2WIN_AVX2_3X3_CLOBBERS, "cc", "memory");
 }
 
 #include "kernels/microkernel_tile.inc"

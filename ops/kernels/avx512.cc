@@ -115,6 +115,8 @@ struct V {
   "vmovups %%zmm22, 1408(%[out])\n\t" \
   "vmovups %%zmm23, 1472(%[out])\n\t"
 
+#define IM2WIN_AVX512_3X3_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31"
+
 // The tile with a hand-scheduled 3x3 loop, for microkernel_tile.inc.
 #define IM2WIN_3X3_POSITION_VECTORS 4
 void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
@@ -160,8 +162,10 @@ void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_
       "vfmadd231ps %%zmm26, %%zmm29, %%zmm22\n\t"
       "vfmadd231ps %%zmm27, %%zmm29, %%zmm23\n\t"
       ".endm\n\t" IM2WIN_3X3_LOOP(IM2WIN_AVX512_3X3_ZERO, IM2WIN_AVX512_3X3_STORE, 24)
-      IM2WIN_3X3_OPERANDS("xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29"));
+      IM2WIN_3X3_OPERANDS
+      : IM2WIN_AVX512_3X3_CLOBBERS, "cc", "memory");
 }
+
 
 #include "kernels/microkernel_tile.inc"
 
