@@ -15,7 +15,11 @@ def test_bench_smoke(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "tiny" in table and "FMA peak" in table and "geomean ratio" in table
     result = json.loads(out.read_text())
-    assert result["machine"]["fma_peak_gflops"]["1"] > 0
+    machine = result["machine"]
+    assert machine["fma_peak_gflops"]["1"] > 0
+    for t in ("1", "2"):  # % of peak against the higher of the probe's two readings
+        assert machine["fma_peak_gflops"][t] == max(machine["fma_peak_gflops_start"][t], machine["fma_peak_gflops_end"][t])
+    assert "the higher of the readings at the start and the end" in table
     records = result["records"]
     assert [r["threads"] for r in records] == [1, 2]
     for r in records:
@@ -25,6 +29,7 @@ def test_bench_smoke(tmp_path, capsys):
         assert r["gflops"]["im2win"] == pytest.approx(r["gflop"] / r["seconds"]["im2win"])
         assert r["workspace_bytes"]["im2col"] == 8 * 9 * 12 * 12 * 4
         assert 0 < r["workspace_bytes"]["im2win_per_thread"]
+        assert r["pct_peak"] == pytest.approx(100 * r["gflops"]["im2win"] / machine["fma_peak_gflops"][str(r["threads"])])
     assert {s["threads"] for s in result["summary"]} == {1, 2}
     two = next(s for s in result["summary"] if s["threads"] == 2)
     one_rec, two_rec = records
