@@ -17,6 +17,9 @@ constexpr int64_t kMinDepthwiseItems = 16;
 // A split whose balance (SplitChoice::efficiency) reaches this, with kItemsPerThread items a
 // thread, is even enough not to trade tile width for it.
 constexpr double kEvenSplit = 0.85;
+// From this many threads a split aims at kItemsPerThread items a thread even at the cost of a
+// narrower tile; below it, one a thread is enough (a pool of 2 or 3 has little to cover).
+constexpr int kLargePool = 4;
 // A shared window panel (one per image and group, built once, read by every thread) is used up
 // to this size; past it, each item builds its own block's panel (never the case for batch-1 CNNs:
 // the panel is about the padded input's size).
@@ -206,9 +209,13 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     SplitChoice split = split_for(p.m_tiles);
     // Few rows and wide channel tiles (1x1 convs on 7x7 and 14x14 at batch 1) leave a large pool
     // too few items, or items of uneven cost: a narrower channel tile, where one fits, doubles the
-    // channel chunks (each tile then runs a little slower, but every thread gets its share).
+    // channel chunks (each tile then runs a little slower, but every thread gets its share). A pool
+    // of 2 or 3 threads keeps the wide tile while the split is even with one item a thread
+    // (mobilenetv2.25 on 2 threads: 2 items of 5 tiles each rather than 4 of 8-channel tiles).
     auto even = [&](const SplitChoice& c) {
-      return images * c.row_blocks * c.m_chunks >= kItemsPerThread * p.threads && c.efficiency >= kEvenSplit;
+      const int64_t items = images * c.row_blocks * c.m_chunks;
+      const int64_t wanted = p.threads < kLargePool ? p.threads : kItemsPerThread * p.threads;
+      return items >= wanted && c.efficiency >= kEvenSplit;
     };
     if (p.family == TileFamily::kChannels && !asked_vectors && p.threads > 1 && !even(split)) {
       for (int mv = p.tile_vectors - 1; mv >= 1; --mv) {
