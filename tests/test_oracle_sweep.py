@@ -125,6 +125,10 @@ EDGE_CASES = {
     "direct_1x1_positions_tail": edge([2, 5, 3, 7], [7, 5, 1, 1]),
     "direct_1x1_channels_tail": edge([1, 24, 5, 7], [32, 24, 1, 1], residual=True, activation="Clip"),
     "direct_1x1_grouped": edge([1, 12, 4, 9], [96, 4, 1, 1], group=3),
+    # Planes shorter than a tile: the last tile of a channel reads on into the next channels,
+    # group and image (in X), and only the very last one of X takes a copy.
+    "direct_1x1_tiny_planes": edge([2, 40, 1, 3], [32, 40, 1, 1], residual=True),
+    "direct_1x1_tiny_planes_grouped": edge([3, 48, 1, 5], [96, 16, 1, 1], group=3),
     # Window rows without extra columns: position tiles store into Y with the epilogue themselves.
     "flat_rows_1x1_strided": edge([1, 8, 9, 13], [10, 8, 1, 1], strides=[2, 2], residual=True,
                                   activation="Relu"),
