@@ -208,3 +208,16 @@ def test_avx2_rows_of_common_widths_take_tail_tiles():
         plan = _kernels.workspace_bytes([1, 64, 8, width], [64, 64, 3, 3], pads=[1, 1, 1, 1], isa="avx2",
                                         tiles="channels")
         assert plan["tile"].startswith("16x1x6 + "), (width, plan)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_depthwise_rows_are_not_cut_for_balance_alone(isa):
+    """Each depthwise item builds its own block's panel, the windows' overhang included: with enough
+    channel blocks for the pool, the rows stay whole (cut into 7 one-row blocks at 16 threads, a
+    960-channel 7x7 layer built 3 panel rows per output row)."""
+    kw = dict(pads=[1, 1, 1, 1], group=960, isa=isa)
+    plan = _kernels.workspace_bytes([1, 960, 7, 7], [960, 1, 3, 3], threads=16, **kw)
+    assert plan["row_blocks"] == 1 and plan["work_items"] >= 32 and plan["balance"] >= 0.85, plan
+    # Few channel blocks: rows are cut, just enough for two even items a thread.
+    plan = _kernels.workspace_bytes([1, 32, 112, 112], [32, 1, 3, 3], threads=16, **dict(kw, group=32))
+    assert 32 <= plan["work_items"] <= 40 and plan["balance"] >= 0.85, plan
