@@ -53,8 +53,8 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
   double best = -1.0;
   for (int mv = 1; mv <= isa.channel_vectors; ++mv) {
     if (keep_vectors && mv != p->tile_vectors) continue;
+    if (!ChannelVectorsFit(isa, p->shape, mv)) continue;  // whole tiles only
     const int outputs = isa.max_outputs[mv];
-    if (outputs == 0 || p->shape.outputs_per_group() % (mv * isa.vector_len) != 0) continue;  // whole tiles only
     // Time for `columns` columns of every row in tiles of tile_rows x tile_cols outputs.
     auto time = [&](int64_t columns, int tile_rows, int tile_cols) {
       return static_cast<double>(columns * CeilDiv(rows, tile_rows) * tile_rows) / TileSpeed(isa, tile_rows * tile_cols * mv);

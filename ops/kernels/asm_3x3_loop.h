@@ -1,8 +1,7 @@
 // The skeleton of the hand-scheduled 3x3 reductions (avx2.cc, avx512.cc): a tile's accumulators
 // stay in registers from zero to the end, the nine tap offsets in general registers, and each
-// channel is nine invocations of the ISA file's assembler macro IM2WIN_TAP3X3 woff, base (the
-// tap's weights at woff(%[w]), its inputs at base), which the file defines first in the same asm
-// statement and this skeleton removes at the end. The sums go to %[out]. GCC's version of the
+// channel is nine invocations of the assembler macro IM2WIN_TAP3X3 woff, base (the tap's weights at
+// woff(%[w]), its inputs at base), whose lines the ISA file gives IM2WIN_3X3_REDUCE. The sums go to %[out]. GCC's version of the
 // shared tile loop reloads the tap offsets from memory on every channel and spills accumulators
 // around the last taps, costing load-port slots where a step is mostly loads already.
 // Include only inside an ISA file's namespace, after <cstdint>.
@@ -19,23 +18,6 @@
   "IM2WIN_TAP3X3 " #step "*6, \"(%[x],%[o6])\"\n\t" \
   "IM2WIN_TAP3X3 " #step "*7, \"(%[x],%[o7])\"\n\t" \
   "IM2WIN_TAP3X3 " #step "*8, \"(%[x],%[o8])\"\n\t"
-// zero: clears the accumulators; store: writes them to %[out]; step: weight bytes per tap.
-#define IM2WIN_3X3_LOOP(zero, store, step)                                                           \
-  zero "test %[n], %[n]\n\t"                                                                         \
-       "jle 2f\n\t"                                                                                  \
-       "1:\n\t" IM2WIN_3X3_TAPS(step) "add $9*" #step ", %[w]\n\t"                                  \
-       "add %[stride], %[x]\n\t"                                                                     \
-       "dec %[n]\n\t"                                                                                \
-       "jnz 1b\n\t"                                                                                  \
-       "2:\n\t" store ".purgem IM2WIN_TAP3X3\n\t"
-// The operands the skeleton names; an asm statement goes on with its own inputs, if any, then its
-// clobbers: every vector register its macro uses, and "cc", "memory".
-#define IM2WIN_3X3_OPERANDS                                                                            \
-  : [w] "+r"(w), [x] "+r"(x), [n] "+r"(n)                                                             \
-  : [stride] "r"(4 * channel_stride), [o1] "r"(o.bytes[1]), [o2] "r"(o.bytes[2]), [o3] "r"(o.bytes[3]), \
-    [o4] "r"(o.bytes[4]), [o5] "r"(o.bytes[5]), [o6] "r"(o.bytes[6]), [o7] "r"(o.bytes[7]),             \
-    [o8] "r"(o.bytes[8]), [out] "r"(out)
-
 // Tap offsets in bytes relative to the first tap's, which the caller folds into x.
 struct TapBytes {
   int64_t bytes[9];
@@ -43,3 +25,25 @@ struct TapBytes {
     for (int t = 0; t < 9; ++t) bytes[t] = 4 * (int64_t{taps[t]} - taps[0]);
   }
 };
+
+// The body of a reduction function with the parameters (w, x, taps, channels, channel_stride, out):
+// tap, the assembler lines of one tap (the body of IM2WIN_TAP3X3 woff, base); zero, the lines that
+// clear the accumulators; store, those that write them to %[out]; step, weight bytes per tap; then
+// every vector register those lines use.
+#define IM2WIN_3X3_REDUCE(tap, zero, store, step, ...)                                                 \
+  const TapBytes o(taps);                                                                              \
+  x += taps[0];                                                                                        \
+  int64_t n = channels;                                                                                \
+  asm volatile(".macro IM2WIN_TAP3X3 woff, base\n\t" tap ".endm\n\t" zero                              \
+               "test %[n], %[n]\n\t"                                                                   \
+               "jle 2f\n\t"                                                                            \
+               "1:\n\t" IM2WIN_3X3_TAPS(step) "add $9*" #step ", %[w]\n\t"                             \
+               "add %[stride], %[x]\n\t"                                                               \
+               "dec %[n]\n\t"                                                                          \
+               "jnz 1b\n\t"                                                                            \
+               "2:\n\t" store ".purgem IM2WIN_TAP3X3\n\t"                                              \
+               : [w] "+r"(w), [x] "+r"(x), [n] "+r"(n)                                                 \
+               : [stride] "r"(4 * channel_stride), [o1] "r"(o.bytes[1]), [o2] "r"(o.bytes[2]),          \
+                 [o3] "r"(o.bytes[3]), [o4] "r"(o.bytes[4]), [o5] "r"(o.bytes[5]), [o6] "r"(o.bytes[6]), \
+                 [o7] "r"(o.bytes[7]), [o8] "r"(o.bytes[8]), [out] "r"(out)                             \
+               : __VA_ARGS__, "cc", "memory")

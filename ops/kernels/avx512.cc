@@ -117,55 +117,51 @@ struct V {
 
 #define IM2WIN_AVX512_3X3_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31"
 
+// One tap: its 64 positions at base + 0, 64, 128, 192, its six channels' weights at
+// w + woff + 0, 4, ..., 20.
+#define IM2WIN_AVX512_POSITION_TAP \
+  "vmovups 0\\base, %%zmm24\n\t" \
+  "vmovups 64\\base, %%zmm25\n\t" \
+  "vmovups 128\\base, %%zmm26\n\t" \
+  "vmovups 192\\base, %%zmm27\n\t" \
+  "vbroadcastss \\woff+0(%[w]), %%zmm28\n\t" \
+  "vfmadd231ps %%zmm24, %%zmm28, %%zmm0\n\t" \
+  "vfmadd231ps %%zmm25, %%zmm28, %%zmm1\n\t" \
+  "vfmadd231ps %%zmm26, %%zmm28, %%zmm2\n\t" \
+  "vfmadd231ps %%zmm27, %%zmm28, %%zmm3\n\t" \
+  "vbroadcastss \\woff+4(%[w]), %%zmm29\n\t" \
+  "vfmadd231ps %%zmm24, %%zmm29, %%zmm4\n\t" \
+  "vfmadd231ps %%zmm25, %%zmm29, %%zmm5\n\t" \
+  "vfmadd231ps %%zmm26, %%zmm29, %%zmm6\n\t" \
+  "vfmadd231ps %%zmm27, %%zmm29, %%zmm7\n\t" \
+  "vbroadcastss \\woff+8(%[w]), %%zmm28\n\t" \
+  "vfmadd231ps %%zmm24, %%zmm28, %%zmm8\n\t" \
+  "vfmadd231ps %%zmm25, %%zmm28, %%zmm9\n\t" \
+  "vfmadd231ps %%zmm26, %%zmm28, %%zmm10\n\t" \
+  "vfmadd231ps %%zmm27, %%zmm28, %%zmm11\n\t" \
+  "vbroadcastss \\woff+12(%[w]), %%zmm29\n\t" \
+  "vfmadd231ps %%zmm24, %%zmm29, %%zmm12\n\t" \
+  "vfmadd231ps %%zmm25, %%zmm29, %%zmm13\n\t" \
+  "vfmadd231ps %%zmm26, %%zmm29, %%zmm14\n\t" \
+  "vfmadd231ps %%zmm27, %%zmm29, %%zmm15\n\t" \
+  "vbroadcastss \\woff+16(%[w]), %%zmm28\n\t" \
+  "vfmadd231ps %%zmm24, %%zmm28, %%zmm16\n\t" \
+  "vfmadd231ps %%zmm25, %%zmm28, %%zmm17\n\t" \
+  "vfmadd231ps %%zmm26, %%zmm28, %%zmm18\n\t" \
+  "vfmadd231ps %%zmm27, %%zmm28, %%zmm19\n\t" \
+  "vbroadcastss \\woff+20(%[w]), %%zmm29\n\t" \
+  "vfmadd231ps %%zmm24, %%zmm29, %%zmm20\n\t" \
+  "vfmadd231ps %%zmm25, %%zmm29, %%zmm21\n\t" \
+  "vfmadd231ps %%zmm26, %%zmm29, %%zmm22\n\t" \
+  "vfmadd231ps %%zmm27, %%zmm29, %%zmm23\n\t"
+
 // The tile with a hand-scheduled 3x3 loop, for microkernel_tile.inc.
 #define IM2WIN_3X3_POSITION_VECTORS 4
 void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
                      float* out) {
-  const TapBytes o(taps);
-  x += taps[0];
-  int64_t n = channels;
-  asm volatile(
-      // One tap: its 64 positions at base + 0, 64, 128, 192, its six channels' weights at w + woff + 0, ..., 20.
-      ".macro IM2WIN_TAP3X3 woff, base\n\t"
-      "vmovups 0\\base, %%zmm24\n\t"
-      "vmovups 64\\base, %%zmm25\n\t"
-      "vmovups 128\\base, %%zmm26\n\t"
-      "vmovups 192\\base, %%zmm27\n\t"
-      "vbroadcastss \\woff+0(%[w]), %%zmm28\n\t"
-      "vfmadd231ps %%zmm24, %%zmm28, %%zmm0\n\t"
-      "vfmadd231ps %%zmm25, %%zmm28, %%zmm1\n\t"
-      "vfmadd231ps %%zmm26, %%zmm28, %%zmm2\n\t"
-      "vfmadd231ps %%zmm27, %%zmm28, %%zmm3\n\t"
-      "vbroadcastss \\woff+4(%[w]), %%zmm29\n\t"
-      "vfmadd231ps %%zmm24, %%zmm29, %%zmm4\n\t"
-      "vfmadd231ps %%zmm25, %%zmm29, %%zmm5\n\t"
-      "vfmadd231ps %%zmm26, %%zmm29, %%zmm6\n\t"
-      "vfmadd231ps %%zmm27, %%zmm29, %%zmm7\n\t"
-      "vbroadcastss \\woff+8(%[w]), %%zmm28\n\t"
-      "vfmadd231ps %%zmm24, %%zmm28, %%zmm8\n\t"
-      "vfmadd231ps %%zmm25, %%zmm28, %%zmm9\n\t"
-      "vfmadd231ps %%zmm26, %%zmm28, %%zmm10\n\t"
-      "vfmadd231ps %%zmm27, %%zmm28, %%zmm11\n\t"
-      "vbroadcastss \\woff+12(%[w]), %%zmm29\n\t"
-      "vfmadd231ps %%zmm24, %%zmm29, %%zmm12\n\t"
-      "vfmadd231ps %%zmm25, %%zmm29, %%zmm13\n\t"
-      "vfmadd231ps %%zmm26, %%zmm29, %%zmm14\n\t"
-      "vfmadd231ps %%zmm27, %%zmm29, %%zmm15\n\t"
-      "vbroadcastss \\woff+16(%[w]), %%zmm28\n\t"
-      "vfmadd231ps %%zmm24, %%zmm28, %%zmm16\n\t"
-      "vfmadd231ps %%zmm25, %%zmm28, %%zmm17\n\t"
-      "vfmadd231ps %%zmm26, %%zmm28, %%zmm18\n\t"
-      "vfmadd231ps %%zmm27, %%zmm28, %%zmm19\n\t"
-      "vbroadcastss \\woff+20(%[w]), %%zmm29\n\t"
-      "vfmadd231ps %%zmm24, %%zmm29, %%zmm20\n\t"
-      "vfmadd231ps %%zmm25, %%zmm29, %%zmm21\n\t"
-      "vfmadd231ps %%zmm26, %%zmm29, %%zmm22\n\t"
-      "vfmadd231ps %%zmm27, %%zmm29, %%zmm23\n\t"
-      ".endm\n\t" IM2WIN_3X3_LOOP(IM2WIN_AVX512_3X3_ZERO, IM2WIN_AVX512_3X3_STORE, 24)
-      IM2WIN_3X3_OPERANDS
-      : IM2WIN_AVX512_3X3_CLOBBERS, "cc", "memory");
+  IM2WIN_3X3_REDUCE(IM2WIN_AVX512_POSITION_TAP, IM2WIN_AVX512_3X3_ZERO, IM2WIN_AVX512_3X3_STORE, 24,
+                    IM2WIN_AVX512_3X3_CLOBBERS);
 }
-
 
 #include "kernels/microkernel_tile.inc"
 
