@@ -200,6 +200,29 @@ def test_tail_tiles_cover_the_columns_past_the_whole_tiles(isa, width):
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("width", [7, 13, 25])
+def test_one_column_tails_run_even_runs_of_rows(isa, width):
+    """A one-column tail runs the block's height as even runs of rows, each an exact column tile
+    (7 rows: 4 + 3, not 6 + 6 with 5 dropped): every output once, for any height and pool."""
+    for height in (1, 5, 7, 13, 14):
+        x_shape, w_shape, attrs = [1, 20, height + 2, width + 2], [32, 20, 3, 3], dict(pads=[0, 0, 0, 0])
+        x, w, b, z = _inputs(x_shape, w_shape)
+        want = reference_conv(x, w, b, z, activation="Relu", **attrs)
+        for threads in (1, 3, 16):
+            y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
+            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
+                                       err_msg=f"height {height}, {threads} threads")
+
+
+def test_avx2_seven_high_one_column_tails_run_four_and_three_rows():
+    if "avx2" not in ISAS:
+        pytest.skip("no AVX2 on this CPU")
+    for height, run in ((7, 4), (13, 5), (6, 6)):
+        plan = _kernels.workspace_bytes([1, 64, height + 2, 9], [64, 64, 3, 3], isa="avx2", tiles="channels")
+        assert plan["tile"] == f"16x1x6 + {run}x1", (height, plan)
+
+
 def test_avx2_rows_of_common_widths_take_tail_tiles():
     """AVX2's 6-column tiles leave tails on ResNet's and VGG's 7 to 112-wide rows."""
     if "avx2" not in ISAS:

@@ -98,6 +98,7 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   a.y_row_stride = s.out_w;
   const ChannelTileFn fn = p.isa->channel_tile[p.tile_vectors][p.tile_cols];
   const ChannelTileFn tail_fn = p.tail_cols > 0 ? p.isa->channel_tile[p.tile_vectors][p.tail_cols] : nullptr;
+  const ChannelTileFn* column_tiles = p.isa->column_tile[p.tile_vectors];
   // The block is height x width outputs (width = out_w, or the whole block as one run when window
   // rows carry no extra columns): either way output (r, j) of the block is Y's (first_row, 0) + r*out_w + j.
   const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
@@ -109,8 +110,10 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
     a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
     // Tiles of tile_rows x tile_cols over columns [j_begin, j_end) of every row: the whole tiles,
     // then the tail's.
-    auto run = [&](ChannelTileFn f, int64_t tile_rows, int64_t tile_cols, int64_t j_begin, int64_t j_end) {
+    // tile_for(rows): the function for a run of that many rows.
+    auto run = [&](auto tile_for, int64_t tile_rows, int64_t tile_cols, int64_t j_begin, int64_t j_end) {
       for (int64_t r0 = 0; r0 < height; r0 += tile_rows) {
+        const ChannelTileFn f = tile_for(std::min(tile_rows, height - r0));
         for (int64_t j0 = j_begin; j0 < j_end; j0 += tile_cols) {
           std::tie(a.x, a.channel_stride) = in.At(j0, r0 * p.layout.row_len + j0);
           const int64_t offset = first_channel * a.y_stride + (b.first_row + r0) * s.out_w + j0;
@@ -122,8 +125,11 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
         }
       }
     };
-    run(fn, p.tile_rows, p.tile_cols, 0, width - p.tail_cols);
-    if (p.tail_cols > 0) run(tail_fn, p.tail_rows, p.tail_cols, width - p.tail_cols, width);
+    run([&](int64_t) { return fn; }, p.tile_rows, p.tile_cols, 0, width - p.tail_cols);
+    if (p.tail_cols == 1)  // even runs of rows, each its exact column tile
+      run([&](int64_t n) { return column_tiles[n]; }, CeilDiv(height, ColumnRuns(height, p.tail_rows)), 1, width - 1, width);
+    else if (p.tail_cols > 0)
+      run([&](int64_t) { return tail_fn; }, p.tail_rows, p.tail_cols, width - p.tail_cols, width);
   }
 }
 

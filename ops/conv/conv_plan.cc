@@ -59,11 +59,17 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
     auto time = [&](int64_t columns, int tile_rows, int tile_cols) {
       return static_cast<double>(columns * CeilDiv(rows, tile_rows) * tile_rows) / TileSpeed(isa, tile_rows * tile_cols * mv);
     };
+    // A one-column tail runs even runs of rows (ColumnRuns), each an exact column tile.
+    auto column_time = [&]() {
+      const int64_t runs = ColumnRuns(rows, outputs), run = CeilDiv(rows, runs), last = rows - (runs - 1) * run;
+      return static_cast<double>((runs - 1) * run) / TileSpeed(isa, static_cast<int>(run) * mv) +
+             static_cast<double>(last) / TileSpeed(isa, static_cast<int>(last) * mv);
+    };
     for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
       const int ra = outputs / cols, tail = TailColumns(*p, out_w, cols);
       const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
                            (ra > 1 ? kSeveralRowsSpeed : 1.0);
-      const double t = whole + (tail > 0 ? time(tail, outputs / tail, tail) : 0.0);
+      const double t = whole + (tail == 1 ? column_time() : tail > 0 ? time(tail, outputs / tail, tail) : 0.0);
       const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : 0.85);
       if (score > best) {
         best = score;

@@ -14,6 +14,9 @@
 namespace im2win {
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// A one-column tail `height` rows high runs as this many runs of CeilDiv(height, runs) rows (the
+// last one shorter), each at most max_rows: the fewest column tiles, evenly filled.
+inline int64_t ColumnRuns(int64_t height, int64_t max_rows) { return CeilDiv(height, max_rows); }
 
 // n things cut into `parts` runs whose sizes differ by at most one: where run i begins, and its size.
 inline int64_t PartBegin(int64_t n, int64_t parts, int64_t i) { return i * n / parts; }
@@ -53,6 +56,7 @@ struct ConvPlan {
   // The columns a window row's whole channel tiles leave (out_w % tile_cols) run as tiles of
   // exactly that many columns and as many rows as such a tile holds (channel_tile[vectors][cols]),
   // rather than as a whole tile whose extra columns are dropped. 0: none (whole rows, or flat rows).
+  // A one-column tail runs even runs of rows instead (ColumnRuns, IsaKernels::column_tile).
   int tail_rows = 0, tail_cols = 0;
   // Depthwise in lanes, the same for every block (see DepthwiseLanesArgs): where each input column
   // goes in a panel row, and where each output of a block of layout.rows rows sits in a plane.
