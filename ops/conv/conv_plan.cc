@@ -47,7 +47,7 @@ constexpr double kSeveralRowsSpeed = 0.95;
 // Channel tiles cover the block with rows x cols outputs (and the columns past the row's whole
 // tiles with a tail tile of that many columns); picks the shape whose estimated time per useful
 // output is least: the outputs computed (dropped ones included), each tile at TileSpeed, and a
-// little favour for two vectors of channels (a broadcast then feeds two FMAs).
+// one-vector tile at IsaKernels::narrow_tile_speed (a broadcast then feeds one FMA, not two).
 // keep_vectors: choose only the rows x cols for the channel vectors already chosen.
 void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvPlan* p, bool keep_vectors = false) {
   double best = -1.0;
@@ -70,7 +70,7 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
       const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
                            (ra > 1 ? kSeveralRowsSpeed : 1.0);
       const double t = whole + (tail == 1 ? column_time() : tail > 0 ? time(tail, outputs / tail, tail) : 0.0);
-      const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : 0.85);
+      const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : isa.narrow_tile_speed);
       if (score > best) {
         best = score;
         p->tile_vectors = mv;

@@ -186,7 +186,7 @@ void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_
 
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<12, 2, 6, 12>("avx2", 12);
+constexpr IsaKernels kTable = MakeKernelTable<12, 2, 6, 12>("avx2", 12, 0.85);
 
 }  // namespace
 }  // namespace avx2

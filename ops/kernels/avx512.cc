@@ -165,7 +165,7 @@ void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_
 
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<24, 4, 12, 28>("avx512", 14);
+constexpr IsaKernels kTable = MakeKernelTable<24, 4, 12, 28>("avx512", 14, 0.95);
 
 }  // namespace
 }  // namespace avx512

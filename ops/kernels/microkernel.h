@@ -141,6 +141,11 @@ struct IsaKernels {
   // measured: AVX-512 14 (32x1x7 beat 32x1x8 on Zen 4), AVX2 12 (on the Xeon, with a panel in L2,
   // 16x1x4, 16x1x5 and 16x1x6 ran at 0.89, 0.95 and 1 of the speed; conv_plan.cc's TileSpeed).
   int busy_accumulators;
+  // Speed of a one-vector channel tile against a two-vector one with as many accumulators (a
+  // broadcast feeds one FMA, not two), measured on the Xeon with a panel in L2: AVX2 0.85 (8x2x6
+  // 102, 16x1x6 121 GFLOP/s), AVX-512 0.95 (medians over the table: 16 channels 193-195, 32
+  // channels 200-202).
+  double narrow_tile_speed;
   int max_outputs[kMaxChannelVectors + 1];
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
   // column_tile[mv][rows]: mv vectors of channels x rows x 1 column (rows = 1..max_outputs[mv]):
