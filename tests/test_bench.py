@@ -38,6 +38,20 @@ def test_bench_smoke(tmp_path, capsys):
     assert "speed-up over 1 thread(s)" in table
 
 
+def test_no_torch_leaves_pytorch_out(tmp_path, monkeypatch):
+    """A runner for PyTorch (faked here, so the test does not need it installed) is timed unless
+    --no-torch is given."""
+    calls = []
+    monkeypatch.setattr(bench, "_torch_runner", lambda layer, threads, x: lambda: calls.append(threads))
+    for flag, want in (([], True), (["--no-torch"], False)):
+        out = tmp_path / "bench.json"
+        assert bench.main(["--sets", "tiny", "--threads", "1", "--min-seconds", "0.01", "--max-runs", "5",
+                           "--json", str(out)] + flag) == 0
+        (record,) = json.loads(out.read_text())["records"]
+        assert ("torch" in record["seconds"]) == want
+    assert calls  # the fake was timed when allowed
+
+
 def test_bench_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit) as info:
         bench.main(["--sets", "nosuchset"])

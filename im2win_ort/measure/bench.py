@@ -115,7 +115,7 @@ def median_times(runners: dict[str, Callable], min_seconds: float, max_runs: int
 
 
 def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds: float = 0.3,
-                max_runs: int = 30) -> dict:
+                max_runs: int = 30, with_torch: bool = True) -> dict:
     import onnxruntime as ort
 
     from .. import _kernels
@@ -128,7 +128,7 @@ def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds:
         "ort_all": _ort_runner(reference, threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, False, x),
         "ort_extended": _ort_runner(reference, threads, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, False, x),
     }
-    torch_run = _torch_runner(layer, threads, x)
+    torch_run = _torch_runner(layer, threads, x) if with_torch else None
     if torch_run is not None:
         runners["torch"] = torch_run
     # Never time a wrong answer: check ours against ORT first.
@@ -258,14 +258,14 @@ def _kib(n: int) -> str:
 
 
 def run(sets: list[str], threads_list: list[int], min_seconds: float = 0.3, max_runs: int = 30,
-        progress=None) -> dict:
+        progress=None, with_torch: bool = True) -> dict:
     machine = machine_info(threads_list)
     records = []
     for set_name in sets:
         for layer in LAYER_SETS[set_name]():
             for threads in threads_list:
                 peak = machine["fma_peak_gflops"][str(threads)]
-                record = bench_layer(layer, threads, peak, min_seconds, max_runs)
+                record = bench_layer(layer, threads, peak, min_seconds, max_runs, with_torch)
                 record["set"] = set_name
                 records.append(record)
                 if progress:
@@ -291,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-seconds", type=float, default=0.3, help="least time per configuration and layer")
     parser.add_argument("--max-runs", type=int, default=30, help="most timed runs per configuration and layer")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when it is installed")
     args = parser.parse_args(argv)
     sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in sets if s not in LAYER_SETS]
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['layer']:<16} N{r['batch']} {r['threads']} thr: {r['gflops']['im2win']:.1f} GFLOP/s, "
               f"{r['ratio']['ort_all']:.2f} x ORT-ALL", file=sys.stderr, flush=True)
 
-    result = run(sets, threads_list, args.min_seconds, args.max_runs, progress)
+    result = run(sets, threads_list, args.min_seconds, args.max_runs, progress, with_torch=not args.no_torch)
     print(format_table(result["records"], result["summary"], result["machine"]))
     if args.json:
         tmp = args.json + ".tmp"
