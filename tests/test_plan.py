@@ -74,6 +74,25 @@ def test_the_shared_panel_is_exercised():
     assert {"3x3_7x7_many_channels", "3x3_14x14_channel_tiles", "grouped"} <= set(shared), shared
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_1x1_rows_cut_for_the_pool_keep_their_own_panels(isa):
+    """A 1x1 conv's row blocks share no window rows: cut into more blocks than its panel budget's,
+    each item still copies only its own rows (no shared panel built in a phase of its own); a
+    split into channel chunks, where items would copy the same rows, shares one."""
+    x_shape, w_shape = [1, 256, 56, 56], [128, 256, 1, 1]  # resnet50.7, copied rather than read in place
+    one = _kernels.workspace_bytes(x_shape, w_shape, threads=1, isa=isa, read_in_place=False)
+    two = _kernels.workspace_bytes(x_shape, w_shape, threads=2, isa=isa, read_in_place=False)
+    assert two["row_blocks"] > one["row_blocks"] and two["channel_chunks"] == 1, two
+    assert two["im2win_shared"] == 0 and two["im2win_per_thread"] > 0, two
+    x_shape, w_shape = [1, 256, 28, 28], [48, 256, 1, 1]  # many channels of a large plane: copied by rule
+    assert not _kernels.workspace_bytes(x_shape, w_shape, threads=2, isa=isa)["tile"].endswith("direct")
+    x, w, b, z = _inputs(x_shape, w_shape)
+    want = reference_conv(x, w, b, z, activation="Relu")
+    for threads in (1, 2, 5, 16):
+        y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
 def test_ort_sessions_cut_for_their_pool_agree():
     x_shape, w_shape, attrs = LAYERS["3x3_7x7_many_channels"]
     x, w, b, _ = _inputs(x_shape, w_shape)
