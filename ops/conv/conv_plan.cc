@@ -69,7 +69,8 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
       const int ra = outputs / cols, tail = TailColumns(*p, out_w, cols);
       const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
                            (ra > 1 ? kSeveralRowsSpeed : 1.0);
-      const double t = whole + (tail == 1 ? column_time() : tail > 0 ? time(tail, outputs / tail, tail) : 0.0);
+      const bool column = tail == 1 && isa.column_tile[mv][1] != nullptr;
+      const double t = whole + (column ? column_time() : tail > 0 ? time(tail, outputs / tail, tail) : 0.0);
       const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : isa.narrow_tile_speed);
       if (score > best) {
         best = score;

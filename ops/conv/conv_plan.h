@@ -63,6 +63,8 @@ struct ConvPlan {
   std::vector<int32_t> lanes_column_dest, lanes_output_offset;
   // Channel tiles cover a block of `rows` output rows as TileHeight x TileWidth outputs: rows x
   // out_w, or one run of rows * out_w when window rows carry no columns past the output width.
+  // The one-column tail runs as even runs of rows in exact column tiles (where the ISA has them).
+  bool ColumnTail() const { return tail_cols == 1 && isa->column_tile[tile_vectors][1] != nullptr; }
   bool FlatRows() const { return shape.out_w + ((shape.kernel_w - 1) * shape.dilation_w) / shape.stride_w == shape.out_w; }
   int64_t TileWidth(int64_t rows) const { return FlatRows() ? rows * shape.out_w : shape.out_w; }
   int64_t TileHeight(int64_t rows) const { return FlatRows() ? 1 : rows; }

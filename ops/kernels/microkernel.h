@@ -150,6 +150,7 @@ struct IsaKernels {
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
   // column_tile[mv][rows]: mv vectors of channels x rows x 1 column (rows = 1..max_outputs[mv]):
   // a one-column tail cut into even runs of rows, so a 7-high block runs 4 + 3 rows, not 6 + 6.
+  // Null for mv below channel_vectors (their one-column tails run channel_tile[mv][1]).
   ChannelTileFn column_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
   DepthwiseRowFn depthwise_row[kMaxTileVectors + 1];  // by vectors of outputs, 1..tile_vectors
   DepthwiseLanesFn depthwise_lanes;
