@@ -127,7 +127,7 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
     };
     run([&](int64_t) { return fn; }, p.tile_rows, p.tile_cols, 0, width - p.tail_cols);
     if (p.ColumnTail())  // even runs of rows, each its exact column tile
-      run([&](int64_t n) { return column_tiles[n]; }, CeilDiv(height, ColumnRuns(height, p.tail_rows)), 1, width - 1, width);
+      run([&](int64_t n) { return column_tiles[n]; }, ColumnRunRows(height, p.tail_rows), 1, width - 1, width);
     else if (p.tail_cols > 0)
       run([&](int64_t) { return tail_fn; }, p.tail_rows, p.tail_cols, width - p.tail_cols, width);
   }

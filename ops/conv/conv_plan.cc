@@ -59,17 +59,17 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
     auto time = [&](int64_t columns, int tile_rows, int tile_cols) {
       return static_cast<double>(columns * CeilDiv(rows, tile_rows) * tile_rows) / TileSpeed(isa, tile_rows * tile_cols * mv);
     };
-    // A one-column tail runs even runs of rows (ColumnRuns), each an exact column tile.
+    // A one-column tail runs even runs of rows (ColumnRunRows), each an exact column tile.
     auto column_time = [&]() {
-      const int64_t runs = ColumnRuns(rows, outputs), run = CeilDiv(rows, runs), last = rows - (runs - 1) * run;
-      return static_cast<double>((runs - 1) * run) / TileSpeed(isa, static_cast<int>(run) * mv) +
+      const int64_t run = ColumnRunRows(rows, outputs), whole = (rows - 1) / run, last = rows - whole * run;
+      return static_cast<double>(whole * run) / TileSpeed(isa, static_cast<int>(run) * mv) +
              static_cast<double>(last) / TileSpeed(isa, static_cast<int>(last) * mv);
     };
     for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
       const int ra = outputs / cols, tail = TailColumns(*p, out_w, cols);
       const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
                            (ra > 1 ? kSeveralRowsSpeed : 1.0);
-      const bool column = tail == 1 && isa.column_tile[mv][1] != nullptr;
+      const bool column = tail == 1 && HasColumnTiles(isa, mv);
       const double t = whole + (column ? column_time() : tail > 0 ? time(tail, outputs / tail, tail) : 0.0);
       const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : isa.narrow_tile_speed);
       if (score > best) {
@@ -163,13 +163,13 @@ int64_t ChooseDepthwiseRowBlocks(int64_t items, int64_t out_h, int64_t min_block
     return n >= kItemsPerThread * t && even ? 0 : n >= t ? 1 : 2;
   };
   int64_t best = min_blocks;
-  double best_time = -1.0;
+  std::tuple<int, double, int64_t> best_key;
   for (int64_t r = min_blocks; r <= last; ++r) {
     const int64_t n = items * r;
-    const double time = static_cast<double>(CeilDiv(n, t) * (CeilDiv(out_h, r) + overhang));
-    if (best_time < 0 || std::make_tuple(tier(n), time, n) < std::make_tuple(tier(items * best), best_time, items * best)) {
+    const std::tuple<int, double, int64_t> key{tier(n), static_cast<double>(CeilDiv(n, t) * (CeilDiv(out_h, r) + overhang)), n};
+    if (r == min_blocks || key < best_key) {
       best = r;
-      best_time = time;
+      best_key = key;
     }
   }
   return best;

@@ -14,9 +14,11 @@
 namespace im2win {
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-// A one-column tail `height` rows high runs as this many runs of CeilDiv(height, runs) rows (the
-// last one shorter), each at most max_rows: the fewest column tiles, evenly filled.
-inline int64_t ColumnRuns(int64_t height, int64_t max_rows) { return CeilDiv(height, max_rows); }
+// A one-column tail `height` rows high runs in the fewest runs of at most max_rows rows, evenly
+// filled: runs of this many rows, the last one shorter (7 rows, at most 6: 4 + 3).
+inline int64_t ColumnRunRows(int64_t height, int64_t max_rows) { return CeilDiv(height, CeilDiv(height, max_rows)); }
+// Whether the ISA has exact column tiles for mv vectors of channels (IsaKernels::column_tile).
+inline bool HasColumnTiles(const IsaKernels& isa, int mv) { return isa.column_tile[mv][1] != nullptr; }
 
 // n things cut into `parts` runs whose sizes differ by at most one: where run i begins, and its size.
 inline int64_t PartBegin(int64_t n, int64_t parts, int64_t i) { return i * n / parts; }
@@ -56,7 +58,7 @@ struct ConvPlan {
   // The columns a window row's whole channel tiles leave (out_w % tile_cols) run as tiles of
   // exactly that many columns and as many rows as such a tile holds (channel_tile[vectors][cols]),
   // rather than as a whole tile whose extra columns are dropped. 0: none (whole rows, or flat rows).
-  // A one-column tail runs even runs of rows instead (ColumnRuns, IsaKernels::column_tile).
+  // A one-column tail runs even runs of rows instead (ColumnRunRows, IsaKernels::column_tile).
   int tail_rows = 0, tail_cols = 0;
   // Depthwise in lanes, the same for every block (see DepthwiseLanesArgs): where each input column
   // goes in a panel row, and where each output of a block of layout.rows rows sits in a plane.
@@ -64,7 +66,7 @@ struct ConvPlan {
   // Channel tiles cover a block of `rows` output rows as TileHeight x TileWidth outputs: rows x
   // out_w, or one run of rows * out_w when window rows carry no columns past the output width.
   // The one-column tail runs as even runs of rows in exact column tiles (where the ISA has them).
-  bool ColumnTail() const { return tail_cols == 1 && isa->column_tile[tile_vectors][1] != nullptr; }
+  bool ColumnTail() const { return tail_cols == 1 && HasColumnTiles(*isa, tile_vectors); }
   bool FlatRows() const { return shape.out_w + ((shape.kernel_w - 1) * shape.dilation_w) / shape.stride_w == shape.out_w; }
   int64_t TileWidth(int64_t rows) const { return FlatRows() ? rows * shape.out_w : shape.out_w; }
   int64_t TileHeight(int64_t rows) const { return FlatRows() ? 1 : rows; }
