@@ -234,6 +234,35 @@ def test_one_column_tails_run_even_runs_of_rows(isa, width):
                                        err_msg=f"height {height}, {threads} threads")
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_1x1_channel_tiles_reduce_in_runs_of_channels(isa):
+    """A 1x1 conv with many input channels runs its channel tiles over runs of them (the sums kept
+    between runs, added in the same order): every output as one run would give it, for direct and
+    panel inputs, groups, tails and any pool."""
+    cases = [  # x shape, w shape, attributes, channels per run
+        ([1, 300, 7, 7], [64, 300, 1, 1], {}, 100),
+        ([1, 300, 14, 14], [32, 300, 1, 1], {}, 100),
+        ([1, 250, 13, 11], [96, 250, 1, 1], dict(strides=[2, 2]), 125),
+        ([2, 1040, 6, 9], [64, 520, 1, 1], dict(group=2), 104),
+        ([1, 128, 7, 7], [32, 128, 1, 1], {}, 0),  # one run
+    ]
+    for x_shape, w_shape, attrs, run in cases:
+        plan = _kernels.workspace_bytes(x_shape, w_shape, isa=isa, tiles="channels", **attrs)
+        if plan["tile_family"] != "channels":
+            assert plan["channel_run"] == 0, plan
+            continue
+        assert plan["channel_run"] == run, (x_shape, plan)
+        x, w, b, _ = _inputs(x_shape, w_shape)
+        z = np.random.default_rng(1).standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+        want = reference_conv(x, w, b, z, activation="Relu", **attrs)
+        for threads in (1, 3, 16):
+            y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
+            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
+                                       err_msg=f"{x_shape} {w_shape}, {threads} threads")
+    # 3x3 tiles keep one run.
+    assert _kernels.workspace_bytes([1, 512, 7, 7], [512, 512, 3, 3], pads=[1, 1, 1, 1], isa=isa)["channel_run"] == 0
+
+
 def test_avx2_seven_high_one_column_tails_run_four_and_three_rows():
     if "avx2" not in ISAS:
         pytest.skip("no AVX2 on this CPU")

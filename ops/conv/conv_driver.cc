@@ -85,14 +85,13 @@ void SetTileEpilogue(const ConvPlan& p, Args* a) {
   ClampBounds(p.epilogue, &a->lo, &a->hi);
 }
 
-void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b) {
+void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b, float* sums) {
   const ConvShape& s = p.shape;
-  const int64_t mg = s.outputs_per_group(), k = s.channels_per_group() * s.kernel_h * s.kernel_w;
+  const int64_t mg = s.outputs_per_group(), cg = s.channels_per_group(), k = cg * s.kernel_h * s.kernel_w;
   ChannelTileArgs a;
   a.block_stride = kChannelBlock * k;
   a.taps = p.layout.tap_offset.data();
   a.tap_count = s.kernel_h * s.kernel_w;
-  a.channels = s.channels_per_group();
   a.row_stride = p.layout.row_len;
   SetTileEpilogue(p, &a);
   a.y_row_stride = s.out_w;
@@ -102,34 +101,46 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   // The block is height x width outputs (width = out_w, or the whole block as one run when window
   // rows carry no extra columns): either way output (r, j) of the block is Y's (first_row, 0) + r*out_w + j.
   const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
+  const int64_t run_channels = p.channel_run > 0 ? p.channel_run : cg, sum_floats = p.ChannelTileSumFloats();
+  int64_t first_channel = 0, c0 = 0, tile = 0;  // tile: the tile's slot in `sums`
+  bool first_run = true, last_run = true;
+  // Tiles of tile_rows x tile_cols over columns [j_begin, j_end) of every row, for the channels
+  // [c0, c0 + a.channels); tile_for(rows): the function for a run of that many rows.
+  auto run = [&](auto tile_for, int64_t tile_rows, int64_t tile_cols, int64_t j_begin, int64_t j_end) {
+    for (int64_t r0 = 0; r0 < height; r0 += tile_rows) {
+      const ChannelTileFn f = tile_for(std::min(tile_rows, height - r0));
+      for (int64_t j0 = j_begin; j0 < j_end; j0 += tile_cols, ++tile) {
+        std::tie(a.x, a.channel_stride) = in.At(j0, r0 * p.layout.row_len + j0);
+        a.x += c0 * a.channel_stride;
+        a.acc_in = first_run ? nullptr : sums + tile * sum_floats;
+        a.acc_out = last_run ? nullptr : sums + tile * sum_floats;
+        const int64_t offset = first_channel * a.y_stride + (b.first_row + r0) * s.out_w + j0;
+        a.y = b.y + offset;
+        a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
+        a.rows = std::min<int64_t>(tile_rows, height - r0);
+        a.cols = std::min<int64_t>(tile_cols, j_end - j0);
+        f(a);
+      }
+    }
+  };
   for (int64_t m0 = b.m_begin; m0 < b.m_end; m0 += p.m_unit) {
-    const int64_t first_channel = b.g * mg + m0;
+    first_channel = b.g * mg + m0;
     // Packed in blocks of kChannelBlock channels, [k][kChannelBlock] each: a tile of fewer channels
     // (AVX2's 8) starts inside its block.
-    a.w = b.w + (first_channel - first_channel % kChannelBlock) * k + first_channel % kChannelBlock;
+    const float* const w = b.w + (first_channel - first_channel % kChannelBlock) * k + first_channel % kChannelBlock;
     a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
-    // Tiles of tile_rows x tile_cols over columns [j_begin, j_end) of every row: the whole tiles,
-    // then the tail's.
-    // tile_for(rows): the function for a run of that many rows.
-    auto run = [&](auto tile_for, int64_t tile_rows, int64_t tile_cols, int64_t j_begin, int64_t j_end) {
-      for (int64_t r0 = 0; r0 < height; r0 += tile_rows) {
-        const ChannelTileFn f = tile_for(std::min(tile_rows, height - r0));
-        for (int64_t j0 = j_begin; j0 < j_end; j0 += tile_cols) {
-          std::tie(a.x, a.channel_stride) = in.At(j0, r0 * p.layout.row_len + j0);
-          const int64_t offset = first_channel * a.y_stride + (b.first_row + r0) * s.out_w + j0;
-          a.y = b.y + offset;
-          a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
-          a.rows = std::min<int64_t>(tile_rows, height - r0);
-          a.cols = std::min<int64_t>(tile_cols, j_end - j0);
-          f(a);
-        }
-      }
-    };
-    run([&](int64_t) { return fn; }, p.tile_rows, p.tile_cols, 0, width - p.tail_cols);
-    if (p.ColumnTail())  // even runs of rows, each its exact column tile
-      run([&](int64_t n) { return column_tiles[n]; }, ColumnRunRows(height, p.tail_rows), 1, width - 1, width);
-    else if (p.tail_cols > 0)
-      run([&](int64_t) { return tail_fn; }, p.tail_rows, p.tail_cols, width - p.tail_cols, width);
+    for (c0 = 0; c0 < cg; c0 += run_channels) {  // every tile of the block, per run of channels
+      a.channels = std::min(run_channels, cg - c0);
+      a.w = w + c0 * a.tap_count * kChannelBlock;
+      first_run = c0 == 0;
+      last_run = c0 + a.channels == cg;
+      tile = 0;
+      run([&](int64_t) { return fn; }, p.tile_rows, p.tile_cols, 0, width - p.tail_cols);
+      if (p.ColumnTail())  // even runs of rows, each its exact column tile
+        run([&](int64_t n) { return column_tiles[n]; }, ColumnRunRows(height, p.tail_rows), 1, width - 1, width);
+      else if (p.tail_cols > 0)
+        run([&](int64_t) { return tail_fn; }, p.tail_rows, p.tail_cols, width - p.tail_cols, width);
+    }
   }
 }
 
@@ -271,7 +282,7 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
               : PrepareInput(p, x_image_n + b.g * cg * in_plane, b.first_row, b.rows, workspace,
                              ((s.batch - 1 - n) * s.in_channels + (s.group - 1 - b.g) * cg) * in_plane);
       if (p.family == TileFamily::kChannels)
-        RunChannelTiles(p, in, b);
+        RunChannelTiles(p, in, b, workspace + p.input_floats());
       else
         RunPositionTiles(p, in, b);
       float lo, hi;

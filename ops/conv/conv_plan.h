@@ -60,6 +60,10 @@ struct ConvPlan {
   // rather than as a whole tile whose extra columns are dropped. 0: none (whole rows, or flat rows).
   // A one-column tail runs even runs of rows instead (ColumnRunRows, IsaKernels::column_tile).
   int tail_rows = 0, tail_cols = 0;
+  // Channel tiles reduce over C/group in runs of this many channels, so that a run's weights stay
+  // in L1 across the block's tiles; each tile's sums wait in the workspace between runs (the sums
+  // are added in the same order). 0: one run of all the channels.
+  int64_t channel_run = 0;
   // Depthwise in lanes, the same for every block (see DepthwiseLanesArgs): where each input column
   // goes in a panel row, and where each output of a block of layout.rows rows sits in a plane.
   std::vector<int32_t> lanes_column_dest, lanes_output_offset;
@@ -70,15 +74,34 @@ struct ConvPlan {
   bool FlatRows() const { return shape.out_w + ((shape.kernel_w - 1) * shape.dilation_w) / shape.stride_w == shape.out_w; }
   int64_t TileWidth(int64_t rows) const { return FlatRows() ? rows * shape.out_w : shape.out_w; }
   int64_t TileHeight(int64_t rows) const { return FlatRows() ? 1 : rows; }
+  // Channel tiles of a block of `rows` output rows (of at most the plan's rows): whole tiles, then
+  // the tail's (ColumnTail: one per run of rows).
+  int64_t ChannelTileCount(int64_t rows) const {
+    const int64_t height = TileHeight(rows), width = TileWidth(rows);
+    const int64_t whole = CeilDiv(height, tile_rows) * CeilDiv(width - tail_cols, tile_cols);
+    if (ColumnTail()) return whole + CeilDiv(height, ColumnRunRows(height, tail_rows));
+    return whole + (tail_cols > 0 ? CeilDiv(height, tail_rows) : 0);
+  }
+  // Floats a channel tile's sums take between runs of channels (the most outputs any tile holds).
+  int64_t ChannelTileSumFloats() const { return static_cast<int64_t>(isa->max_outputs[tile_vectors]) * m_unit; }
+  // The sums of every channel tile of the tallest block, kept between runs of channels.
+  int64_t partial_floats() const {
+    return channel_run > 0 ? ChannelTileCount(CeilDiv(shape.out_h, row_blocks)) * ChannelTileSumFloats() : 0;
+  }
   int64_t group_blocks() const { return (shape.group + groups_per_item - 1) / groups_per_item; }
   int64_t work_items() const { return shape.batch * group_blocks() * row_blocks * m_chunks; }
   // Bytes each thread reserves, independent of the batch: the window panel, or for a direct conv
   // the copy of a block's last tile of inputs.
   int64_t workspace_floats() const {
-    if (shared_panel) return 0;
-    const int64_t tail = family == TileFamily::kChannels ? tile_cols : isa->tile_positions();
     if (depthwise_lanes)  // the channels' panels side by side, then their weights
       return isa->vector_len * (layout.channel_stride + shape.kernel_h * shape.kernel_w);
+    return input_floats() + partial_floats();
+  }
+  // The part of the workspace that holds the block's input: its window panel, or for a direct conv
+  // the copy of its last tile of inputs (the channel tiles' sums follow it).
+  int64_t input_floats() const {
+    if (shared_panel) return 0;
+    const int64_t tail = family == TileFamily::kChannels ? tile_cols : isa->tile_positions();
     return direct ? layout.channels * tail : layout.panel_floats();
   }
   int64_t workspace_bytes() const { return workspace_floats() * static_cast<int64_t>(sizeof(float)); }

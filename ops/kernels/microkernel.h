@@ -61,6 +61,12 @@ struct ChannelTileArgs {
   const float* bias;       // per channel of the tile, or null
   const float* residual;   // Z at the same place as y, or null
   float lo, hi;
+  // A reduction over C cut into runs of channels (weights of a run kept in L1): the accumulators
+  // start from acc_in where it is set (the previous run's), and where acc_out is set they are
+  // stored there as they are, [output][channel] (rows x cols outputs, MV vectors each), and the
+  // epilogue waits for the last run. Sums are added in the same order either way.
+  const float* acc_in = nullptr;
+  float* acc_out = nullptr;
 };
 
 using ChannelTileFn = void (*)(const ChannelTileArgs&);
