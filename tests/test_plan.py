@@ -263,6 +263,36 @@ def test_1x1_channel_tiles_reduce_in_runs_of_channels(isa):
     assert _kernels.workspace_bytes([1, 512, 7, 7], [512, 512, 3, 3], pads=[1, 1, 1, 1], isa=isa)["channel_run"] == 0
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_channel_tiles_of_every_width(isa):
+    """Rows of 1 to 30 outputs, each cut into the table's channel tiles and tails (one-row tiles
+    of up to 14 columns on AVX-512): every output once, as the reference gives it."""
+    for width in range(1, 31):
+        x_shape, w_shape, attrs = [1, 12, 5, width], [64, 12, 3, 3], dict(pads=[1, 1, 1, 1])
+        rng = np.random.default_rng(width)
+        x, z = (rng.standard_normal(shape).astype(np.float32) for shape in (x_shape, [1, 64, 5, width]))
+        w = (rng.standard_normal(w_shape) / np.sqrt(12 * 9)).astype(np.float32)
+        b = rng.standard_normal(64).astype(np.float32)
+        want = reference_conv(x, w, b, z, activation="Relu", **attrs)
+        for threads in (1, 3):
+            y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
+            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
+                                       err_msg=f"width {width}, {threads} threads")
+
+
+def test_avx512_rows_of_14_run_in_one_tile():
+    """A 14-wide row (ResNet's and MobileNetV2's 14x14 layers, 1x1 ones flattened to rows of 196)
+    is one 32-channel tile of 28 accumulators, not two of 14."""
+    if "avx512" not in ISAS:
+        pytest.skip("no AVX-512 on this CPU")
+    plan = _kernels.workspace_bytes([1, 256, 14, 14], [256, 256, 3, 3], pads=[1, 1, 1, 1], isa="avx512")
+    assert plan["tile"] == "32x1x14", plan
+    plan = _kernels.workspace_bytes([1, 1024, 14, 14], [256, 1024, 1, 1], isa="avx512")
+    assert plan["tile"] == "32x1x14 direct", plan
+    plan = _kernels.workspace_bytes([1, 512, 7, 7], [512, 512, 3, 3], pads=[1, 1, 1, 1], isa="avx512")
+    assert plan["tile"] == "32x1x7", plan  # 7-wide rows keep one-row tiles
+
+
 def test_avx2_seven_high_one_column_tails_run_four_and_three_rows():
     if "avx2" not in ISAS:
         pytest.skip("no AVX2 on this CPU")

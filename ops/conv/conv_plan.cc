@@ -60,22 +60,23 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
     if (keep_vectors && mv != p->tile_vectors) continue;
     if (!ChannelVectorsFit(isa, p->shape, mv)) continue;  // whole tiles only
     const int outputs = isa.max_outputs[mv];
+    const int* const tile_rows = isa.channel_tile_rows[mv];
     // Time for `columns` columns of every row in tiles of tile_rows x tile_cols outputs.
     auto time = [&](int64_t columns, int tile_rows, int tile_cols) {
       return static_cast<double>(columns * CeilDiv(rows, tile_rows) * tile_rows) / TileSpeed(isa, tile_rows * tile_cols * mv);
     };
     // A one-column tail runs even runs of rows (ColumnRunRows), each an exact column tile.
     auto column_time = [&]() {
-      const int64_t run = ColumnRunRows(rows, outputs), whole = (rows - 1) / run, last = rows - whole * run;
+      const int64_t run = ColumnRunRows(rows, tile_rows[1]), whole = (rows - 1) / run, last = rows - whole * run;
       return static_cast<double>(whole * run) / TileSpeed(isa, static_cast<int>(run) * mv) +
              static_cast<double>(last) / TileSpeed(isa, static_cast<int>(last) * mv);
     };
     for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
-      const int ra = outputs / cols, tail = TailColumns(*p, out_w, cols);
+      const int ra = tile_rows[cols], tail = TailColumns(*p, out_w, cols);
       const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
                            (ra > 1 ? kSeveralRowsSpeed : 1.0);
       const bool column = tail == 1 && HasColumnTiles(isa, mv);
-      const double t = whole + (column ? column_time() : tail > 0 ? time(tail, outputs / tail, tail) : 0.0);
+      const double t = whole + (column ? column_time() : tail > 0 ? time(tail, tile_rows[tail], tail) : 0.0);
       const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : isa.narrow_tile_speed);
       if (score > best) {
         best = score;
@@ -86,7 +87,7 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
     }
   }
   p->tail_cols = TailColumns(*p, out_w, p->tile_cols);
-  p->tail_rows = p->tail_cols > 0 ? isa.max_outputs[p->tile_vectors] / p->tail_cols : 0;
+  p->tail_rows = p->tail_cols > 0 ? isa.channel_tile_rows[p->tile_vectors][p->tail_cols] : 0;
 }
 
 // Position tiles compute whole vectors: picks the number of blocks (at least min_blocks, each

@@ -139,9 +139,9 @@ struct IsaKernels {
   // tile[rm][rv]: rm output channels (1..kTileM) x rv vectors of positions (1..tile_vectors);
   // narrower tiles finish a block without computing lanes that would be dropped.
   TileFn tile[kTileM + 1][kMaxTileVectors + 1];
-  // channel_tile[mv][cols]: mv vectors of channels x (max_outputs[mv] / cols) rows x cols columns
-  // (fewer channel vectors leave registers for more outputs: tiny images fit in one tile);
-  // channel_vectors == 0 means this ISA has no channel tiles.
+  // channel_tile[mv][cols]: mv vectors of channels x channel_tile_rows[mv][cols] rows x cols
+  // columns, cols = 1..max_outputs[mv] (fewer channel vectors leave registers for more outputs:
+  // tiny images fit in one tile); channel_vectors == 0 means this ISA has no channel tiles.
   int channel_vectors;
   // Accumulators (outputs x channel vectors) a channel tile needs to keep the FMA pipes busy,
   // measured: AVX-512 14 (32x1x7 beat 32x1x8 on Zen 4), AVX2 12 (on the Xeon, with a panel in L2,
@@ -152,9 +152,10 @@ struct IsaKernels {
   // 102, 16x1x6 121 GFLOP/s), AVX-512 0.95 (medians over the table: 16 channels 193-195, 32
   // channels 200-202).
   double narrow_tile_speed;
-  int max_outputs[kMaxChannelVectors + 1];
+  int max_outputs[kMaxChannelVectors + 1];  // the most outputs (rows x cols) of a channel tile
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
-  // column_tile[mv][rows]: mv vectors of channels x rows x 1 column (rows = 1..max_outputs[mv]):
+  int channel_tile_rows[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
+  // column_tile[mv][rows]: mv vectors of channels x rows x 1 column (rows = 1..channel_tile_rows[mv][1]):
   // a one-column tail cut into even runs of rows, so a 7-high block runs 4 + 3 rows, not 6 + 6.
   // Null for mv below channel_vectors (their one-column tails run channel_tile[mv][1]).
   ChannelTileFn column_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
