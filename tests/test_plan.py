@@ -280,6 +280,24 @@ def test_channel_tiles_of_every_width(isa):
                                        err_msg=f"width {width}, {threads} threads")
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_1x1_flat_rows_with_tails(isa):
+    """1x1 convs walk a block's rows as one flat run, now with one-row tails (49 = 3 x 14 + 7):
+    blocks of uneven heights for the pool, X read in place up to its last float, and strided."""
+    for height, width, strides in ((7, 7, 1), (5, 9, 1), (9, 9, 1), (3, 17, 1), (1, 30, 1), (13, 13, 2)):
+        x_shape, w_shape, attrs = [1, 40, height, width], [64, 40, 1, 1], dict(strides=[strides] * 2)
+        rng = np.random.default_rng(height * 100 + width)
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = (rng.standard_normal(w_shape) / np.sqrt(40)).astype(np.float32)
+        b = rng.standard_normal(64).astype(np.float32)
+        z = rng.standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+        want = reference_conv(x, w, b, z, activation="Relu", **attrs)
+        for threads in (1, 2, 3, 16):
+            y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
+            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
+                                       err_msg=f"{height}x{width} s{strides}, {threads} threads")
+
+
 def test_avx512_rows_of_14_run_in_one_tile():
     """A 14-wide row (ResNet's and MobileNetV2's 14x14 layers, 1x1 ones flattened to rows of 196)
     is one 32-channel tile of 28 accumulators, not two of 14."""
@@ -291,6 +309,8 @@ def test_avx512_rows_of_14_run_in_one_tile():
     assert plan["tile"] == "32x1x14 direct", plan
     plan = _kernels.workspace_bytes([1, 512, 7, 7], [512, 512, 3, 3], pads=[1, 1, 1, 1], isa="avx512")
     assert plan["tile"] == "32x1x7", plan  # 7-wide rows keep one-row tiles
+    plan = _kernels.workspace_bytes([1, 2048, 7, 7], [512, 2048, 1, 1], isa="avx512")
+    assert plan["tile"] == "32x1x14 + 1x7 direct", plan  # a 7x7 1x1's flat run of 49
 
 
 def test_avx2_seven_high_one_column_tails_run_four_and_three_rows():

@@ -32,10 +32,15 @@ constexpr int64_t kChannelRun = 128;
 // The pool sizes the split search considers (more threads than this share the items).
 constexpr int kMaxPlannedThreads = 256;
 
-// The columns left past a row's whole tiles of `cols` columns, which a tail tile runs (ConvPlan::
-// tail_cols): none where the whole row fits one tile or rows are flat (one long run per block).
-int TailColumns(const ConvPlan& p, int64_t width, int cols) {
-  return !p.FlatRows() && width > cols ? static_cast<int>(width % cols) : 0;
+// The columns left past a row's whole tiles of mv x `cols`, which a tail tile runs (ConvPlan::
+// tail_cols): none where the whole row fits one tile. Flat rows (one run of positions per block)
+// take one-row tails only, a column tail's or a one-row tile's: a taller tile would read rows past
+// the run (past X's end for a 1x1 conv reading X in place), so there the last whole tile covers
+// the rest, computing columns it drops, as it did before tails.
+int TailColumns(const IsaKernels& isa, const ConvPlan& p, int mv, int64_t width, int cols) {
+  const int tail = width > cols ? static_cast<int>(width % cols) : 0;
+  const bool one_row = (tail == 1 && HasColumnTiles(isa, mv)) || isa.channel_tile_rows[mv][tail] == 1;
+  return tail > 0 && p.FlatRows() && !one_row ? 0 : tail;
 }
 
 // A channel tile's speed against one with IsaKernels::busy_accumulators: acc / (acc + 4) each, which
@@ -72,10 +77,10 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
              static_cast<double>(last) / TileSpeed(isa, static_cast<int>(last) * mv);
     };
     for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
-      const int ra = tile_rows[cols], tail = TailColumns(*p, out_w, cols);
+      const int ra = tile_rows[cols], tail = TailColumns(isa, *p, mv, out_w, cols);
+      const bool column = tail == 1 && HasColumnTiles(isa, mv);
       const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
                            (ra > 1 ? kSeveralRowsSpeed : 1.0);
-      const bool column = tail == 1 && HasColumnTiles(isa, mv);
       const double t = whole + (column ? column_time() : tail > 0 ? time(tail, tile_rows[tail], tail) : 0.0);
       const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : isa.narrow_tile_speed);
       if (score > best) {
@@ -86,7 +91,7 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
       }
     }
   }
-  p->tail_cols = TailColumns(*p, out_w, p->tile_cols);
+  p->tail_cols = TailColumns(isa, *p, p->tile_vectors, out_w, p->tile_cols);
   p->tail_rows = p->tail_cols > 0 ? isa.channel_tile_rows[p->tile_vectors][p->tail_cols] : 0;
 }
 
