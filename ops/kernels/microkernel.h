@@ -146,6 +146,9 @@ struct IsaKernels {
   // Accumulators (outputs x channel vectors) a channel tile needs to keep the FMA pipes busy,
   // measured: AVX-512 14 (32x1x7 beat 32x1x8 on Zen 4), AVX2 12 (on the Xeon, with a panel in L2,
   // 16x1x4, 16x1x5 and 16x1x6 ran at 0.89, 0.95 and 1 of the speed; conv_plan.cc's TileSpeed).
+  // On the Xeon, 28 AVX-512 accumulators (32x1x14) ran 1.15-1.22x as fast as 14 (32x1x7); the
+  // planner takes the widest of equally rated tiles, so 14-wide rows get 32x1x14 all the same. A
+  // model with 28 here also moved 7x7 1x1 convs' tiles and was no faster on whole networks.
   int busy_accumulators;
   // Speed of a one-vector channel tile against a two-vector one with as many accumulators (a
   // broadcast feeds one FMA, not two), measured on the Xeon with a panel in L2: AVX2 0.85 (8x2x6
