@@ -39,7 +39,7 @@ constexpr int kMaxPlannedThreads = 256;
 // the rest, computing columns it drops, as it did before tails.
 int TailColumns(const IsaKernels& isa, const ConvPlan& p, int mv, int64_t width, int cols) {
   const int tail = width > cols ? static_cast<int>(width % cols) : 0;
-  const bool one_row = (tail == 1 && HasColumnTiles(isa, mv)) || isa.channel_tile_rows[mv][tail] == 1;
+  const bool one_row = IsColumnTail(isa, mv, tail) || isa.channel_tile_rows[mv][tail] == 1;
   return tail > 0 && p.FlatRows() && !one_row ? 0 : tail;
 }
 
@@ -78,7 +78,7 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
     };
     for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
       const int ra = tile_rows[cols], tail = TailColumns(isa, *p, mv, out_w, cols);
-      const bool column = tail == 1 && HasColumnTiles(isa, mv);
+      const bool column = IsColumnTail(isa, mv, tail);
       const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
                            (ra > 1 ? kSeveralRowsSpeed : 1.0);
       const double t = whole + (column ? column_time() : tail > 0 ? time(tail, tile_rows[tail], tail) : 0.0);

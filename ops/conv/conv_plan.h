@@ -19,6 +19,10 @@ inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t ColumnRunRows(int64_t height, int64_t max_rows) { return CeilDiv(height, CeilDiv(height, max_rows)); }
 // Whether the ISA has exact column tiles for mv vectors of channels (IsaKernels::column_tile).
 inline bool HasColumnTiles(const IsaKernels& isa, int mv) { return isa.column_tile[mv][1] != nullptr; }
+// Whether a tail of `tail_cols` columns runs as column tiles in even runs of rows (ColumnRunRows).
+inline bool IsColumnTail(const IsaKernels& isa, int mv, int tail_cols) {
+  return tail_cols == 1 && HasColumnTiles(isa, mv);
+}
 
 // n things cut into `parts` runs whose sizes differ by at most one: where run i begins, and its size.
 inline int64_t PartBegin(int64_t n, int64_t parts, int64_t i) { return i * n / parts; }
@@ -57,8 +61,9 @@ struct ConvPlan {
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
   // The columns a window row's whole channel tiles leave (out_w % tile_cols) run as tiles of
   // exactly that many columns and as many rows as such a tile holds (channel_tile[vectors][cols]),
-  // rather than as a whole tile whose extra columns are dropped. 0: none (whole rows, or flat rows).
-  // A one-column tail runs even runs of rows instead (ColumnRunRows, IsaKernels::column_tile).
+  // rather than as a whole tile whose extra columns are dropped. 0: none (whole rows). Flat rows
+  // take one-row tails only (conv_plan.cc's TailColumns). A one-column tail runs even runs of rows
+  // instead (ColumnRunRows, IsaKernels::column_tile).
   int tail_rows = 0, tail_cols = 0;
   // Channel tiles reduce over C/group in runs of this many channels, so that a run's weights stay
   // in L1 across the block's tiles; each tile's sums wait in the workspace between runs (the sums
@@ -70,7 +75,7 @@ struct ConvPlan {
   // Channel tiles cover a block of `rows` output rows as TileHeight x TileWidth outputs: rows x
   // out_w, or one run of rows * out_w when window rows carry no columns past the output width.
   // The one-column tail runs as even runs of rows in exact column tiles (where the ISA has them).
-  bool ColumnTail() const { return tail_cols == 1 && HasColumnTiles(*isa, tile_vectors); }
+  bool ColumnTail() const { return IsColumnTail(*isa, tile_vectors, tail_cols); }
   bool FlatRows() const { return shape.out_w + ((shape.kernel_w - 1) * shape.dilation_w) / shape.stride_w == shape.out_w; }
   int64_t TileWidth(int64_t rows) const { return FlatRows() ? rows * shape.out_w : shape.out_w; }
   int64_t TileHeight(int64_t rows) const { return FlatRows() ? 1 : rows; }

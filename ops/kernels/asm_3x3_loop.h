@@ -2,8 +2,9 @@
 // stay in registers from zero to the end, the nine tap offsets in general registers, and each
 // channel is nine invocations of the assembler macro IM2WIN_TAP3X3 woff, base (the tap's weights at
 // woff(%[w]), its inputs at base), whose lines the ISA file gives IM2WIN_3X3_REDUCE. The sums go
-// to %[out]. GCC's version of the shared tile loop reloads the tap offsets from memory on every channel and spills accumulators
-// around the last taps, costing load-port slots where a step is mostly loads already.
+// to %[out]. GCC's version of the shared tile loop reloads the tap offsets from memory on every
+// channel and spills accumulators around the last taps, costing load-port slots where a step is
+// mostly loads already.
 // Include only inside an ISA file's namespace, after <cstdint>.
 #pragma once
 
