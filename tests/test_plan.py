@@ -264,6 +264,36 @@ def test_1x1_channel_tiles_reduce_in_runs_of_channels(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_channel_tiles_prefetch_the_next_runs_weights(isa):
+    """Channel tiles fetch the next run's (or channel block's) weights into L2 while they compute
+    where two runs and the block's input fit the core's L2; prefetching changes no output: the
+    reference's at W's last block (a tile of one channel block), between runs, across groups and
+    for any pool."""
+    cases = [  # x shape, w shape, attributes
+        ([1, 300, 7, 7], [80, 300, 1, 1], {}),  # runs of 100 channels; M = 80 ends on one block
+        ([1, 64, 9, 9], [48, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
+        ([2, 96, 8, 8], [96, 48, 3, 3], dict(pads=[1, 1, 1, 1], group=2)),
+        ([1, 40, 15, 15], [72, 40, 3, 3], dict(strides=[2, 2])),
+    ]
+    for x_shape, w_shape, attrs in cases:
+        plan = _kernels.workspace_bytes(x_shape, w_shape, isa=isa, tiles="channels", **attrs)
+        if plan["tile_family"] != "channels":
+            assert not plan["prefetch_weights"], plan
+            continue
+        assert plan["prefetch_weights"], (x_shape, plan)
+        x, w, b, _ = _inputs(x_shape, w_shape)
+        z = np.random.default_rng(1).standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+        want = reference_conv(x, w, b, z, activation="Relu", **attrs)
+        for threads in (1, 3, 16):
+            y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
+            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
+                                       err_msg=f"{x_shape} {w_shape}, {threads} threads")
+    # A run of weights that cannot fit twice in any core's L2 (9 MiB of 3x3 weights a block).
+    huge = _kernels.workspace_bytes([1, 8192, 3, 3], [64, 8192, 3, 3], pads=[1, 1, 1, 1], isa=isa, tiles="channels")
+    assert not huge["prefetch_weights"], huge
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_channel_tiles_of_every_width(isa):
     """Rows of 1 to 30 outputs, each cut into the table's channel tiles and tails (one-row tiles
     of up to 14 columns on AVX-512): every output once, as the reference gives it."""

@@ -104,6 +104,11 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   const int64_t run_channels = p.channel_run > 0 ? p.channel_run : cg, sum_floats = p.ChannelTileSumFloats();
   int64_t first_channel = 0, c0 = 0, tile = 0;  // tile: the tile's slot in `sums`
   bool first_run = true, last_run = true;
+  // The next run's (or channel block's) weights, a slice per tile of this run's tiles: a line of
+  // kChannelBlock floats per (channel, tap) of each block.
+  const int64_t tiles = p.ChannelTileCount(b.rows);
+  const float* next = nullptr;
+  int64_t next_lines = 0;
   // Tiles of tile_rows x tile_cols over columns [j_begin, j_end) of every row, for the channels
   // [c0, c0 + a.channels); tile_for(rows): the function for a run of that many rows.
   auto run = [&](auto tile_for, int64_t tile_rows, int64_t tile_cols, int64_t j_begin, int64_t j_end) {
@@ -119,6 +124,13 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
         a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
         a.rows = std::min<int64_t>(tile_rows, height - r0);
         a.cols = std::min<int64_t>(tile_cols, j_end - j0);
+        if (next != nullptr) {
+          const int64_t l0 = tile * next_lines / tiles, l1 = (tile + 1) * next_lines / tiles;
+          a.prefetch = next + l0 * kChannelBlock;
+          a.prefetch_lines = l1 - l0;
+        } else {
+          a.prefetch_lines = 0;
+        }
         f(a);
       }
     }
@@ -135,6 +147,15 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
       first_run = c0 == 0;
       last_run = c0 + a.channels == cg;
       tile = 0;
+      next = nullptr;
+      if (p.prefetch_weights) {
+        const int64_t nm0 = last_run ? m0 + p.m_unit : m0, nc0 = last_run ? 0 : c0 + a.channels;
+        if (nm0 < b.m_end) {
+          const int64_t fc = b.g * mg + nm0;
+          next = b.w + (fc - fc % kChannelBlock) * k + nc0 * a.tap_count * kChannelBlock;
+          next_lines = std::min(run_channels, cg - nc0) * a.tap_count;
+        }
+      }
       run([&](int64_t) { return fn; }, p.tile_rows, p.tile_cols, 0, width - p.tail_cols);
       if (p.ColumnTail())  // even runs of rows, each its exact column tile
         run([&](int64_t n) { return column_tiles[n]; }, ColumnRunRows(height, p.tail_rows), 1, width - 1, width);

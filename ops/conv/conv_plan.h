@@ -69,6 +69,10 @@ struct ConvPlan {
   // in L1 across the block's tiles; each tile's sums wait in the workspace between runs (the sums
   // are added in the same order). 0: one run of all the channels.
   int64_t channel_run = 0;
+  // Channel tiles fetch the next run's (or the next block's) weights into L2 while they compute, a
+  // slice a tile, so that weights from memory arrive while the FMAs run instead of on the next
+  // run's first tile (ChannelTileArgs::prefetch).
+  bool prefetch_weights = false;
   // Depthwise in lanes, the same for every block (see DepthwiseLanesArgs): where each input column
   // goes in a panel row, and where each output of a block of layout.rows rows sits in a plane.
   std::vector<int32_t> lanes_column_dest, lanes_output_offset;

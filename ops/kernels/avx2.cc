@@ -106,18 +106,18 @@ struct V {
   "vxorps %%xmm10, %%xmm10, %%xmm10\n\t" \
   "vxorps %%xmm11, %%xmm11, %%xmm11\n\t"
 #define IM2WIN_AVX2_3X3_STORE \
-  "vmovups %%ymm0, 0(%[out])\n\t" \
-  "vmovups %%ymm1, 32(%[out])\n\t" \
-  "vmovups %%ymm2, 64(%[out])\n\t" \
-  "vmovups %%ymm3, 96(%[out])\n\t" \
-  "vmovups %%ymm4, 128(%[out])\n\t" \
-  "vmovups %%ymm5, 160(%[out])\n\t" \
-  "vmovups %%ymm6, 192(%[out])\n\t" \
-  "vmovups %%ymm7, 224(%[out])\n\t" \
-  "vmovups %%ymm8, 256(%[out])\n\t" \
-  "vmovups %%ymm9, 288(%[out])\n\t" \
-  "vmovups %%ymm10, 320(%[out])\n\t" \
-  "vmovups %%ymm11, 352(%[out])\n\t"
+  "vmovups %%ymm0, 0(%[n])\n\t" \
+  "vmovups %%ymm1, 32(%[n])\n\t" \
+  "vmovups %%ymm2, 64(%[n])\n\t" \
+  "vmovups %%ymm3, 96(%[n])\n\t" \
+  "vmovups %%ymm4, 128(%[n])\n\t" \
+  "vmovups %%ymm5, 160(%[n])\n\t" \
+  "vmovups %%ymm6, 192(%[n])\n\t" \
+  "vmovups %%ymm7, 224(%[n])\n\t" \
+  "vmovups %%ymm8, 256(%[n])\n\t" \
+  "vmovups %%ymm9, 288(%[n])\n\t" \
+  "vmovups %%ymm10, 320(%[n])\n\t" \
+  "vmovups %%ymm11, 352(%[n])\n\t"
 #define IM2WIN_AVX2_3X3_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
 
 // One channel-tile tap: its 16 channels' weights at w + woff (those 16 steps ahead prefetched, as
@@ -144,6 +144,12 @@ struct V {
   "vbroadcastss 20\\base, %%ymm15\n\t" \
   "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t" \
   "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
+// Per channel of a channel tile, two lines of the next tiles' weights (ChannelTileArgs::prefetch).
+#define IM2WIN_AVX2_CHANNEL_PREFETCH \
+  "prefetcht1 (%[pf])\n\t" \
+  "prefetcht1 64(%[pf])\n\t" \
+  "add %[pfs], %[pf]\n\t"
+
 // One position-tile tap: its 16 positions at base, base + 32, its six channels' weights at
 // w + woff + 0, 4, ..., 20.
 #define IM2WIN_AVX2_POSITION_TAP \
@@ -174,14 +180,17 @@ struct V {
 #define IM2WIN_3X3_CHANNEL_TILE_COLUMNS(MV, RA, RB) ((MV) == 2 && (RA) == 1 && (RB) == 6)
 template <int RB>
 void ChannelTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
-                    int64_t /*block_stride*/, float* out) {
+                    int64_t /*block_stride*/, uintptr_t pf, uintptr_t pf_stride, float* out) {
   static_assert(RB == 6);
-  IM2WIN_3X3_REDUCE(IM2WIN_AVX2_CHANNEL_TAP, IM2WIN_AVX2_3X3_ZERO, IM2WIN_AVX2_3X3_STORE, 64, IM2WIN_AVX2_3X3_CLOBBERS);
+  IM2WIN_3X3_REDUCE(IM2WIN_AVX2_CHANNEL_TAP, IM2WIN_AVX2_3X3_ZERO, IM2WIN_AVX2_3X3_STORE, IM2WIN_AVX2_CHANNEL_PREFETCH,
+                    64, IM2WIN_AVX2_3X3_CLOBBERS);
 }
 
 void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
                      float* out) {
-  IM2WIN_3X3_REDUCE(IM2WIN_AVX2_POSITION_TAP, IM2WIN_AVX2_3X3_ZERO, IM2WIN_AVX2_3X3_STORE, 24, IM2WIN_AVX2_3X3_CLOBBERS);
+  uintptr_t pf = 0;  // no prefetch operand in this tile's lines
+  const uintptr_t pf_stride = 0;
+  IM2WIN_3X3_REDUCE(IM2WIN_AVX2_POSITION_TAP, IM2WIN_AVX2_3X3_ZERO, IM2WIN_AVX2_3X3_STORE, "", 24, IM2WIN_AVX2_3X3_CLOBBERS);
 }
 
 #include "kernels/microkernel_tile.inc"

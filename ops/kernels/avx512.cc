@@ -92,30 +92,30 @@ struct V {
   "vpxord %%zmm22, %%zmm22, %%zmm22\n\t" \
   "vpxord %%zmm23, %%zmm23, %%zmm23\n\t"
 #define IM2WIN_AVX512_3X3_STORE \
-  "vmovups %%zmm0, 0(%[out])\n\t" \
-  "vmovups %%zmm1, 64(%[out])\n\t" \
-  "vmovups %%zmm2, 128(%[out])\n\t" \
-  "vmovups %%zmm3, 192(%[out])\n\t" \
-  "vmovups %%zmm4, 256(%[out])\n\t" \
-  "vmovups %%zmm5, 320(%[out])\n\t" \
-  "vmovups %%zmm6, 384(%[out])\n\t" \
-  "vmovups %%zmm7, 448(%[out])\n\t" \
-  "vmovups %%zmm8, 512(%[out])\n\t" \
-  "vmovups %%zmm9, 576(%[out])\n\t" \
-  "vmovups %%zmm10, 640(%[out])\n\t" \
-  "vmovups %%zmm11, 704(%[out])\n\t" \
-  "vmovups %%zmm12, 768(%[out])\n\t" \
-  "vmovups %%zmm13, 832(%[out])\n\t" \
-  "vmovups %%zmm14, 896(%[out])\n\t" \
-  "vmovups %%zmm15, 960(%[out])\n\t" \
-  "vmovups %%zmm16, 1024(%[out])\n\t" \
-  "vmovups %%zmm17, 1088(%[out])\n\t" \
-  "vmovups %%zmm18, 1152(%[out])\n\t" \
-  "vmovups %%zmm19, 1216(%[out])\n\t" \
-  "vmovups %%zmm20, 1280(%[out])\n\t" \
-  "vmovups %%zmm21, 1344(%[out])\n\t" \
-  "vmovups %%zmm22, 1408(%[out])\n\t" \
-  "vmovups %%zmm23, 1472(%[out])\n\t"
+  "vmovups %%zmm0, 0(%[n])\n\t" \
+  "vmovups %%zmm1, 64(%[n])\n\t" \
+  "vmovups %%zmm2, 128(%[n])\n\t" \
+  "vmovups %%zmm3, 192(%[n])\n\t" \
+  "vmovups %%zmm4, 256(%[n])\n\t" \
+  "vmovups %%zmm5, 320(%[n])\n\t" \
+  "vmovups %%zmm6, 384(%[n])\n\t" \
+  "vmovups %%zmm7, 448(%[n])\n\t" \
+  "vmovups %%zmm8, 512(%[n])\n\t" \
+  "vmovups %%zmm9, 576(%[n])\n\t" \
+  "vmovups %%zmm10, 640(%[n])\n\t" \
+  "vmovups %%zmm11, 704(%[n])\n\t" \
+  "vmovups %%zmm12, 768(%[n])\n\t" \
+  "vmovups %%zmm13, 832(%[n])\n\t" \
+  "vmovups %%zmm14, 896(%[n])\n\t" \
+  "vmovups %%zmm15, 960(%[n])\n\t" \
+  "vmovups %%zmm16, 1024(%[n])\n\t" \
+  "vmovups %%zmm17, 1088(%[n])\n\t" \
+  "vmovups %%zmm18, 1152(%[n])\n\t" \
+  "vmovups %%zmm19, 1216(%[n])\n\t" \
+  "vmovups %%zmm20, 1280(%[n])\n\t" \
+  "vmovups %%zmm21, 1344(%[n])\n\t" \
+  "vmovups %%zmm22, 1408(%[n])\n\t" \
+  "vmovups %%zmm23, 1472(%[n])\n\t"
 
 #define IM2WIN_AVX512_3X3_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31"
 
@@ -161,7 +161,9 @@ struct V {
 #define IM2WIN_3X3_POSITION_VECTORS 4
 void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
                      float* out) {
-  IM2WIN_3X3_REDUCE(IM2WIN_AVX512_POSITION_TAP, IM2WIN_AVX512_3X3_ZERO, IM2WIN_AVX512_3X3_STORE, 24,
+  uintptr_t pf = 0;  // no prefetch operand in this tile's lines
+  const uintptr_t pf_stride = 0;
+  IM2WIN_3X3_REDUCE(IM2WIN_AVX512_POSITION_TAP, IM2WIN_AVX512_3X3_ZERO, IM2WIN_AVX512_3X3_STORE, "", 24,
                     IM2WIN_AVX512_3X3_CLOBBERS);
 }
 

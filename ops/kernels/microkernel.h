@@ -67,6 +67,11 @@ struct ChannelTileArgs {
   // epilogue waits for the last run. Sums are added in the same order either way.
   const float* acc_in = nullptr;
   float* acc_out = nullptr;
+  // Weights the next tiles will read, to be fetched into L2 while this tile computes: lines of 64
+  // bytes from `prefetch` on (and as many block_stride floats further, for a tile of two blocks),
+  // spread over the tile's channels.
+  const float* prefetch = nullptr;
+  int64_t prefetch_lines = 0;
 };
 
 using ChannelTileFn = void (*)(const ChannelTileArgs&);

@@ -152,6 +152,7 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   d["row_blocks"] = plan.row_blocks;
   d["channel_chunks"] = plan.m_chunks;
   d["channel_run"] = plan.channel_run;  // input channels per run of channel tiles (0: all in one)
+  d["prefetch_weights"] = plan.prefetch_weights;  // the next run's weights fetched during this one's
   d["work_items"] = plan.work_items();
   d["threads"] = plan.threads;
   d["balance"] = plan.Balance();
