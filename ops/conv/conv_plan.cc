@@ -330,8 +330,8 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   // Channel tiles prefetch the next run's weights where L2 holds both runs beside the block's input
   // (a 3x3 block of 32 channels over C = 512 is 576 KiB: two fit the Xeon's 2 MiB, not Zen 4's
   // 1 MiB). Measured on the Xeon, 1 thread, weights flushed from the caches as in a network:
-  // 512x7x7 3x3 0.87x the time (AVX2 0.80x), 2048->512 1x1 on 7x7 0.91x (AVX2 0.86x); weights in
-  // cache within +-3%; whole ResNet-50 0.96x (1 thread), 0.95x (2 threads).
+  // 512x7x7 3x3 0.87x the time (AVX2 0.80x), 2048->512 1x1 on 7x7 0.87-0.93x (AVX2 0.86x); weights
+  // in cache within +-5%; whole ResNet-50 0.96x (1 thread), 0.95x (2 threads).
   if (p.family == TileFamily::kChannels) {
     const int64_t run_bytes = (p.channel_run > 0 ? p.channel_run : cg) * s.kernel_h * s.kernel_w *
                               std::max<int64_t>(p.m_unit, kChannelBlock) * static_cast<int64_t>(sizeof(float));
