@@ -234,6 +234,17 @@ def test_one_column_tails_run_even_runs_of_rows(isa, width):
                                        err_msg=f"height {height}, {threads} threads")
 
 
+def _assert_channel_tiles_match_reference(x_shape, w_shape, attrs, isa):
+    """Channel tiles with bias, a residual and Relu give the reference's outputs for 1, 3 and 16 threads."""
+    x, w, b, _ = _inputs(x_shape, w_shape)
+    z = np.random.default_rng(1).standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+    want = reference_conv(x, w, b, z, activation="Relu", **attrs)
+    for threads in (1, 3, 16):
+        y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
+                                   err_msg=f"{x_shape} {w_shape}, {threads} threads")
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_1x1_channel_tiles_reduce_in_runs_of_channels(isa):
     """A 1x1 conv with many input channels runs its channel tiles over runs of them (the sums kept
@@ -252,13 +263,7 @@ def test_1x1_channel_tiles_reduce_in_runs_of_channels(isa):
             assert plan["channel_run"] == 0, plan
             continue
         assert plan["channel_run"] == run, (x_shape, plan)
-        x, w, b, _ = _inputs(x_shape, w_shape)
-        z = np.random.default_rng(1).standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
-        want = reference_conv(x, w, b, z, activation="Relu", **attrs)
-        for threads in (1, 3, 16):
-            y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
-            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
-                                       err_msg=f"{x_shape} {w_shape}, {threads} threads")
+        _assert_channel_tiles_match_reference(x_shape, w_shape, attrs, isa)
     # 3x3 tiles keep one run.
     assert _kernels.workspace_bytes([1, 512, 7, 7], [512, 512, 3, 3], pads=[1, 1, 1, 1], isa=isa)["channel_run"] == 0
 
@@ -281,13 +286,7 @@ def test_channel_tiles_prefetch_the_next_runs_weights(isa):
             assert not plan["prefetch_weights"], plan
             continue
         assert plan["prefetch_weights"], (x_shape, plan)
-        x, w, b, _ = _inputs(x_shape, w_shape)
-        z = np.random.default_rng(1).standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
-        want = reference_conv(x, w, b, z, activation="Relu", **attrs)
-        for threads in (1, 3, 16):
-            y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
-            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
-                                       err_msg=f"{x_shape} {w_shape}, {threads} threads")
+        _assert_channel_tiles_match_reference(x_shape, w_shape, attrs, isa)
     # A run of weights that cannot fit twice in any core's L2 (9 MiB of 3x3 weights a block).
     huge = _kernels.workspace_bytes([1, 8192, 3, 3], [64, 8192, 3, 3], pads=[1, 1, 1, 1], isa=isa, tiles="channels")
     assert not huge["prefetch_weights"], huge

@@ -101,7 +101,7 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   // The block is height x width outputs (width = out_w, or the whole block as one run when window
   // rows carry no extra columns): either way output (r, j) of the block is Y's (first_row, 0) + r*out_w + j.
   const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
-  const int64_t run_channels = p.channel_run > 0 ? p.channel_run : cg, sum_floats = p.ChannelTileSumFloats();
+  const int64_t run_channels = p.RunChannels(), sum_floats = p.ChannelTileSumFloats();
   int64_t first_channel = 0, c0 = 0, tile = 0;  // tile: the tile's slot in `sums`
   bool first_run = true, last_run = true;
   // The next run's (or channel block's) weights, a slice per tile of this run's tiles: a line of
@@ -135,11 +135,16 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
       }
     }
   };
+  // The weights of the tile whose first output channel is m0 of the group: packed in blocks of
+  // kChannelBlock channels, [k][kChannelBlock] each, a tile of fewer channels (AVX2's 8) starting
+  // inside its block.
+  auto tile_weights = [&](int64_t m0) {
+    const int64_t channel = b.g * mg + m0;
+    return b.w + (channel - channel % kChannelBlock) * k + channel % kChannelBlock;
+  };
   for (int64_t m0 = b.m_begin; m0 < b.m_end; m0 += p.m_unit) {
     first_channel = b.g * mg + m0;
-    // Packed in blocks of kChannelBlock channels, [k][kChannelBlock] each: a tile of fewer channels
-    // (AVX2's 8) starts inside its block.
-    const float* const w = b.w + (first_channel - first_channel % kChannelBlock) * k + first_channel % kChannelBlock;
+    const float* const w = tile_weights(m0);
     a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
     for (c0 = 0; c0 < cg; c0 += run_channels) {  // every tile of the block, per run of channels
       a.channels = std::min(run_channels, cg - c0);
@@ -151,8 +156,7 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
       if (p.prefetch_weights) {
         const int64_t nm0 = last_run ? m0 + p.m_unit : m0, nc0 = last_run ? 0 : c0 + a.channels;
         if (nm0 < b.m_end) {
-          const int64_t fc = b.g * mg + nm0;
-          next = b.w + (fc - fc % kChannelBlock) * k + nc0 * a.tap_count * kChannelBlock;
+          next = tile_weights(nm0) + nc0 * a.tap_count * kChannelBlock;
           next_lines = std::min(run_channels, cg - nc0) * a.tap_count;
         }
       }

@@ -333,8 +333,8 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   // 512x7x7 3x3 0.87x the time (AVX2 0.80x), 2048->512 1x1 on 7x7 0.87-0.93x (AVX2 0.86x); weights
   // in cache within +-5%; whole ResNet-50 0.96x (1 thread), 0.95x (2 threads).
   if (p.family == TileFamily::kChannels) {
-    const int64_t run_bytes = (p.channel_run > 0 ? p.channel_run : cg) * s.kernel_h * s.kernel_w *
-                              std::max<int64_t>(p.m_unit, kChannelBlock) * static_cast<int64_t>(sizeof(float));
+    const int64_t run_bytes = p.RunChannels() * s.kernel_h * s.kernel_w * std::max<int64_t>(p.m_unit, kChannelBlock) *
+                              static_cast<int64_t>(sizeof(float));
     const int64_t input_floats = p.direct ? cg * CeilDiv(s.out_h, p.row_blocks) * s.out_w : p.layout.panel_floats();
     const int64_t input_bytes = input_floats * static_cast<int64_t>(sizeof(float));
     p.prefetch_weights = 2 * run_bytes + input_bytes <= L2CacheBytes();

@@ -69,6 +69,7 @@ struct ConvPlan {
   // in L1 across the block's tiles; each tile's sums wait in the workspace between runs (the sums
   // are added in the same order). 0: one run of all the channels.
   int64_t channel_run = 0;
+  int64_t RunChannels() const { return channel_run > 0 ? channel_run : shape.channels_per_group(); }  // per run
   // Channel tiles fetch the next run's (or the next block's) weights into L2 while they compute, a
   // slice a tile, so that weights from memory arrive while the FMAs run instead of on the next
   // run's first tile (ChannelTileArgs::prefetch).
