@@ -169,6 +169,15 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   }
 }
 
+// Position tiles of this many tiles of channels (kTileM each) go along a block together, so that
+// each input strip is read from L2 once per run rather than once per tile, while Y is written to
+// no more than the run's channel planes at a time (all of a block's channels at once, Y's stores
+// scattered over every plane, lost in a network). Measured on the Xeon, 1 thread, against one tile
+// a run: 1x1 convs on 56x56 and 28x28 with the caches flushed 0.93-0.98x the time (AVX2
+// 0.87-0.94x); runs of 8 lost on 64->256 on 56x56; 3x3 layers within +-2%; whole ResNet-50 0.98x
+// (1 thread), 0.96x (2 threads), 0.985x (AVX2), MobileNetV2 0.986x.
+constexpr int64_t kPositionTileRun = 4;
+
 void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b) {
   const ConvShape& s = p.shape;
   const int64_t mg = s.outputs_per_group(), k = s.channels_per_group() * s.kernel_h * s.kernel_w;
@@ -181,19 +190,24 @@ void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& 
   SetTileEpilogue(p, &a);
   a.row_len = p.layout.row_len;
   a.out_w = s.out_w;
-  for (int64_t m0 = b.m_begin; m0 < b.m_end; m0 += kTileM) {
-    const int rm = static_cast<int>(std::min<int64_t>(kTileM, mg - m0));
-    const int64_t first_channel = b.g * mg + m0;
-    a.w = b.w + first_channel * k;
-    a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
-    const int64_t offset = first_channel * a.y_stride + b.first_row * s.out_w;
-    a.y = b.y + offset;
-    a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
+  // Runs of kPositionTileRun tiles of channels go along the block together, each position's tiles
+  // one after the other: the run's tiles read the same input strip, from L1 after the first.
+  for (int64_t run = b.m_begin; run < b.m_end; run += kPositionTileRun * kTileM) {
+    const int64_t run_end = std::min(b.m_end, run + kPositionTileRun * kTileM);
     for (int64_t q0 = 0; q0 < positions; q0 += tp) {
       std::tie(a.x, a.channel_stride) = in.At(q0, q0);
       a.first_position = q0;
       a.count = std::min<int64_t>(tp, positions - q0);
-      p.isa->tile[rm][CeilDiv(a.count, vl)](a);
+      for (int64_t m0 = run; m0 < run_end; m0 += kTileM) {
+        const int rm = static_cast<int>(std::min<int64_t>(kTileM, mg - m0));
+        const int64_t first_channel = b.g * mg + m0;
+        a.w = b.w + first_channel * k;
+        a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
+        const int64_t offset = first_channel * a.y_stride + b.first_row * s.out_w;
+        a.y = b.y + offset;
+        a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
+        p.isa->tile[rm][CeilDiv(a.count, vl)](a);
+      }
     }
   }
 }
