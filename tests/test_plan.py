@@ -234,13 +234,13 @@ def test_one_column_tails_run_even_runs_of_rows(isa, width):
                                        err_msg=f"height {height}, {threads} threads")
 
 
-def _assert_channel_tiles_match_reference(x_shape, w_shape, attrs, isa):
-    """Channel tiles with bias, a residual and Relu give the reference's outputs for 1, 3 and 16 threads."""
+def _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="channels"):
+    """Tiles of the family with bias, a residual and Relu give the reference's outputs for 1, 3 and 16 threads."""
     x, w, b, _ = _inputs(x_shape, w_shape)
     z = np.random.default_rng(1).standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
     want = reference_conv(x, w, b, z, activation="Relu", **attrs)
     for threads in (1, 3, 16):
-        y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
+        y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles=tiles, **attrs)
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
                                    err_msg=f"{x_shape} {w_shape}, {threads} threads")
 
@@ -263,9 +263,27 @@ def test_1x1_channel_tiles_reduce_in_runs_of_channels(isa):
             assert plan["channel_run"] == 0, plan
             continue
         assert plan["channel_run"] == run, (x_shape, plan)
-        _assert_channel_tiles_match_reference(x_shape, w_shape, attrs, isa)
+        _assert_tiles_match_reference(x_shape, w_shape, attrs, isa)
     # 3x3 tiles keep one run.
     assert _kernels.workspace_bytes([1, 512, 7, 7], [512, 512, 3, 3], pads=[1, 1, 1, 1], isa=isa)["channel_run"] == 0
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_position_tiles_go_along_the_block_in_runs_of_channel_tiles(isa):
+    """Position tiles run four tiles of channels at a time along a block, and a 1x1 conv's whole
+    tiles store straight from their sums: every output once, with bias, residual and Relu, where
+    the channels end inside a run or on a short tile, the positions on a partial vector, for X read
+    in place or through a panel, strided, grouped and 3x3, on any pool."""
+    cases = [  # x shape, w shape, attributes
+        ([1, 24, 30, 30], [50, 24, 1, 1], {}),  # 8 whole tiles and one of 2: runs of 4, 4, 1
+        ([1, 256, 28, 28], [30, 256, 1, 1], {}),  # many channels of large planes: a panel
+        ([1, 16, 25, 25], [24, 16, 1, 1], dict(strides=[2, 2])),
+        ([2, 32, 17, 17], [36, 16, 1, 1], dict(group=2)),
+        ([1, 20, 19, 23], [40, 20, 3, 3], dict(pads=[1, 1, 1, 1])),
+    ]
+    for x_shape, w_shape, attrs in cases:
+        assert _kernels.workspace_bytes(x_shape, w_shape, isa=isa, tiles="positions", **attrs)["tile_family"] == "positions"
+        _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="positions")
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -286,7 +304,7 @@ def test_channel_tiles_prefetch_the_next_runs_weights(isa):
             assert not plan["prefetch_weights"], plan
             continue
         assert plan["prefetch_weights"], (x_shape, plan)
-        _assert_channel_tiles_match_reference(x_shape, w_shape, attrs, isa)
+        _assert_tiles_match_reference(x_shape, w_shape, attrs, isa)
     # A run of weights that cannot fit twice in any core's L2 (9 MiB of 3x3 weights a block).
     huge = _kernels.workspace_bytes([1, 8192, 3, 3], [64, 8192, 3, 3], pads=[1, 1, 1, 1], isa=isa, tiles="channels")
     assert not huge["prefetch_weights"], huge
