@@ -273,16 +273,20 @@ def test_position_tiles_go_along_the_block_in_runs_of_channel_tiles(isa):
     """Position tiles run four tiles of channels at a time along a block, and a 1x1 conv's whole
     tiles store straight from their sums: every output once, with bias, residual and Relu, where
     the channels end inside a run or on a short tile, the positions on a partial vector, for X read
-    in place or through a panel, strided, grouped and 3x3, on any pool."""
-    cases = [  # x shape, w shape, attributes
-        ([1, 24, 30, 30], [50, 24, 1, 1], {}),  # 8 whole tiles and one of 2: runs of 4, 4, 1
-        ([1, 256, 28, 28], [30, 256, 1, 1], {}),  # many channels of large planes: a panel
-        ([1, 16, 25, 25], [24, 16, 1, 1], dict(strides=[2, 2])),
-        ([2, 32, 17, 17], [36, 16, 1, 1], dict(group=2)),
-        ([1, 20, 19, 23], [40, 20, 3, 3], dict(pads=[1, 1, 1, 1])),
+    in place, through a strip panel (its last strip partial) or a window panel, strided, grouped,
+    batched and 3x3, on any pool."""
+    cases = [  # x shape, w shape, attributes, strip panel
+        ([1, 24, 30, 30], [50, 24, 1, 1], {}, False),  # 8 whole tiles and one of 2: runs of 4, 4, 1
+        ([1, 256, 28, 28], [30, 256, 1, 1], {}, True),  # many channels of large planes: copied as strips
+        ([2, 512, 29, 30], [20, 256, 1, 1], dict(group=2), True),  # 870 positions: a strip of 38 last
+        ([1, 16, 25, 25], [24, 16, 1, 1], dict(strides=[2, 2]), False),
+        ([2, 32, 17, 17], [36, 16, 1, 1], dict(group=2), False),
+        ([1, 20, 19, 23], [40, 20, 3, 3], dict(pads=[1, 1, 1, 1]), False),
     ]
-    for x_shape, w_shape, attrs in cases:
-        assert _kernels.workspace_bytes(x_shape, w_shape, isa=isa, tiles="positions", **attrs)["tile_family"] == "positions"
+    for x_shape, w_shape, attrs, strips in cases:
+        plan = _kernels.workspace_bytes(x_shape, w_shape, isa=isa, tiles="positions", **attrs)
+        assert plan["tile_family"] == "positions" and plan["strip_panel"] == strips, (x_shape, plan)
+        assert plan["tile"].endswith(" strips") == strips
         _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="positions")
 
 

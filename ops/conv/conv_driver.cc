@@ -62,8 +62,10 @@ struct BlockInput {
   const float* tail;       // null: no copy
   int64_t tail_start;      // the position (or column) where the copied tile starts
   int64_t tail_stride;
+  bool strips = false;     // x is a strip panel (ConvPlan::strip_panel): channel_stride is C/group
   // Where a tile starting at `start` (offset `offset` in a plane) reads, and its channel stride.
   std::pair<const float*, int64_t> At(int64_t start, int64_t offset) const {
+    if (strips) return {x + start / kStripPositions * channel_stride * kStripPositions + start % kStripPositions, kStripPositions};
     if (tail != nullptr && start == tail_start) return {tail, tail_stride};
     return {x + offset, channel_stride};
   }
@@ -223,6 +225,22 @@ void ApplyActivationAfter(const ConvPlan& p, const BlockWork& b) {
   }
 }
 
+// The strip panel of a 1x1 block: for strip k and channel c, the block's positions
+// [k * kStripPositions, (k + 1) * kStripPositions) of channel c, the last strip's rest zeroed.
+void BuildStripPanel(const ConvPlan& p, const float* x_group, int64_t first_row, int64_t rows, float* panel) {
+  const ConvShape& s = p.shape;
+  const int64_t channels = p.layout.channels, run = rows * s.out_w, plane = s.in_h * s.in_w;
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* src = x_group + c * plane + first_row * s.in_w;
+    for (int64_t at = 0; at < run; at += kStripPositions) {
+      float* dst = panel + (at * channels + c * kStripPositions);
+      const int64_t n = std::min(kStripPositions, run - at);
+      std::copy(src + at, src + at + n, dst);
+      std::fill(dst + n, dst + kStripPositions, 0.0f);
+    }
+  }
+}
+
 // The block's inputs: X itself for a direct (1x1, stride-1, unpadded) conv, else the window panel
 // built in the workspace. A block's last tile may read past its outputs (whole vectors, whole
 // tiles): from a panel that is slack; from X it is the next rows, or past the channel's plane the
@@ -234,6 +252,12 @@ BlockInput PrepareInput(const ConvPlan& p, const float* x_group, int64_t first_r
                         int64_t floats_after) {
   const ConvShape& s = p.shape;
   const WindowLayout& L = p.layout;
+  if (p.strip_panel) {
+    BuildStripPanel(p, x_group, first_row, rows, workspace);
+    BlockInput in{workspace, L.channels, nullptr, 0, 0};
+    in.strips = true;
+    return in;
+  }
   if (!p.direct) {
     BuildWindowPanel(s, L, x_group, first_row, rows, workspace);
     return {workspace, L.channel_stride, nullptr, 0, 0};
