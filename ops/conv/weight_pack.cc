@@ -18,9 +18,11 @@ TileFamily ChooseTileFamily(const IsaKernels& isa, const ConvShape& s, TilePrefe
   if (position_lanes_used < 0.9) return TileFamily::kChannels;
   // A long reduction hides the channel tile's transposing store; on short rows it also beats the
   // position tiles' columns past the output width (measured on the benchmark's layers: e.g.
-  // 512x28x28 3x3 +10%, 1024x14x14 1x1 +15%; while 64x56x56 1x1 loses 17% as channels).
+  // 512x28x28 3x3 +10%, 1024x14x14 1x1 +15%; while 64x56x56 1x1 loses 17% as channels). From 256
+  // on rows of 14 (was 384): 256->1024 1x1 on 14x14 took 0.83-0.94x the time as channels on the
+  // Xeon (AVX2 within 2%), whole ResNet-50 0.99x (1 thread), 0.95x (2 threads), 1.00x (AVX2).
   const int64_t k = s.channels_per_group() * s.kernel_h * s.kernel_w;
-  return k >= 1024 || (k >= 384 && s.out_w <= 14) ? TileFamily::kChannels : TileFamily::kPositions;
+  return k >= 1024 || (k >= 256 && s.out_w <= 14) ? TileFamily::kChannels : TileFamily::kPositions;
 }
 
 namespace {
