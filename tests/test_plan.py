@@ -278,7 +278,7 @@ def test_position_tiles_go_along_the_block_in_runs_of_channel_tiles(isa):
     cases = [  # x shape, w shape, attributes, strip panel
         ([1, 24, 30, 30], [50, 24, 1, 1], {}, False),  # 8 whole tiles and one of 2: runs of 4, 4, 1
         ([1, 256, 28, 28], [30, 256, 1, 1], {}, True),  # many channels of large planes: copied as strips
-        ([2, 512, 29, 30], [20, 256, 1, 1], dict(group=2), True),  # 870 positions: a strip of 38 last
+        ([2, 512, 29, 30], [20, 256, 1, 1], dict(group=2), True),  # blocks of 300, 300, 270: partial strips
         ([1, 16, 25, 25], [24, 16, 1, 1], dict(strides=[2, 2]), False),
         ([2, 32, 17, 17], [36, 16, 1, 1], dict(group=2), False),
         ([1, 20, 19, 23], [40, 20, 3, 3], dict(pads=[1, 1, 1, 1]), False),

@@ -65,7 +65,9 @@ struct BlockInput {
   bool strips = false;     // x is a strip panel (ConvPlan::strip_panel): channel_stride is C/group
   // Where a tile starting at `start` (offset `offset` in a plane) reads, and its channel stride.
   std::pair<const float*, int64_t> At(int64_t start, int64_t offset) const {
-    if (strips) return {x + start / kStripPositions * channel_stride * kStripPositions + start % kStripPositions, kStripPositions};
+    if (strips)
+      return {x + start / kStripPositions * channel_stride * kStripPositions + start % kStripPositions,
+              kStripPositions};
     if (tail != nullptr && start == tail_start) return {tail, tail_stride};
     return {x + offset, channel_stride};
   }
@@ -176,8 +178,8 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
 // no more than the run's channel planes at a time (all of a block's channels at once, Y's stores
 // scattered over every plane, lost in a network). Measured on the Xeon, 1 thread, against one tile
 // a run: 1x1 convs on 56x56 and 28x28 with the caches flushed 0.93-0.98x the time (AVX2
-// 0.87-0.94x); runs of 8 lost on 64->256 on 56x56; 3x3 layers within +-2%; whole ResNet-50 0.98x
-// (1 thread), 0.96x (2 threads), 0.985x (AVX2), MobileNetV2 0.986x.
+// 0.87-0.94x); runs of 8 lost on 64->256 on 56x56; 3x3 layers within +-2%; whole networks
+// (with the 1x1 tiles' direct store) ResNet-50 0.98-1.00x, MobileNetV2 0.985x.
 constexpr int64_t kPositionTileRun = 4;
 
 void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b) {
@@ -192,8 +194,7 @@ void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& 
   SetTileEpilogue(p, &a);
   a.row_len = p.layout.row_len;
   a.out_w = s.out_w;
-  // Runs of kPositionTileRun tiles of channels go along the block together, each position's tiles
-  // one after the other: the run's tiles read the same input strip, from L1 after the first.
+  // A run's tiles take each strip of positions in turn: from L1 after the first.
   for (int64_t run = b.m_begin; run < b.m_end; run += kPositionTileRun * kTileM) {
     const int64_t run_end = std::min(b.m_end, run + kPositionTileRun * kTileM);
     for (int64_t q0 = 0; q0 < positions; q0 += tp) {
