@@ -62,12 +62,10 @@ struct BlockInput {
   const float* tail;       // null: no copy
   int64_t tail_start;      // the position (or column) where the copied tile starts
   int64_t tail_stride;
-  bool strips = false;     // x is a strip panel (ConvPlan::strip_panel): channel_stride is C/group
+  int64_t strip_floats = 0; // x is a strip panel of strips this long (ConvPlan::strip_panel); 0: none
   // Where a tile starting at `start` (offset `offset` in a plane) reads, and its channel stride.
   std::pair<const float*, int64_t> At(int64_t start, int64_t offset) const {
-    if (strips)
-      return {x + start / kStripPositions * channel_stride * kStripPositions + start % kStripPositions,
-              kStripPositions};
+    if (strip_floats > 0) return {x + start / kStripPositions * strip_floats + start % kStripPositions, channel_stride};
     if (tail != nullptr && start == tail_start) return {tail, tail_stride};
     return {x + offset, channel_stride};
   }
@@ -194,22 +192,30 @@ void RunPositionTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& 
   SetTileEpilogue(p, &a);
   a.row_len = p.layout.row_len;
   a.out_w = s.out_w;
-  // A run's tiles take each strip of positions in turn: from L1 after the first.
+  // A run's tiles take each strip of positions in turn: from L1 after the first. Each tile's
+  // channel arguments are set once per run; only the strip changes along the block.
+  TileArgs tiles[kPositionTileRun];
+  int rms[kPositionTileRun];
   for (int64_t run = b.m_begin; run < b.m_end; run += kPositionTileRun * kTileM) {
-    const int64_t run_end = std::min(b.m_end, run + kPositionTileRun * kTileM);
+    int n = 0;
+    for (int64_t m0 = run; m0 < b.m_end && n < kPositionTileRun; m0 += kTileM, ++n) {
+      const int64_t first_channel = b.g * mg + m0, offset = first_channel * a.y_stride + b.first_row * s.out_w;
+      tiles[n] = a;
+      tiles[n].w = b.w + first_channel * k;
+      tiles[n].bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
+      tiles[n].y = b.y + offset;
+      tiles[n].residual = b.residual != nullptr ? b.residual + offset : nullptr;
+      rms[n] = static_cast<int>(std::min<int64_t>(kTileM, mg - m0));
+    }
     for (int64_t q0 = 0; q0 < positions; q0 += tp) {
-      std::tie(a.x, a.channel_stride) = in.At(q0, q0);
-      a.first_position = q0;
-      a.count = std::min<int64_t>(tp, positions - q0);
-      for (int64_t m0 = run; m0 < run_end; m0 += kTileM) {
-        const int rm = static_cast<int>(std::min<int64_t>(kTileM, mg - m0));
-        const int64_t first_channel = b.g * mg + m0;
-        a.w = b.w + first_channel * k;
-        a.bias = b.bias != nullptr ? b.bias + first_channel : nullptr;
-        const int64_t offset = first_channel * a.y_stride + b.first_row * s.out_w;
-        a.y = b.y + offset;
-        a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
-        p.isa->tile[rm][CeilDiv(a.count, vl)](a);
+      const auto [x, channel_stride] = in.At(q0, q0);
+      const int64_t count = std::min<int64_t>(tp, positions - q0);
+      for (int i = 0; i < n; ++i) {
+        tiles[i].x = x;
+        tiles[i].channel_stride = channel_stride;
+        tiles[i].first_position = q0;
+        tiles[i].count = count;
+        p.isa->tile[rms[i]][CeilDiv(count, vl)](tiles[i]);
       }
     }
   }
@@ -255,8 +261,8 @@ BlockInput PrepareInput(const ConvPlan& p, const float* x_group, int64_t first_r
   const WindowLayout& L = p.layout;
   if (p.strip_panel) {
     BuildStripPanel(p, x_group, first_row, rows, workspace);
-    BlockInput in{workspace, L.channels, nullptr, 0, 0};
-    in.strips = true;
+    BlockInput in{workspace, kStripPositions, nullptr, 0, 0};
+    in.strip_floats = L.channels * kStripPositions;
     return in;
   }
   if (!p.direct) {

@@ -318,7 +318,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   // in ResNet-50 (ORT's profiler, 1 thread) its 256->64 and 512->128 convs 0.88-0.94x. In place of
   // X read where it lies, strips gained on 64->256 on 56x56 and 128->512 on 28x28 alone (0.89-0.94x)
   // and not inside the network, where X comes from the conv before it in L2.
-  p.strip_panel = p.family == TileFamily::kPositions && !p.depthwise && CanReadInPlace(s) && !p.direct &&
+  p.strip_panel = p.family == TileFamily::kPositions && CanReadInPlace(s) && !p.direct &&
                   !p.shared_panel && kStripPositions % isa.tile_positions() == 0;
   // A shared panel holds every output row of the image; an item reads its rows at an offset.
   const int64_t panel_rows = p.shared_panel ? s.out_h : rows;
