@@ -315,7 +315,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   // A 1x1 block that position tiles read through a copy reads it as strips (ConvPlan::strip_panel).
   // Measured on the Xeon, 1 thread, caches flushed, against the plane-by-plane copy: 256->64 on
   // 56x56 0.91x the time on AVX-512, 0.95-0.97x on AVX2; 512->128 on 28x28 0.89-1.00x, 0.92-0.96x;
-  // in ResNet-50 (ORT's profiler, 1 thread) its 256->64 and 512->128 convs 0.88-0.94x. In place of
+  // in ResNet-50 (ORT's profiler, 1 thread) its 256->64 and 512->128 convs 0.88-1.00x. In place of
   // X read where it lies, strips gained on 64->256 on 56x56 and 128->512 on 28x28 alone (0.89-0.94x)
   // and not inside the network, where X comes from the conv before it in L2.
   p.strip_panel = p.family == TileFamily::kPositions && CanReadInPlace(s) && !p.direct &&
