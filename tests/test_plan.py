@@ -93,6 +93,38 @@ def test_1x1_rows_cut_for_the_pool_keep_their_own_panels(isa):
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_pool_blocks_begin_on_a_line_of_every_output_plane(isa):
+    """Split for a pool, a layer whose output planes are whole 64-byte lines cuts its rows only
+    where a line begins in every plane (blocks of whole quanta of rows), so that no two threads
+    write one line; planes of 14x14 (not whole lines) and one thread cut anywhere. Every output is
+    still computed once, for direct, copied (strips), window-panel and channel-tile layers."""
+    cases = [  # x shape, w shape, attributes, threads: 28 wide (quanta of 4 rows), 56 wide (2), 14 wide
+        ([1, 128, 28, 28], [192, 128, 1, 1], {}, 2),
+        ([1, 256, 28, 28], [64, 256, 1, 1], {}, 2),
+        ([1, 32, 56, 56], [64, 32, 1, 1], {}, 4),
+        ([1, 64, 56, 56], [32, 64, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2]), 2),
+        ([1, 48, 28, 28], [64, 48, 3, 3], dict(pads=[1, 1, 1, 1]), 16),
+        ([1, 80, 14, 14], [96, 80, 1, 1], {}, 4),
+    ]
+    for x_shape, w_shape, attrs, threads in cases:
+        stride = attrs.get("strides", [1, 1])[0]
+        out_h = out_w = (x_shape[2] + 2 * attrs.get("pads", [0])[0] - w_shape[2]) // stride + 1
+        one = _kernels.workspace_bytes(x_shape, w_shape, threads=1, isa=isa, **attrs)
+        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=threads, isa=isa, **attrs)
+        assert one["row_quantum"] == 1, one
+        quantum = plan["row_quantum"]
+        assert out_h % quantum == 0, plan
+        if (out_h * out_w) % 16 == 0:
+            assert plan["row_blocks"] == 1 or quantum * out_w % 16 == 0, (x_shape, w_shape, plan)
+        else:
+            assert quantum == 1, plan
+        _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="", pools=(1, threads, 16))
+    # The cut the rule changes: 14 + 14 rows of 28 would share a line in every plane.
+    plan = _kernels.workspace_bytes([1, 128, 28, 28], [512, 128, 1, 1], threads=2, isa=isa)
+    assert plan["row_blocks"] == 1 or plan["row_quantum"] == 4, plan
+
+
 def test_ort_sessions_cut_for_their_pool_agree():
     x_shape, w_shape, attrs = LAYERS["3x3_7x7_many_channels"]
     x, w, b, _ = _inputs(x_shape, w_shape)
@@ -234,12 +266,12 @@ def test_one_column_tails_run_even_runs_of_rows(isa, width):
                                        err_msg=f"height {height}, {threads} threads")
 
 
-def _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="channels"):
-    """Tiles of the family with bias, a residual and Relu give the reference's outputs for 1, 3 and 16 threads."""
+def _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="channels", pools=(1, 3, 16)):
+    """Tiles of the family with bias, a residual and Relu give the reference's outputs for each pool size."""
     x, w, b, _ = _inputs(x_shape, w_shape)
     z = np.random.default_rng(1).standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
     want = reference_conv(x, w, b, z, activation="Relu", **attrs)
-    for threads in (1, 3, 16):
+    for threads in pools:
         y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles=tiles, **attrs)
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
                                    err_msg=f"{x_shape} {w_shape}, {threads} threads")

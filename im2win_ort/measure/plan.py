@@ -72,7 +72,8 @@ def layer_plans(model, shapes: dict, threads: int, isa: str = "", measure: bool 
             plans.append({**record, "note": str(e).splitlines()[0]})
             continue
         items = int(plan["work_items"])
-        record.update({k: plan[k] for k in ("tile_family", "tile", "rows_per_block", "row_blocks", "channel_chunks",
+        record.update({k: plan[k] for k in ("tile_family", "tile", "rows_per_block", "row_blocks", "row_quantum",
+                                            "channel_chunks",
                                             "channel_run", "prefetch_weights", "strip_panel", "work_items", "threads",
                                             "balance", "im2win_per_thread", "im2win_shared", "im2col")})
         record["items_per_thread"] = items / threads

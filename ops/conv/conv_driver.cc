@@ -327,8 +327,8 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     BlockWork b;
     b.g = (item / (p.m_chunks * p.row_blocks)) % p.group_blocks() * p.groups_per_item;
     const int64_t n = item / (p.m_chunks * p.row_blocks * p.group_blocks());
-    b.first_row = PartBegin(s.out_h, p.row_blocks, block);
-    b.rows = PartSize(s.out_h, p.row_blocks, block);
+    b.first_row = p.BlockFirstRow(block);
+    b.rows = p.BlockRows(block);
     b.m_begin = PartBegin(p.m_tiles, p.m_chunks, chunk) * p.m_unit;
     b.m_end = std::min(mg, PartBegin(p.m_tiles, p.m_chunks, chunk + 1) * p.m_unit);
     if (b.rows <= 0 || b.m_begin >= b.m_end) return;

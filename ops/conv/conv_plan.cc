@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <tuple>
 
 namespace im2win {
@@ -29,6 +30,10 @@ constexpr int64_t kSharedPanelCapFloats = int64_t{16} << 20;
 // resnet50.16, .19, .22 0.93-0.94x on AVX-512, 0.90-0.95x on AVX2 (runs of 64: 0.94-0.97x; of
 // 256: 0.92-0.94x).
 constexpr int64_t kChannelRun = 128;
+// The share of the work a pool's thread gets done when the blocks of rows beside its own begin
+// inside lines of Y it writes too (LineRowQuantum): a split into blocks of whole lines is taken
+// unless its balance is below this share of the other's.
+constexpr double kSharedLineEfficiency = 0.87;
 // The pool sizes the split search considers (more threads than this share the items).
 constexpr int kMaxPlannedThreads = 256;
 
@@ -116,26 +121,44 @@ int64_t ChooseRowBlocks(int64_t out_h, int64_t row_len, int64_t min_blocks, int 
   return best_blocks;
 }
 
+// The fewest rows a block of a pool's split holds a whole number of, so that every block begins on
+// a 64-byte line in every plane of Y: two threads that write one line take turns owning it. 1 where
+// a plane is no whole number of lines (14x14, 7x7: most planes then share a line at any row
+// boundary); else it divides out_h. Measured on the Xeon, ResNet-50 at 2 threads (thread time in
+// the network): 128->512 1x1 on 28x28 cut into blocks of 16 and 12 rows did 0.87x the work of
+// 14 and 14 (kSharedLineEfficiency).
+int64_t LineRowQuantum(const ConvShape& s) {
+  constexpr int64_t kLineFloats = 64 / sizeof(float);
+  if (s.out_w <= 0 || (s.out_h * s.out_w) % kLineFloats != 0) return 1;
+  return kLineFloats / std::gcd(s.out_w, kLineFloats);
+}
+
 // images x row_blocks x m_chunks items of nearly equal cost for `threads` threads. An item costs
 // row_cost(its rows) x its channel tiles; ORT hands each thread a run of about items / threads, so
 // the slowest thread takes ceil(items / threads) items of the largest cost. Picks the split with the
 // best efficiency (work / (threads x slowest thread)); among near-equals, one with kItemsPerThread
 // items a thread, else one a thread, and then the fewest items (each re-reads weights or panel rows).
+// Blocks hold whole quanta of `quantum` rows (ConvPlan::row_quantum, a divisor of out_h), at least
+// min_row_blocks of them. chunks_share_copy: channel chunks would copy the block in a phase of
+// its own (a shared panel), so a split of rows alone is taken where it is otherwise as good.
 template <typename RowCost>
-SplitChoice ChooseSplit(int64_t images, int64_t out_h, int64_t min_row_blocks, int64_t m_tiles, int threads,
-                        const RowCost& row_cost) {
+SplitChoice ChooseSplit(int64_t images, int64_t out_h, int64_t quantum, int64_t min_row_blocks, int64_t m_tiles,
+                        int threads, bool chunks_share_copy, const RowCost& row_cost) {
   const int64_t t = std::clamp(threads, 1, kMaxPlannedThreads);
   SplitChoice only{min_row_blocks, 1, 1.0};
   if (t == 1) return only;
-  const int64_t max_rows = std::max(min_row_blocks, std::min(out_h, min_row_blocks + 2 * t));
+  const int64_t quanta = out_h / quantum;
+  // Up to twice the fewest blocks: blocks of whole quanta may need that many to come out even.
+  const int64_t max_blocks =
+      std::max(min_row_blocks, std::min(quanta, std::max(min_row_blocks + 2 * t, 2 * min_row_blocks)));
   const int64_t max_chunks = std::max<int64_t>(1, std::min(m_tiles, 2 * t));
   // Calls f(candidate) for every split considered; two passes (the best efficiency, then the
   // choice) keep the plan, made on every run, free of allocations.
   auto for_each = [&](const auto& f) {
-    for (int64_t r = min_row_blocks; r <= max_rows; ++r) {
-      const int64_t q = out_h / r, longer = out_h % r;
-      const double total = longer * row_cost(q + 1) + (r - longer) * row_cost(q);  // one image, all tiles: x m_tiles
-      const double largest_rows = row_cost(longer > 0 ? q + 1 : q);
+    for (int64_t r = min_row_blocks; r <= max_blocks; ++r) {
+      const int64_t q = quanta / r, longer = quanta % r;  // blocks of q or q + 1 quanta
+      const double total = longer * row_cost((q + 1) * quantum) + (r - longer) * row_cost(q * quantum);  // x m_tiles
+      const double largest_rows = row_cost((longer > 0 ? q + 1 : q) * quantum);
       for (int64_t c = 1; c <= max_chunks; ++c) {
         const int64_t items = images * r * c;
         const double largest = largest_rows * static_cast<double>(CeilDiv(m_tiles, c));
@@ -150,11 +173,11 @@ SplitChoice ChooseSplit(int64_t images, int64_t out_h, int64_t min_row_blocks, i
   // 0: kItemsPerThread items a thread or more, 1: one at least, 2: some threads idle.
   auto tier = [&](const SplitChoice& c) { return items(c) >= kItemsPerThread * t ? 0 : items(c) >= t ? 1 : 2; };
   SplitChoice chosen{0, 0, -1.0};
+  auto shared_copy = [&](const SplitChoice& c) { return chunks_share_copy && c.m_chunks > 1; };
+  auto key = [&](const SplitChoice& c) { return std::make_tuple(tier(c), items(c), shared_copy(c), -c.efficiency); };
   for_each([&](const SplitChoice& c) {
     if (c.efficiency < best - 0.02 && !(tier(c) == 0 && c.efficiency >= best - 0.05)) return;
-    if (chosen.efficiency < 0 ||
-        std::make_tuple(tier(c), items(c), -c.efficiency) < std::make_tuple(tier(chosen), items(chosen), -chosen.efficiency))
-      chosen = c;
+    if (chosen.efficiency < 0 || key(c) < key(chosen)) chosen = c;
   });
   return chosen.efficiency < 0 ? only : chosen;
 }
@@ -246,12 +269,32 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     // the vectors of positions its rows hold (position tiles), or its rows (channel tiles).
     const int64_t row_len = one_row.row_len;
     const bool positions = p.family == TileFamily::kPositions;
+    // Channel chunks of a 1x1 conv that copies its block build one panel for all items in a phase
+    // of their own (below); split by rows, each item copies its own rows in parallel with the
+    // others' work (resnet50.7, .13 and .5 on 2 threads: 0.75-0.79x the shared panel's time).
+    const bool chunks_share_copy = !p.direct && overhang == 0;
     auto split_for = [&](int64_t m_tiles) {
-      return ChooseSplit(images, s.out_h, row_blocks, m_tiles, p.threads, [&](int64_t r) {
+      return ChooseSplit(images, s.out_h, p.row_quantum, row_blocks, m_tiles, p.threads, chunks_share_copy,
+                         [&](int64_t r) {
         return positions ? static_cast<double>(CeilDiv(r * row_len, isa.vector_len)) : static_cast<double>(r);
       });
     };
     SplitChoice split = split_for(p.m_tiles);
+    // A pool's blocks hold whole quanta of rows (ConvPlan::row_quantum) where the budget's rows hold
+    // one, unless that costs more balance than lines shared between threads cost.
+    const int64_t quantum = p.threads > 1 ? LineRowQuantum(s) : 1;
+    if (quantum > 1 && quantum <= max_rows) {
+      const int64_t any_rows_blocks = row_blocks;
+      p.row_quantum = quantum;
+      row_blocks = CeilDiv(s.out_h / quantum, max_rows / quantum);
+      const SplitChoice aligned = split_for(p.m_tiles);
+      if (aligned.efficiency >= kSharedLineEfficiency * split.efficiency) {
+        split = aligned;
+      } else {
+        p.row_quantum = 1;
+        row_blocks = any_rows_blocks;
+      }
+    }
     // Few rows and wide channel tiles (1x1 convs on 7x7 and 14x14 at batch 1) leave a large pool
     // too few items, or items of uneven cost: a narrower channel tile, where one fits, doubles the
     // channel chunks (each tile then runs a little slower, but every thread gets its share). A pool
@@ -290,9 +333,9 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     row_blocks = split.row_blocks;
     p.m_chunks = split.m_chunks;
     p.split_efficiency = split.efficiency;
-    rows = CeilDiv(s.out_h, row_blocks);
   }
   p.row_blocks = row_blocks;
+  rows = p.TallestBlockRows();
   // Depthwise: a channel is little work, so an item takes several, enough for a few items a thread.
   const int64_t depthwise_items = std::max<int64_t>(kMinDepthwiseItems, 4 * kItemsPerThread * p.threads);
   if (p.depthwise)
@@ -343,7 +386,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (p.family == TileFamily::kChannels) {
     const int64_t run_bytes = p.RunChannels() * s.kernel_h * s.kernel_w * std::max<int64_t>(p.m_unit, kChannelBlock) *
                               static_cast<int64_t>(sizeof(float));
-    const int64_t input_floats = p.direct ? cg * CeilDiv(s.out_h, p.row_blocks) * s.out_w : p.layout.panel_floats();
+    const int64_t input_floats = p.direct ? cg * p.TallestBlockRows() * s.out_w : p.layout.panel_floats();
     const int64_t input_bytes = input_floats * static_cast<int64_t>(sizeof(float));
     p.prefetch_weights = 2 * run_bytes + input_bytes <= L2CacheBytes();
   }

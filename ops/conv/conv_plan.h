@@ -51,6 +51,15 @@ struct ConvPlan {
   // Work items are cut equal to within a row or a tile, so that a pool that hands items out in
   // order keeps every thread busy to the end (ORT gives each thread a run of items first).
   int64_t row_blocks = 0;       // blocks of output rows per image, of layout.rows rows at most
+  // Blocks hold whole quanta of this many rows (a divisor of out_h), cut as evenly as PartBegin
+  // cuts the quanta: on a pool, every block then begins on a cache line in every plane of Y, so
+  // no two threads write one line (LineRowQuantum in conv_plan.cc).
+  int64_t row_quantum = 1;
+  int64_t BlockFirstRow(int64_t block) const {
+    return PartBegin(shape.out_h / row_quantum, row_blocks, block) * row_quantum;
+  }
+  int64_t BlockRows(int64_t block) const { return BlockFirstRow(block + 1) - BlockFirstRow(block); }
+  int64_t TallestBlockRows() const { return CeilDiv(shape.out_h / row_quantum, row_blocks) * row_quantum; }
   int64_t m_unit = 0;           // output channels per register tile (kTileM or a channel tile)
   int64_t m_tiles = 0;          // register tiles of output channels per group
   int64_t m_chunks = 0;         // runs of channel tiles split across work items
@@ -106,7 +115,7 @@ struct ConvPlan {
   int64_t ChannelTileSumFloats() const { return static_cast<int64_t>(isa->max_outputs[tile_vectors]) * m_unit; }
   // The sums of every channel tile of the tallest block, kept between runs of channels.
   int64_t partial_floats() const {
-    return channel_run > 0 ? ChannelTileCount(CeilDiv(shape.out_h, row_blocks)) * ChannelTileSumFloats() : 0;
+    return channel_run > 0 ? ChannelTileCount(TallestBlockRows()) * ChannelTileSumFloats() : 0;
   }
   int64_t group_blocks() const { return (shape.group + groups_per_item - 1) / groups_per_item; }
   int64_t work_items() const { return shape.batch * group_blocks() * row_blocks * m_chunks; }

@@ -148,8 +148,9 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   d["im2win_per_thread"] = plan.workspace_bytes();
   d["im2win_shared"] = plan.shared_bytes();  // once per call, read by every thread
   d["im2col"] = Im2colWorkspaceBytes(s);
-  d["rows_per_block"] = CeilDiv(s.out_h, plan.row_blocks);
+  d["rows_per_block"] = plan.TallestBlockRows();
   d["row_blocks"] = plan.row_blocks;
+  d["row_quantum"] = plan.row_quantum;  // blocks hold whole quanta of this many rows
   d["channel_chunks"] = plan.m_chunks;
   d["channel_run"] = plan.channel_run;  // input channels per run of channel tiles (0: all in one)
   d["prefetch_weights"] = plan.prefetch_weights;  // the next run's weights fetched during this one's
