@@ -4,9 +4,10 @@
 // woff(%[w]), its inputs at base), whose lines the ISA file gives IM2WIN_3X3_REDUCE. GCC's version
 // of the shared tile loop reloads the tap offsets from memory on every channel and spills
 // accumulators around the last taps, costing load-port slots where a step is mostly loads already.
-// The loop keeps 12 general registers (sanitized builds have few more to give): the channel stride
-// and the prefetch step are memory operands, and the sums go to out through %[n], the channel
-// count, spent once the loop ends.
+// The loop keeps 12 general registers, and a tile may add one through IM2WIN_3X3_REDUCE_WITH
+// (AVX-512's channel tiles: the distance to their second block of weights); sanitized builds have
+// few more to give. The channel stride and the prefetch step are memory operands, and the sums go
+// to out through %[n], the channel count, spent once the loop ends.
 // Include only inside an ISA file's namespace, after <cstdint>.
 #pragma once
 
@@ -33,8 +34,9 @@ struct TapBytes {
 // and the variables pf and pf_stride (a line to prefetch, which a tap's lines may advance by
 // %[pfs] bytes as %[pf]): tap, the assembler lines of one tap (the body of IM2WIN_TAP3X3 woff,
 // base); zero, the lines that clear the accumulators; store, those that write them to (%[n]);
-// step, weight bytes per tap; then every vector register those lines use.
-#define IM2WIN_3X3_REDUCE(tap, zero, store, prefetch, step, ...)                                       \
+// step, weight bytes per tap; extra, more input operands, each after a comma, in parentheses
+// ("()" for none); then every vector register those lines use.
+#define IM2WIN_3X3_REDUCE_WITH(tap, zero, store, prefetch, step, extra, ...)                                       \
   const TapBytes o(taps);                                                                              \
   x += taps[0];                                                                                        \
   int64_t n = channels;                                                                                \
@@ -51,5 +53,9 @@ struct TapBytes {
                : [w] "+r"(w), [x] "+r"(x), [n] "+r"(n), [pf] "+r"(pf)                                  \
                : [stride] "m"(stride_bytes), [pfs] "m"(pf_stride), [o1] "r"(o.bytes[1]),               \
                  [o2] "r"(o.bytes[2]), [o3] "r"(o.bytes[3]), [o4] "r"(o.bytes[4]), [o5] "r"(o.bytes[5]), \
-                 [o6] "r"(o.bytes[6]), [o7] "r"(o.bytes[7]), [o8] "r"(o.bytes[8]), [out] "m"(out)       \
+                 [o6] "r"(o.bytes[6]), [o7] "r"(o.bytes[7]), [o8] "r"(o.bytes[8]),                     \
+                 [out] "m"(out) IM2WIN_3X3_UNPAREN extra                                              \
                : __VA_ARGS__, "cc", "memory")
+#define IM2WIN_3X3_UNPAREN(...) __VA_ARGS__
+#define IM2WIN_3X3_REDUCE(tap, zero, store, prefetch, step, ...) \
+  IM2WIN_3X3_REDUCE_WITH(tap, zero, store, prefetch, step, (), __VA_ARGS__)

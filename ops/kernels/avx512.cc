@@ -3,7 +3,8 @@
 // outputs in up to 12 / cols rows (24 accumulators + 2 weight vectors + 1 broadcast), or one row
 // of 13 or 14 (28 accumulators: a 14-wide row in one tile, measured 1.15-1.22x the speed of two
 // 32x1x7 tiles on 256x14x14 3x3 in a tile harness on the Xeon), or 16 channels x 28 outputs.
-// Compiled with -mavx512f -mfma -mpopcnt (every AVX-512 CPU has POPCNT).
+// The 3x3 reductions of the 6x64 position tile and of the one-row channel tiles of 7 to 14 outputs
+// are scheduled by hand (kernels/asm_3x3_loop.h). Compiled with -mavx512f -mfma -mpopcnt (every AVX-512 CPU has POPCNT).
 #include <immintrin.h>
 
 #include "kernels/microkernel.h"
@@ -157,8 +158,91 @@ struct V {
   "vfmadd231ps %%zmm26, %%zmm29, %%zmm22\n\t" \
   "vfmadd231ps %%zmm27, %%zmm29, %%zmm23\n\t"
 
-// The tile with a hand-scheduled 3x3 loop, for microkernel_tile.inc.
+// The 3x3 reduction of the channel tiles of 32 channels x RB = 7..14 outputs in one row
+// (ChannelTileKernel<2, 1, RB>) scheduled by hand: 2 x RB accumulators in zmm0-27 (zmm[2p + v]:
+// output p, vector v of channels), the tap's two weight vectors (two channel blocks, %[bs] bytes
+// apart) in zmm28-29, the input broadcasts alternating between zmm30 and zmm31. Per channel:
+// 9 taps x (2 weight loads, RB broadcasts, 2 x RB FMAs); the sums go to out[p][32]. GCC's code for
+// 32x1x14 keeps 28 of the 32 registers for sums and shuffles the rest (22 register moves a
+// channel, on the FMA ports) and reloads the tap offsets from memory. No weights are prefetched
+// into L1 tap by tap: they stream in order, and the prefetches cost more than they saved (a tile
+// harness on the Xeon, 32x1x14 over C = 256, L2-resident weights: 86% of the FMA peak with them,
+// 89-91% without, GCC's code 81-83%).
+#define IM2WIN_AVX512_CHANNEL_OUT(p, b, a0, a1) \
+  "vbroadcastss 4*" #p "\\base, %%zmm" #b "\n\t" \
+  "vfmadd231ps %%zmm28, %%zmm" #b ", %%zmm" #a0 "\n\t" \
+  "vfmadd231ps %%zmm29, %%zmm" #b ", %%zmm" #a1 "\n\t"
+#define IM2WIN_AVX512_CHANNEL_OUTS_1 IM2WIN_AVX512_CHANNEL_OUT(0, 30, 0, 1)
+#define IM2WIN_AVX512_CHANNEL_OUTS_2 IM2WIN_AVX512_CHANNEL_OUTS_1 IM2WIN_AVX512_CHANNEL_OUT(1, 31, 2, 3)
+#define IM2WIN_AVX512_CHANNEL_OUTS_3 IM2WIN_AVX512_CHANNEL_OUTS_2 IM2WIN_AVX512_CHANNEL_OUT(2, 30, 4, 5)
+#define IM2WIN_AVX512_CHANNEL_OUTS_4 IM2WIN_AVX512_CHANNEL_OUTS_3 IM2WIN_AVX512_CHANNEL_OUT(3, 31, 6, 7)
+#define IM2WIN_AVX512_CHANNEL_OUTS_5 IM2WIN_AVX512_CHANNEL_OUTS_4 IM2WIN_AVX512_CHANNEL_OUT(4, 30, 8, 9)
+#define IM2WIN_AVX512_CHANNEL_OUTS_6 IM2WIN_AVX512_CHANNEL_OUTS_5 IM2WIN_AVX512_CHANNEL_OUT(5, 31, 10, 11)
+#define IM2WIN_AVX512_CHANNEL_OUTS_7 IM2WIN_AVX512_CHANNEL_OUTS_6 IM2WIN_AVX512_CHANNEL_OUT(6, 30, 12, 13)
+#define IM2WIN_AVX512_CHANNEL_OUTS_8 IM2WIN_AVX512_CHANNEL_OUTS_7 IM2WIN_AVX512_CHANNEL_OUT(7, 31, 14, 15)
+#define IM2WIN_AVX512_CHANNEL_OUTS_9 IM2WIN_AVX512_CHANNEL_OUTS_8 IM2WIN_AVX512_CHANNEL_OUT(8, 30, 16, 17)
+#define IM2WIN_AVX512_CHANNEL_OUTS_10 IM2WIN_AVX512_CHANNEL_OUTS_9 IM2WIN_AVX512_CHANNEL_OUT(9, 31, 18, 19)
+#define IM2WIN_AVX512_CHANNEL_OUTS_11 IM2WIN_AVX512_CHANNEL_OUTS_10 IM2WIN_AVX512_CHANNEL_OUT(10, 30, 20, 21)
+#define IM2WIN_AVX512_CHANNEL_OUTS_12 IM2WIN_AVX512_CHANNEL_OUTS_11 IM2WIN_AVX512_CHANNEL_OUT(11, 31, 22, 23)
+#define IM2WIN_AVX512_CHANNEL_OUTS_13 IM2WIN_AVX512_CHANNEL_OUTS_12 IM2WIN_AVX512_CHANNEL_OUT(12, 30, 24, 25)
+#define IM2WIN_AVX512_CHANNEL_OUTS_14 IM2WIN_AVX512_CHANNEL_OUTS_13 IM2WIN_AVX512_CHANNEL_OUT(13, 31, 26, 27)
+#define IM2WIN_AVX512_ZERO_ONE(r) "vpxord %%zmm" #r ", %%zmm" #r ", %%zmm" #r "\n\t"
+#define IM2WIN_AVX512_STORE_ONE(r) "vmovups %%zmm" #r ", 64*" #r "(%[n])\n\t"
+#define IM2WIN_AVX512_CHANNEL_ACCS_1(op) op(0) op(1)
+#define IM2WIN_AVX512_CHANNEL_ACCS_2(op) IM2WIN_AVX512_CHANNEL_ACCS_1(op) op(2) op(3)
+#define IM2WIN_AVX512_CHANNEL_ACCS_3(op) IM2WIN_AVX512_CHANNEL_ACCS_2(op) op(4) op(5)
+#define IM2WIN_AVX512_CHANNEL_ACCS_4(op) IM2WIN_AVX512_CHANNEL_ACCS_3(op) op(6) op(7)
+#define IM2WIN_AVX512_CHANNEL_ACCS_5(op) IM2WIN_AVX512_CHANNEL_ACCS_4(op) op(8) op(9)
+#define IM2WIN_AVX512_CHANNEL_ACCS_6(op) IM2WIN_AVX512_CHANNEL_ACCS_5(op) op(10) op(11)
+#define IM2WIN_AVX512_CHANNEL_ACCS_7(op) IM2WIN_AVX512_CHANNEL_ACCS_6(op) op(12) op(13)
+#define IM2WIN_AVX512_CHANNEL_ACCS_8(op) IM2WIN_AVX512_CHANNEL_ACCS_7(op) op(14) op(15)
+#define IM2WIN_AVX512_CHANNEL_ACCS_9(op) IM2WIN_AVX512_CHANNEL_ACCS_8(op) op(16) op(17)
+#define IM2WIN_AVX512_CHANNEL_ACCS_10(op) IM2WIN_AVX512_CHANNEL_ACCS_9(op) op(18) op(19)
+#define IM2WIN_AVX512_CHANNEL_ACCS_11(op) IM2WIN_AVX512_CHANNEL_ACCS_10(op) op(20) op(21)
+#define IM2WIN_AVX512_CHANNEL_ACCS_12(op) IM2WIN_AVX512_CHANNEL_ACCS_11(op) op(22) op(23)
+#define IM2WIN_AVX512_CHANNEL_ACCS_13(op) IM2WIN_AVX512_CHANNEL_ACCS_12(op) op(24) op(25)
+#define IM2WIN_AVX512_CHANNEL_ACCS_14(op) IM2WIN_AVX512_CHANNEL_ACCS_13(op) op(26) op(27)
+// Per channel, two lines of the next tiles' weights in each of the two blocks.
+#define IM2WIN_AVX512_CHANNEL_PREFETCH \
+  "prefetcht1 (%[pf])\n\t" \
+  "prefetcht1 64(%[pf])\n\t" \
+  "prefetcht1 (%[pf],%[bs])\n\t" \
+  "prefetcht1 64(%[pf],%[bs])\n\t" \
+  "add %[pfs], %[pf]\n\t"
+#define IM2WIN_AVX512_CHANNEL_REDUCE(k)                                                                         \
+  IM2WIN_3X3_REDUCE_WITH("vmovups \\woff(%[w]), %%zmm28\n\t"                                                  \
+                         "vmovups \\woff(%[w],%[bs]), %%zmm29\n\t" IM2WIN_AVX512_CHANNEL_OUTS_##k,            \
+                         IM2WIN_AVX512_CHANNEL_ACCS_##k(IM2WIN_AVX512_ZERO_ONE),                                \
+                         IM2WIN_AVX512_CHANNEL_ACCS_##k(IM2WIN_AVX512_STORE_ONE), IM2WIN_AVX512_CHANNEL_PREFETCH, \
+                         64, (, [bs] "r"(block_bytes)), IM2WIN_AVX512_3X3_CLOBBERS)
+
+// The tiles with a hand-scheduled 3x3 loop, for microkernel_tile.inc.
 #define IM2WIN_3X3_POSITION_VECTORS 4
+#define IM2WIN_3X3_CHANNEL_TILE_COLUMNS(MV, RA, RB) ((MV) == 2 && (RA) == 1 && (RB) >= 7)
+template <int RB>
+void ChannelTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
+                    int64_t block_stride, uintptr_t pf, uintptr_t pf_stride, float* out) {
+  static_assert(RB >= 7 && RB <= 14);
+  const int64_t block_bytes = 4 * block_stride;
+  if constexpr (RB == 7) {
+    IM2WIN_AVX512_CHANNEL_REDUCE(7);
+  } else if constexpr (RB == 8) {
+    IM2WIN_AVX512_CHANNEL_REDUCE(8);
+  } else if constexpr (RB == 9) {
+    IM2WIN_AVX512_CHANNEL_REDUCE(9);
+  } else if constexpr (RB == 10) {
+    IM2WIN_AVX512_CHANNEL_REDUCE(10);
+  } else if constexpr (RB == 11) {
+    IM2WIN_AVX512_CHANNEL_REDUCE(11);
+  } else if constexpr (RB == 12) {
+    IM2WIN_AVX512_CHANNEL_REDUCE(12);
+  } else if constexpr (RB == 13) {
+    IM2WIN_AVX512_CHANNEL_REDUCE(13);
+  } else {
+    IM2WIN_AVX512_CHANNEL_REDUCE(14);
+  }
+}
+
 void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
                      float* out) {
   uintptr_t pf = 0;  // no prefetch operand in this tile's lines
