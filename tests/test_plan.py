@@ -364,6 +364,19 @@ def test_channel_tiles_of_every_width(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_one_row_channel_tiles_for_any_3x3_geometry(isa):
+    """The one-row channel tiles of 7 to 14 outputs (AVX-512's hand-scheduled 3x3 loop) over strided,
+    dilated and padded windows, a channel count that is no multiple of a vector, with bias, a
+    residual and Relu: every output as the reference gives it."""
+    for width, attrs in [(7, dict(pads=[1, 1, 1, 1])), (10, dict(pads=[1, 1, 1, 1])),
+                         (12, dict(pads=[0, 0, 0, 0])), (13, dict(pads=[1, 1, 1, 1])),
+                         (28, dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+                         (20, dict(pads=[2, 2, 2, 2], dilations=[2, 2])),
+                         (15, dict(pads=[1, 0, 1, 2], strides=[1, 2]))]:
+        _assert_tiles_match_reference([1, 40, 9, width], [64, 40, 3, 3], attrs, isa, pools=(1, 3))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_1x1_flat_rows_with_tails(isa):
     """1x1 convs walk a block's rows as one flat run, now with one-row tails (49 = 3 x 14 + 7):
     blocks of uneven heights for the pool, X read in place up to its last float, and strided."""
