@@ -4,7 +4,8 @@
 // of 13 or 14 (28 accumulators: a 14-wide row in one tile, measured 1.15-1.22x the speed of two
 // 32x1x7 tiles on 256x14x14 3x3 in a tile harness on the Xeon), or 16 channels x 28 outputs.
 // The 3x3 reductions of the 6x64 position tile and of the one-row channel tiles of 7 to 14 outputs
-// are scheduled by hand (kernels/asm_3x3_loop.h). Compiled with -mavx512f -mfma -mpopcnt (every AVX-512 CPU has POPCNT).
+// are scheduled by hand (kernels/asm_3x3_loop.h). Compiled with -mavx512f -mfma -mpopcnt (every
+// AVX-512 CPU has POPCNT).
 #include <immintrin.h>
 
 #include "kernels/microkernel.h"
