@@ -225,23 +225,16 @@ void ChannelTile3x3(const float* w, const float* x, const int32_t* taps, int64_t
                     int64_t block_stride, uintptr_t pf, uintptr_t pf_stride, float* out) {
   static_assert(RB >= 7 && RB <= 14);
   const int64_t block_bytes = 4 * block_stride;
-  if constexpr (RB == 7) {
-    IM2WIN_AVX512_CHANNEL_REDUCE(7);
-  } else if constexpr (RB == 8) {
-    IM2WIN_AVX512_CHANNEL_REDUCE(8);
-  } else if constexpr (RB == 9) {
-    IM2WIN_AVX512_CHANNEL_REDUCE(9);
-  } else if constexpr (RB == 10) {
-    IM2WIN_AVX512_CHANNEL_REDUCE(10);
-  } else if constexpr (RB == 11) {
-    IM2WIN_AVX512_CHANNEL_REDUCE(11);
-  } else if constexpr (RB == 12) {
-    IM2WIN_AVX512_CHANNEL_REDUCE(12);
-  } else if constexpr (RB == 13) {
-    IM2WIN_AVX512_CHANNEL_REDUCE(13);
-  } else {
+  // One asm block per width: the tap's lines are a string literal for each.
+#define IM2WIN_AVX512_IF_COLUMNS(k)  \
+  if constexpr (RB == k) {           \
+    IM2WIN_AVX512_CHANNEL_REDUCE(k); \
+  } else
+  IM2WIN_AVX512_IF_COLUMNS(7) IM2WIN_AVX512_IF_COLUMNS(8) IM2WIN_AVX512_IF_COLUMNS(9) IM2WIN_AVX512_IF_COLUMNS(10)
+  IM2WIN_AVX512_IF_COLUMNS(11) IM2WIN_AVX512_IF_COLUMNS(12) IM2WIN_AVX512_IF_COLUMNS(13) {
     IM2WIN_AVX512_CHANNEL_REDUCE(14);
   }
+#undef IM2WIN_AVX512_IF_COLUMNS
 }
 
 void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_t channels, int64_t channel_stride,
