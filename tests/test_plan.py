@@ -438,3 +438,34 @@ def test_depthwise_rows_are_not_cut_for_balance_alone(isa):
     # Few channel blocks: rows are cut, just enough for two even items a thread.
     plan = _kernels.workspace_bytes([1, 32, 112, 112], [32, 1, 3, 3], threads=16, **dict(kw, group=32))
     assert 32 <= plan["work_items"] <= 40 and plan["balance"] >= 0.85, plan
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_depthwise_3x3_stride2_reads_x_in_place(isa):
+    """3x3 depthwise at stride 2 reads X where it lies on AVX-512 (columns split in registers, no
+    workspace) and through the lanes panel elsewhere: edges of every kind (padding of 0-3 on either
+    side, rows narrower than a vector and of several vectors, a single input column or row), bias,
+    a residual, clamping and other activations, one image or two, 1, 3 and 16 threads."""
+    rng = np.random.default_rng(7)
+    cases = [(16, 15, 17, [1, 1, 1, 1]), (32, 56, 56, [1, 1, 1, 1]), (16, 7, 7, [0, 0, 0, 0]),
+             (48, 9, 33, [0, 1, 1, 0]), (16, 1, 1, [1, 1, 1, 1]), (16, 2, 40, [1, 1, 0, 0]),
+             (32, 64, 70, [0, 0, 1, 1]), (16, 9, 50, [2, 3, 2, 3]), (16, 5, 3, [3, 2, 1, 3])]
+    for (c, h, w_, pads), activation, batch in zip(cases, ["Relu", "", "Sigmoid", "Clip", "", "Relu", "LeakyRelu",
+                                                          "", "Relu"], [1, 2, 1, 1, 2, 1, 1, 2, 1]):
+        attrs = dict(pads=pads, strides=[2, 2], group=c)
+        params = [0.0, 6.0] if activation == "Clip" else [0.1] if activation == "LeakyRelu" else []
+        x = rng.standard_normal((batch, c, h, w_)).astype(np.float32)
+        w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(c).astype(np.float32)
+        z = rng.standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+        want = reference_conv(x, w, b, z, activation=activation, activation_params=params, **attrs)
+        plan = _kernels.workspace_bytes(list(x.shape), list(w.shape), isa=isa, **attrs)
+        if isa == "avx512":
+            assert plan["tile"] == "3x3 stride 2 in place" and plan["im2win_per_thread"] == 0, plan
+        else:
+            assert plan["tile"] != "3x3 stride 2 in place", plan
+        for threads in (1, 3, 16):
+            y = _kernels.conv(x, w, b, z, activation=activation, activation_params=params, isa=isa, threads=threads,
+                              **attrs)
+            np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max())),
+                                       err_msg=f"{c}x{h}x{w_} pads {pads} {activation}, {threads} threads")

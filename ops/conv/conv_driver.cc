@@ -339,7 +339,10 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
     const float* x_image_n = x + n * x_image;
 
     float* workspace = ThreadWorkspace(p.workspace_floats());
-    if (p.depthwise_lanes) {
+    if (p.depthwise_stride2) {
+      RunDepthwiseStride2(p, x_image_n, packed_w, bias, b.residual, b.y, b.g, std::min(s.group, b.g + p.groups_per_item),
+                          b.first_row, b.rows);
+    } else if (p.depthwise_lanes) {
       RunDepthwiseLanes(p, x_image_n, packed_w, bias, b.residual, b.y, b.g, b.first_row, b.rows, workspace);
     } else if (p.depthwise) {
       RunDepthwise(p, x_image_n, packed_w, bias, b.residual, b.y, b.g, std::min(s.group, b.g + p.groups_per_item),

@@ -341,19 +341,28 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (p.depthwise)
     p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / depthwise_items);
   p.depthwise_lanes = p.depthwise && isa.depthwise_lanes != nullptr && s.group % isa.vector_len == 0;
+  // 3x3 at stride 2 reads X in place where the ISA splits columns in registers: the lanes kernel
+  // transposes four inputs into its panel for every output there. It takes the lanes' items
+  // (vector_len channels, a block of rows), with no panel to keep in budget. Measured on the Xeon
+  // (AVX-512, 1 thread, MobileNetV2 per node, both kernels in one process): 96x112x112 0.92x the
+  // lanes kernel's time, 144x56x56 0.67x, 192x28x28 0.56x, 576x14x14 0.89x.
+  p.depthwise_stride2 = p.depthwise_lanes && isa.depthwise_3x3_stride2 != nullptr && s.kernel_h == 3 &&
+                        s.kernel_w == 3 && s.stride_h == 2 && s.stride_w == 2 && s.dilation_h == 1 && s.dilation_w == 1;
   if (p.depthwise_lanes) {
     // vector_len channels side by side: the block's rows shrink to keep the panel in budget.
     p.groups_per_item = isa.vector_len;
-    row_blocks = CeilDiv(s.out_h, std::clamp<int64_t>(PanelBudgetFloats() / (row_floats * isa.vector_len) - overhang,
-                                                      1, s.out_h));
+    row_blocks = p.depthwise_stride2 ? 1
+                                     : CeilDiv(s.out_h, std::clamp<int64_t>(PanelBudgetFloats() / (row_floats * isa.vector_len) -
+                                                                                overhang, 1, s.out_h));
     const int64_t items = std::max<int64_t>(1, s.batch) * (s.group / isa.vector_len);
     if (p.threads > 1) {  // rows split for the pool, each item building its own rows' panel
       row_blocks = ChooseDepthwiseRowBlocks(items, s.out_h, row_blocks, overhang, p.threads);
-    } else if (items * row_blocks < 4) {  // a few items even for one thread: smaller panels
+    } else if (items * row_blocks < 4 && !p.depthwise_stride2) {  // a few items even for one thread: smaller panels
       row_blocks = std::min<int64_t>(s.out_h, CeilDiv(4, items));
     }
     rows = CeilDiv(s.out_h, row_blocks);
     p.row_blocks = row_blocks;
+    if (p.depthwise_stride2) p.depthwise_lanes = false;
   }
   // A 1x1 block that position tiles read through a copy reads it as strips (ConvPlan::strip_panel).
   // Measured on the Xeon, 1 thread, caches flushed, against the plane-by-plane copy: 256->64 on

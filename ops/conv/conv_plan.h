@@ -65,6 +65,9 @@ struct ConvPlan {
   int64_t m_chunks = 0;         // runs of channel tiles split across work items
   bool depthwise = false;       // one input and one output channel per group: depthwise row tiles
   bool depthwise_lanes = false; // depthwise with vector_len channels in the lanes (C a multiple of it)
+  // Depthwise 3x3 at stride 2 read from X in place (IsaKernels::depthwise_3x3_stride2), items cut as
+  // the lanes kernel's; no workspace.
+  bool depthwise_stride2 = false;
   bool direct = false;          // 1x1, stride 1, no padding: X is read in place, no panel
   // A 1x1, stride-1, unpadded conv of position tiles that copies its block (not direct, no shared
   // panel) copies it as strips of kStripPositions positions, all channels of a strip together: a
@@ -122,6 +125,7 @@ struct ConvPlan {
   // Bytes each thread reserves, independent of the batch: the window panel, or for a direct conv
   // the copy of a block's last tile of inputs.
   int64_t workspace_floats() const {
+    if (depthwise_stride2) return 0;
     if (depthwise_lanes)  // the channels' panels side by side, then their weights
       return isa->vector_len * (layout.channel_stride + shape.kernel_h * shape.kernel_w);
     return input_floats() + partial_floats();

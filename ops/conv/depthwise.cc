@@ -75,6 +75,34 @@ void RunDepthwise(const ConvPlan& p, const float* x_image, const float* w, const
   }
 }
 
+void RunDepthwiseStride2(const ConvPlan& p, const float* x_image, const float* w, const float* bias,
+                         const float* residual, float* y_image, int64_t g_begin, int64_t g_end, int64_t first_row,
+                         int64_t rows) {
+  const ConvShape& s = p.shape;
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  DepthwiseStride2Args a;
+  a.in_h = s.in_h;
+  a.in_w = s.in_w;
+  a.pad_top = s.pad_top;
+  a.pad_left = s.pad_left;
+  a.out_w = s.out_w;
+  a.first_row = first_row;
+  a.rows = rows;
+  const bool activation_after = !ClampBounds(p.epilogue, &a.lo, &a.hi);
+  for (int64_t g = g_begin; g < g_end; ++g) {
+    a.x = x_image + g * in_plane;
+    a.w = w + g * 9;
+    a.bias = bias != nullptr ? bias[g] : 0.0f;
+    a.y = y_image + g * out_plane;
+    a.residual = residual != nullptr ? residual + g * out_plane : nullptr;
+    p.isa->depthwise_3x3_stride2(a);
+    if (activation_after) {
+      float* out = a.y + first_row * s.out_w;
+      ApplyEpilogue(out, 0.0f, nullptr, out, rows * s.out_w, p.epilogue);
+    }
+  }
+}
+
 // Depthwise with vector_len channels in the lanes, from channel g_begin (see DepthwiseLanesArgs).
 void RunDepthwiseLanes(const ConvPlan& p, const float* x_image, const float* w, const float* bias,
                        const float* residual, float* y_image, int64_t g_begin, int64_t first_row, int64_t rows,

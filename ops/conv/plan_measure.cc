@@ -86,7 +86,9 @@ std::string TileFamilyName(const ConvPlan& plan) {
 
 std::string TileName(const ConvPlan& plan) {
   std::string tile;
-  if (plan.depthwise_lanes) {
+  if (plan.depthwise_stride2) {
+    tile = "3x3 stride 2 in place";
+  } else if (plan.depthwise_lanes) {
     tile = std::to_string(plan.isa->vector_len) + " channels in lanes";
   } else if (plan.depthwise) {
     tile = "rows";

@@ -245,9 +245,80 @@ void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_
                     IM2WIN_AVX512_3X3_CLOBBERS);
 }
 
+// The lanes of 16 columns of a row of X from column c (c >= 0) that lie inside the row.
+inline __mmask16 ColumnsInside(int64_t c, int64_t in_w) {
+  const int64_t n = in_w - c;
+  return n <= 0 ? __mmask16(0) : V::Mask(n);
+}
+
+// DepthwiseStride2Args: 16 outputs of a row at a time. Window row kh gives them three vectors,
+// columns 2j - pad_left + kw for kw = 0, 1, 2, picked by vpermt2ps from two pairs of masked loads
+// (from the vector's first column inside the row, and from two columns on), lanes left of X
+// zeroed by the permute's mask: no address outside the row, each vector's indices and masks
+// worked out once for all rows, and each input row split once for the two output rows it serves.
+void Depthwise3x3Stride2(const DepthwiseStride2Args& a) {
+  const float* const x = a.x;
+  const int64_t in_h = a.in_h, in_w = a.in_w, out_w = a.out_w;
+  __m512 w[9];
+  for (int t = 0; t < 9; ++t) w[t] = _mm512_set1_ps(a.w[t]);
+  const __m512 bias = _mm512_set1_ps(a.bias), lo = _mm512_set1_ps(a.lo), hi = _mm512_set1_ps(a.hi);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int64_t j0 = 0; j0 < out_w; j0 += 16) {
+    const int64_t c = 2 * j0 - a.pad_left;  // column of output j0's kw = 0
+    // Loads from column b (kw = 0, 1) and b2 (kw = 2), the first at or right of X's column 0.
+    const int64_t b = c > 0 ? c : 0, b2 = c + 2 > 0 ? c + 2 : 0;
+    const __mmask16 in_p = ColumnsInside(b, in_w), in_q = ColumnsInside(b + 16, in_w);
+    const __mmask16 in_p2 = ColumnsInside(b2, in_w), in_q2 = ColumnsInside(b2 + 16, in_w);
+    // Lane i of tap kw: column c + 2i + kw, at index c + 2i + kw - (b or b2) of the pair; left of
+    // X where that is negative.
+    __m512i index[3];
+    __mmask16 inside[3];
+    for (int kw = 0; kw < 3; ++kw) {
+      const int64_t shift = c + kw - (kw < 2 ? b : b2);
+      index[kw] = _mm512_add_epi32(_mm512_add_epi32(lane, lane), _mm512_set1_epi32(static_cast<int>(shift)));
+      inside[kw] = _mm512_cmpge_epi32_mask(index[kw], _mm512_setzero_si512());
+    }
+    const __mmask16 outputs = V::Mask(out_w - j0);
+    // The three vectors (kw = 0, 1, 2) of input row y_in for this vector of outputs; zero outside X.
+    auto taps_of_row = [&](int64_t y_in, __m512 (&v)[3]) {
+      if (y_in < 0 || y_in >= in_h) {
+        v[0] = v[1] = v[2] = _mm512_setzero_ps();
+        return;
+      }
+      const float* const row = x + y_in * in_w;
+      const __m512 p = _mm512_maskz_loadu_ps(in_p, row + b), q = _mm512_maskz_loadu_ps(in_q, row + b + 16);
+      const __m512 p2 = _mm512_maskz_loadu_ps(in_p2, row + b2), q2 = _mm512_maskz_loadu_ps(in_q2, row + b2 + 16);
+      v[0] = _mm512_maskz_permutex2var_ps(inside[0], p, index[0], q);
+      v[1] = _mm512_maskz_permutex2var_ps(inside[1], p, index[1], q);
+      v[2] = _mm512_maskz_permutex2var_ps(inside[2], p2, index[2], q2);
+    };
+    // Output row r reads input rows 2r - pad_top + 0, 1, 2; its last is row r + 1's first, so
+    // each input row is split once.
+    __m512 top[3], mid[3], bottom[3];
+    taps_of_row(2 * a.first_row - a.pad_top, top);
+    for (int64_t r = a.first_row; r < a.first_row + a.rows; ++r) {
+      taps_of_row(2 * r + 1 - a.pad_top, mid);
+      taps_of_row(2 * r + 2 - a.pad_top, bottom);
+      __m512 acc[3];  // one sum per window row: three short chains instead of one of nine
+      acc[0] = _mm512_fmadd_ps(w[2], top[2], _mm512_fmadd_ps(w[1], top[1], _mm512_mul_ps(w[0], top[0])));
+      acc[1] = _mm512_fmadd_ps(w[5], mid[2], _mm512_fmadd_ps(w[4], mid[1], _mm512_mul_ps(w[3], mid[0])));
+      acc[2] = _mm512_fmadd_ps(w[8], bottom[2], _mm512_fmadd_ps(w[7], bottom[1], _mm512_mul_ps(w[6], bottom[0])));
+      __m512 v = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), acc[2]), bias);
+      const int64_t at = r * out_w + j0;
+      if (a.residual != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(outputs, a.residual + at));
+      _mm512_mask_storeu_ps(a.y + at, outputs, _mm512_min_ps(hi, _mm512_max_ps(lo, v)));
+      for (int kw = 0; kw < 3; ++kw) top[kw] = bottom[kw];
+    }
+  }
+}
+
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<24, 4, 12, 28, 14>("avx512", 14, 0.95);
+constexpr IsaKernels WithDepthwiseStride2(IsaKernels k) {
+  k.depthwise_3x3_stride2 = &Depthwise3x3Stride2;
+  return k;
+}
+constexpr IsaKernels kTable = WithDepthwiseStride2(MakeKernelTable<24, 4, 12, 28, 14>("avx512", 14, 0.95));
 
 }  // namespace
 }  // namespace avx512

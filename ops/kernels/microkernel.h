@@ -131,6 +131,23 @@ struct DepthwiseLanesArgs {
 
 using DepthwiseLanesFn = void (*)(const DepthwiseLanesArgs&);
 
+// Depthwise 3x3 at stride 2, one channel read from X where it lies (no panel): each window row's
+// columns for a vector of outputs are loaded as they lie and split into the even and odd ones in
+// registers, where the lanes kernel would first transpose every input column into a panel (at
+// stride 2 that is four inputs for each output). Outputs outside X's padding are zeros; bias,
+// residual and the clamp are applied before the store, as in DepthwiseLanesArgs.
+struct DepthwiseStride2Args {
+  const float* x;           // the channel's plane of X
+  int64_t in_h, in_w, pad_top, pad_left;
+  const float* w;           // the channel's nine weights
+  float bias, lo, hi;
+  float* y;                 // the channel's plane of Y
+  const float* residual;    // the channel's plane of Z, or null
+  int64_t out_w, first_row, rows;
+};
+
+using DepthwiseStride2Fn = void (*)(const DepthwiseStride2Args&);
+
 // Runs iterations x IsaKernels::fma_chains independent vector FMAs (for the peak-FLOP/s probe).
 // The chains must cover FMA latency x FMA pipes (4-5 cycles x 2 pipes on current x86) and fit in
 // the register file with the two operands: a chain kept in memory makes the probe under-read.
@@ -171,6 +188,9 @@ struct IsaKernels {
   DepthwiseLanesFn depthwise_lanes;
   FmaLoopFn fma_loop;
   int fma_chains;      // independent accumulator chains fma_loop runs (see kMaxFmaProbeChains)
+  // Null where splitting columns in registers does not beat the lanes kernel's transposes (AVX2:
+  // two shuffles a split, where AVX-512's vpermt2ps takes one).
+  DepthwiseStride2Fn depthwise_3x3_stride2 = nullptr;
   int tile_positions() const { return vector_len * tile_vectors; }
 };
 
