@@ -344,16 +344,17 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   // 3x3 at stride 2 reads X in place where the ISA splits columns in registers: the lanes kernel
   // transposes four inputs into its panel for every output there. It takes the lanes' items
   // (vector_len channels, a block of rows), with no panel to keep in budget. Measured on the Xeon
-  // (AVX-512, 1 thread, MobileNetV2 per node, both kernels in one process): 96x112x112 0.92x the
-  // lanes kernel's time, 144x56x56 0.67x, 192x28x28 0.56x, 576x14x14 0.89x.
+  // (AVX-512, 1 thread, MobileNetV2 per node, both kernels in one process, three runs):
+  // 96x112x112 0.84-0.92x the lanes kernel's time, 144x56x56 0.65-0.67x, 192x28x28 0.56-0.59x,
+  // 576x14x14 0.85-0.91x; whole MobileNetV2 0.974x (1 thread), 0.977x (2 threads).
   p.depthwise_stride2 = p.depthwise_lanes && isa.depthwise_3x3_stride2 != nullptr && s.kernel_h == 3 &&
                         s.kernel_w == 3 && s.stride_h == 2 && s.stride_w == 2 && s.dilation_h == 1 && s.dilation_w == 1;
   if (p.depthwise_lanes) {
-    // vector_len channels side by side: the block's rows shrink to keep the panel in budget.
+    // vector_len channels side by side: the block's rows shrink to keep the panel in budget (read
+    // in place, one block, unless cut for the pool).
     p.groups_per_item = isa.vector_len;
-    row_blocks = p.depthwise_stride2 ? 1
-                                     : CeilDiv(s.out_h, std::clamp<int64_t>(PanelBudgetFloats() / (row_floats * isa.vector_len) -
-                                                                                overhang, 1, s.out_h));
+    const int64_t budget_rows = PanelBudgetFloats() / (row_floats * isa.vector_len) - overhang;
+    row_blocks = p.depthwise_stride2 ? 1 : CeilDiv(s.out_h, std::clamp<int64_t>(budget_rows, 1, s.out_h));
     const int64_t items = std::max<int64_t>(1, s.batch) * (s.group / isa.vector_len);
     if (p.threads > 1) {  // rows split for the pool, each item building its own rows' panel
       row_blocks = ChooseDepthwiseRowBlocks(items, s.out_h, row_blocks, overhang, p.threads);

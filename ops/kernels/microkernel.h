@@ -134,7 +134,7 @@ using DepthwiseLanesFn = void (*)(const DepthwiseLanesArgs&);
 // Depthwise 3x3 at stride 2, one channel read from X where it lies (no panel): each window row's
 // columns for a vector of outputs are loaded as they lie and split into the even and odd ones in
 // registers, where the lanes kernel would first transpose every input column into a panel (at
-// stride 2 that is four inputs for each output). Outputs outside X's padding are zeros; bias,
+// stride 2 that is four inputs for each output). Inputs outside X (the padding) are zeros; bias,
 // residual and the clamp are applied before the store, as in DepthwiseLanesArgs.
 struct DepthwiseStride2Args {
   const float* x;           // the channel's plane of X
