@@ -340,16 +340,18 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   const int64_t depthwise_items = std::max<int64_t>(kMinDepthwiseItems, 4 * kItemsPerThread * p.threads);
   if (p.depthwise)
     p.groups_per_item = std::max<int64_t>(1, s.group * std::max<int64_t>(1, s.batch) * row_blocks / depthwise_items);
-  p.depthwise_lanes = p.depthwise && isa.depthwise_lanes != nullptr && s.group % isa.vector_len == 0;
+  // Items of vector_len channels: the lanes kernel's, or the in-place one's.
+  const bool channel_blocks = p.depthwise && isa.depthwise_lanes != nullptr && s.group % isa.vector_len == 0;
   // 3x3 at stride 2 reads X in place where the ISA splits columns in registers: the lanes kernel
   // transposes four inputs into its panel for every output there. It takes the lanes' items
   // (vector_len channels, a block of rows), with no panel to keep in budget. Measured on the Xeon
   // (AVX-512, 1 thread, MobileNetV2 per node, both kernels in one process, three runs):
   // 96x112x112 0.84-0.92x the lanes kernel's time, 144x56x56 0.65-0.67x, 192x28x28 0.56-0.59x,
   // 576x14x14 0.85-0.91x; whole MobileNetV2 0.974x (1 thread), 0.977x (2 threads).
-  p.depthwise_stride2 = p.depthwise_lanes && isa.depthwise_3x3_stride2 != nullptr && s.kernel_h == 3 &&
+  p.depthwise_stride2 = channel_blocks && isa.depthwise_3x3_stride2 != nullptr && s.kernel_h == 3 &&
                         s.kernel_w == 3 && s.stride_h == 2 && s.stride_w == 2 && s.dilation_h == 1 && s.dilation_w == 1;
-  if (p.depthwise_lanes) {
+  p.depthwise_lanes = channel_blocks && !p.depthwise_stride2;
+  if (channel_blocks) {
     // vector_len channels side by side: the block's rows shrink to keep the panel in budget (read
     // in place, one block, unless cut for the pool).
     p.groups_per_item = isa.vector_len;
@@ -363,7 +365,6 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     }
     rows = CeilDiv(s.out_h, row_blocks);
     p.row_blocks = row_blocks;
-    if (p.depthwise_stride2) p.depthwise_lanes = false;
   }
   // A 1x1 block that position tiles read through a copy reads it as strips (ConvPlan::strip_panel).
   // Measured on the Xeon, 1 thread, caches flushed, against the plane-by-plane copy: 256->64 on
