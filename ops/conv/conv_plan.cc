@@ -139,11 +139,12 @@ int64_t LineRowQuantum(const ConvShape& s) {
 // best efficiency (work / (threads x slowest thread)); among near-equals, one with kItemsPerThread
 // items a thread, else one a thread, and then the fewest items (each re-reads weights or panel rows).
 // Blocks hold whole quanta of `quantum` rows (ConvPlan::row_quantum, a divisor of out_h), at least
-// min_row_blocks of them. chunks_share_copy: channel chunks would copy the block in a phase of
-// its own (a shared panel), so a split of rows alone is taken where it is otherwise as good.
+// min_row_blocks of them. rows_first: the layer copies its input into a panel, which channel
+// chunks would build in a phase of their own and each read whole, so a split of rows alone is
+// taken where it is otherwise as good.
 template <typename RowCost>
 SplitChoice ChooseSplit(int64_t images, int64_t out_h, int64_t quantum, int64_t min_row_blocks, int64_t m_tiles,
-                        int threads, bool chunks_share_copy, const RowCost& row_cost) {
+                        int threads, bool rows_first, const RowCost& row_cost) {
   const int64_t t = std::clamp(threads, 1, kMaxPlannedThreads);
   SplitChoice only{min_row_blocks, 1, 1.0};
   if (t == 1) return only;
@@ -173,7 +174,7 @@ SplitChoice ChooseSplit(int64_t images, int64_t out_h, int64_t quantum, int64_t 
   // 0: kItemsPerThread items a thread or more, 1: one at least, 2: some threads idle.
   auto tier = [&](const SplitChoice& c) { return items(c) >= kItemsPerThread * t ? 0 : items(c) >= t ? 1 : 2; };
   SplitChoice chosen{0, 0, -1.0};
-  auto shared_copy = [&](const SplitChoice& c) { return chunks_share_copy && c.m_chunks > 1; };
+  auto shared_copy = [&](const SplitChoice& c) { return rows_first && c.m_chunks > 1; };
   auto key = [&](const SplitChoice& c) { return std::make_tuple(tier(c), items(c), shared_copy(c), -c.efficiency); };
   for_each([&](const SplitChoice& c) {
     if (c.efficiency < best - 0.02 && !(tier(c) == 0 && c.efficiency >= best - 0.05)) return;
@@ -269,20 +270,27 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     // the vectors of positions its rows hold (position tiles), or its rows (channel tiles).
     const int64_t row_len = one_row.row_len;
     const bool positions = p.family == TileFamily::kPositions;
-    // Channel chunks of a 1x1 conv that copies its block build one panel for all items in a phase
-    // of their own (below); split by rows, each item copies its own rows in parallel with the
-    // others' work (resnet50.7, .13 and .5 on 2 threads: 0.75-0.79x the shared panel's time).
-    const bool chunks_share_copy = !p.direct && overhang == 0;
+    // Channel chunks of a conv that copies its input build one panel for all items in a phase of
+    // their own (below), and each chunk reads all of it; split by rows, each item reads its own
+    // rows (and a 1x1 conv's item copies them in parallel with the others' work). Measured on the
+    // Xeon at 2 threads: resnet50.7, .13 and .5 0.75-0.79x the shared panel's time; in ResNet-50,
+    // 128x28x28 3x3 as 4 blocks of 7 rows 0.86-0.90x the time of 4 chunks (three runs), 128x56x56
+    // 3x3 at stride 2 as 4 blocks of 7 rows 0.87-0.93x that of 7 blocks x 2 chunks (AVX2: 0.89x, the
+    // 28x28 ones 0.97-1.01x).
+    const bool rows_first = !p.direct;
     auto split_for = [&](int64_t m_tiles) {
-      return ChooseSplit(images, s.out_h, p.row_quantum, row_blocks, m_tiles, p.threads, chunks_share_copy,
+      return ChooseSplit(images, s.out_h, p.row_quantum, row_blocks, m_tiles, p.threads, rows_first,
                          [&](int64_t r) {
         return positions ? static_cast<double>(CeilDiv(r * row_len, isa.vector_len)) : static_cast<double>(r);
       });
     };
     SplitChoice split = split_for(p.m_tiles);
     // A pool's blocks hold whole quanta of rows (ConvPlan::row_quantum) where the budget's rows hold
-    // one, unless that costs more balance than lines shared between threads cost.
-    const int64_t quantum = p.threads > 1 ? LineRowQuantum(s) : 1;
+    // one, unless that costs more balance than lines shared between threads cost. Not for windows
+    // that overlap (3x3): an output there is Kh x Kw times a 1x1's work, so a shared line of Y
+    // costs that much less, and whole quanta (28 rows: 4 + 4 + 4 + 4 + 4 + 4 + 4) left ResNet-50's
+    // 128x28x28 3x3 no even split of rows (above).
+    const int64_t quantum = p.threads > 1 && overhang == 0 ? LineRowQuantum(s) : 1;
     if (quantum > 1 && quantum <= max_rows) {
       const int64_t any_rows_blocks = row_blocks;
       p.row_quantum = quantum;
