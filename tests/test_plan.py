@@ -97,10 +97,10 @@ def test_1x1_rows_cut_for_the_pool_keep_their_own_panels(isa):
 def test_pool_blocks_begin_on_a_line_of_every_output_plane(isa):
     """Split for a pool, a layer without overlapping windows whose output planes are whole 64-byte
     lines cuts its rows only where a line begins in every plane (blocks of whole quanta of rows),
-    so that no two threads write one line; planes of 14x14 (not whole lines), overlapping windows
-    (3x3: a shared line is a small share of an output's work) and one thread cut anywhere. Every
-    output is still computed once, for direct, copied (strips), window-panel and channel-tile
-    layers."""
+    so that no two threads write one line; planes of 14x14 (not whole lines) and one thread cut
+    anywhere, and overlapping windows (3x3) may where the lines shared cost little beside the
+    blocks' work. Every output is still computed once, for direct, copied (strips), window-panel
+    and channel-tile layers."""
     cases = [  # x shape, w shape, attributes, threads: 28 wide (quanta of 4 rows), 56 wide (2), 14 wide
         ([1, 128, 28, 28], [192, 128, 1, 1], {}, 2),
         ([1, 256, 28, 28], [64, 256, 1, 1], {}, 2),
@@ -117,10 +117,11 @@ def test_pool_blocks_begin_on_a_line_of_every_output_plane(isa):
         assert one["row_quantum"] == 1, one
         quantum = plan["row_quantum"]
         assert out_h % quantum == 0, plan
-        if w_shape[2] > stride:
-            assert quantum == 1, plan
-        elif (out_h * out_w) % 16 == 0:
-            assert plan["row_blocks"] == 1 or quantum * out_w % 16 == 0, (x_shape, w_shape, plan)
+        if (out_h * out_w) % 16 == 0:
+            if w_shape[2] <= stride:
+                assert plan["row_blocks"] == 1 or quantum * out_w % 16 == 0, (x_shape, w_shape, plan)
+            else:
+                assert quantum == 1 or quantum * out_w % 16 == 0, (x_shape, w_shape, plan)
         else:
             assert quantum == 1, plan
         _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="", pools=(1, threads, 16))
@@ -138,8 +139,11 @@ def test_pool_splits_a_copying_layer_by_rows_before_channel_chunks(isa):
     for x_shape, w_shape in (([1, 128, 28, 28], [128, 128, 3, 3]), ([1, 64, 28, 28], [64, 64, 3, 3])):
         plan = _kernels.workspace_bytes(x_shape, w_shape, threads=2, isa=isa, **attrs)
         assert plan["channel_chunks"] == 1 and plan["row_blocks"] >= 2, plan
-        assert plan["balance"] == 1.0, plan
         _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="", pools=(1, 2))
+    # Blocks of one row of 28 would share lines of Y with two others worth a fifth of their work:
+    # a large pool takes channel chunks of blocks several rows high instead.
+    plan = _kernels.workspace_bytes([1, 128, 28, 28], [128, 128, 3, 3], threads=16, isa=isa, **attrs)
+    assert plan["rows_per_block"] >= 4 and plan["balance"] >= 0.85, plan
 
 
 def test_ort_sessions_cut_for_their_pool_agree():

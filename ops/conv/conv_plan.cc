@@ -30,10 +30,12 @@ constexpr int64_t kSharedPanelCapFloats = int64_t{16} << 20;
 // resnet50.16, .19, .22 0.93-0.94x on AVX-512, 0.90-0.95x on AVX2 (runs of 64: 0.94-0.97x; of
 // 256: 0.92-0.94x).
 constexpr int64_t kChannelRun = 128;
-// The share of the work a pool's thread gets done when the blocks of rows beside its own begin
-// inside lines of Y it writes too (LineRowQuantum): a split into blocks of whole lines is taken
-// unless its balance is below this share of the other's.
-constexpr double kSharedLineEfficiency = 0.87;
+// What lines of Y written by two threads cost (they take turns owning each): measured on the Xeon
+// in ResNet-50 at 2 threads (thread time in the network), 128->512 1x1 on 28x28 cut into 16 + 12
+// rows did 0.87x the work of 14 + 14, whose blocks share a line in every plane. As a share of a
+// 1x1 conv's work, and per line in multiply-adds (14 x 28 outputs x 128 each, beside the line).
+constexpr double kSharedLineShare = 1.0 - 0.87;
+constexpr double kSharedLineMacs = kSharedLineShare * 14 * 28 * 128;
 // The pool sizes the split search considers (more threads than this share the items).
 constexpr int kMaxPlannedThreads = 256;
 
@@ -124,47 +126,58 @@ int64_t ChooseRowBlocks(int64_t out_h, int64_t row_len, int64_t min_blocks, int 
 // The fewest rows a block of a pool's split holds a whole number of, so that every block begins on
 // a 64-byte line in every plane of Y: two threads that write one line take turns owning it. 1 where
 // a plane is no whole number of lines (14x14, 7x7: most planes then share a line at any row
-// boundary); else it divides out_h. Measured on the Xeon, ResNet-50 at 2 threads (thread time in
-// the network): 128->512 1x1 on 28x28 cut into blocks of 16 and 12 rows did 0.87x the work of
-// 14 and 14 (kSharedLineEfficiency).
+// boundary); else it divides out_h (kSharedLineMacs: what a shared line costs).
 int64_t LineRowQuantum(const ConvShape& s) {
   constexpr int64_t kLineFloats = 64 / sizeof(float);
   if (s.out_w <= 0 || (s.out_h * s.out_w) % kLineFloats != 0) return 1;
   return kLineFloats / std::gcd(s.out_w, kLineFloats);
 }
 
+// One way to cut rows: blocks of whole quanta of `quantum` rows, at least min_row_blocks of them.
+struct RowCut {
+  int64_t quantum, min_row_blocks;
+};
+
 // images x row_blocks x m_chunks items of nearly equal cost for `threads` threads. An item costs
 // row_cost(its rows) x its channel tiles; ORT hands each thread a run of about items / threads, so
 // the slowest thread takes ceil(items / threads) items of the largest cost. Picks the split with the
 // best efficiency (work / (threads x slowest thread)); among near-equals, one with kItemsPerThread
 // items a thread, else one a thread, and then the fewest items (each re-reads weights or panel rows).
-// Blocks hold whole quanta of `quantum` rows (ConvPlan::row_quantum, a divisor of out_h), at least
-// min_row_blocks of them. rows_first: the layer copies its input into a panel, which channel
+// Rows are cut by each of `cuts` (blocks of whole lines of Y, ConvPlan::row_quantum, and blocks of
+// any rows); where `line_rows` > 1 (planes of whole lines: blocks of line_rows rows begin on one),
+// a split whose blocks share lines of Y loses the share shared_line_cost(its shortest block's
+// rows) of its efficiency. rows_first: the layer copies its input into a panel, which channel
 // chunks would build in a phase of their own and each read whole, so a split of rows alone is
 // taken where it is otherwise as good.
-template <typename RowCost>
-SplitChoice ChooseSplit(int64_t images, int64_t out_h, int64_t quantum, int64_t min_row_blocks, int64_t m_tiles,
-                        int threads, bool rows_first, const RowCost& row_cost) {
+template <typename RowCost, typename LineCost>
+SplitChoice ChooseSplit(int64_t images, int64_t out_h, const RowCut* cuts, int cut_count, int64_t line_rows,
+                        int64_t m_tiles, int threads, bool rows_first, const RowCost& row_cost,
+                        const LineCost& shared_line_cost) {
   const int64_t t = std::clamp(threads, 1, kMaxPlannedThreads);
-  SplitChoice only{min_row_blocks, 1, 1.0};
+  SplitChoice only{cuts[cut_count - 1].min_row_blocks, 1, 1.0, cuts[cut_count - 1].quantum};
   if (t == 1) return only;
-  const int64_t quanta = out_h / quantum;
-  // Up to twice the fewest blocks: blocks of whole quanta may need that many to come out even.
-  const int64_t max_blocks =
-      std::max(min_row_blocks, std::min(quanta, std::max(min_row_blocks + 2 * t, 2 * min_row_blocks)));
   const int64_t max_chunks = std::max<int64_t>(1, std::min(m_tiles, 2 * t));
   // Calls f(candidate) for every split considered; two passes (the best efficiency, then the
   // choice) keep the plan, made on every run, free of allocations.
   auto for_each = [&](const auto& f) {
-    for (int64_t r = min_row_blocks; r <= max_blocks; ++r) {
-      const int64_t q = quanta / r, longer = quanta % r;  // blocks of q or q + 1 quanta
-      const double total = longer * row_cost((q + 1) * quantum) + (r - longer) * row_cost(q * quantum);  // x m_tiles
-      const double largest_rows = row_cost((longer > 0 ? q + 1 : q) * quantum);
-      for (int64_t c = 1; c <= max_chunks; ++c) {
-        const int64_t items = images * r * c;
-        const double largest = largest_rows * static_cast<double>(CeilDiv(m_tiles, c));
-        const double slowest = static_cast<double>(CeilDiv(items, t)) * largest;
-        f(SplitChoice{r, c, images * total * m_tiles / (static_cast<double>(t) * slowest)});
+    for (int i = 0; i < cut_count; ++i) {
+      const RowCut& cut = cuts[i];
+      const int64_t quanta = out_h / cut.quantum, min_blocks = cut.min_row_blocks;
+      // Up to twice the fewest blocks: blocks of whole quanta may need that many to come out even.
+      const int64_t max_blocks = std::max(min_blocks, std::min(quanta, std::max(min_blocks + 2 * t, 2 * min_blocks)));
+      for (int64_t r = min_blocks; r <= max_blocks; ++r) {
+        const int64_t q = quanta / r, longer = quanta % r;  // blocks of q or q + 1 quanta
+        const double total = longer * row_cost((q + 1) * cut.quantum) + (r - longer) * row_cost(q * cut.quantum);
+        const double largest_rows = row_cost((longer > 0 ? q + 1 : q) * cut.quantum);
+        const bool on_lines = r == 1 || line_rows <= 1 ||
+                              (q * cut.quantum % line_rows == 0 && (longer == 0 || (q + 1) * cut.quantum % line_rows == 0));
+        const double kept = on_lines ? 1.0 : 1.0 - std::min(1.0, shared_line_cost(q * cut.quantum));
+        for (int64_t c = 1; c <= max_chunks; ++c) {
+          const int64_t items = images * r * c;
+          const double largest = largest_rows * static_cast<double>(CeilDiv(m_tiles, c));
+          const double slowest = static_cast<double>(CeilDiv(items, t)) * largest;
+          f(SplitChoice{r, c, kept * images * total * m_tiles / (static_cast<double>(t) * slowest), cut.quantum});
+        }
       }
     }
   };
@@ -278,31 +291,31 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     // 3x3 at stride 2 as 4 blocks of 7 rows 0.87-0.93x that of 7 blocks x 2 chunks (AVX2: 0.89x, the
     // 28x28 ones 0.97-1.01x).
     const bool rows_first = !p.direct;
+    // On a pool, blocks may hold whole quanta of rows (ConvPlan::row_quantum), so that each begins
+    // on a line in every plane of Y, or any rows at the cost of the lines they share: for a 1x1
+    // conv the share measured (kSharedLineShare); with overlapping windows kSharedLineMacs against
+    // the block's own multiply-adds, Kh x Kw times a 1x1's an output, so that a 3x3 conv's blocks
+    // of several rows may cut anywhere (ResNet-50's 128x28x28 3x3: 4 blocks of 7 rows, above) and
+    // blocks of one row of 28 (a fifth of their work) do not.
+    const int64_t line_rows = p.threads > 1 ? LineRowQuantum(s) : 1;
+    const double block_row_macs = static_cast<double>(s.out_w) * static_cast<double>(s.channels_per_group()) *
+                                  static_cast<double>(s.kernel_h * s.kernel_w);
+    RowCut cuts[2];
+    int cut_count = 0;
+    if (line_rows > 1 && line_rows <= max_rows)
+      cuts[cut_count++] = {line_rows, CeilDiv(s.out_h / line_rows, max_rows / line_rows)};
+    cuts[cut_count++] = {1, row_blocks};
     auto split_for = [&](int64_t m_tiles) {
-      return ChooseSplit(images, s.out_h, p.row_quantum, row_blocks, m_tiles, p.threads, rows_first,
-                         [&](int64_t r) {
-        return positions ? static_cast<double>(CeilDiv(r * row_len, isa.vector_len)) : static_cast<double>(r);
-      });
+      return ChooseSplit(
+          images, s.out_h, cuts, cut_count, line_rows, m_tiles, p.threads, rows_first,
+          [&](int64_t r) {
+            return positions ? static_cast<double>(CeilDiv(r * row_len, isa.vector_len)) : static_cast<double>(r);
+          },
+          [&](int64_t rows) {
+            return overhang > 0 ? kSharedLineMacs / (static_cast<double>(rows) * block_row_macs) : kSharedLineShare;
+          });
     };
     SplitChoice split = split_for(p.m_tiles);
-    // A pool's blocks hold whole quanta of rows (ConvPlan::row_quantum) where the budget's rows hold
-    // one, unless that costs more balance than lines shared between threads cost. Not for windows
-    // that overlap (3x3): an output there is Kh x Kw times a 1x1's work, so a shared line of Y
-    // costs that much less, and whole quanta (28 rows: 4 + 4 + 4 + 4 + 4 + 4 + 4) left ResNet-50's
-    // 128x28x28 3x3 no even split of rows (above).
-    const int64_t quantum = p.threads > 1 && overhang == 0 ? LineRowQuantum(s) : 1;
-    if (quantum > 1 && quantum <= max_rows) {
-      const int64_t any_rows_blocks = row_blocks;
-      p.row_quantum = quantum;
-      row_blocks = CeilDiv(s.out_h / quantum, max_rows / quantum);
-      const SplitChoice aligned = split_for(p.m_tiles);
-      if (aligned.efficiency >= kSharedLineEfficiency * split.efficiency) {
-        split = aligned;
-      } else {
-        p.row_quantum = 1;
-        row_blocks = any_rows_blocks;
-      }
-    }
     // Few rows and wide channel tiles (1x1 convs on 7x7 and 14x14 at batch 1) leave a large pool
     // too few items, or items of uneven cost: a narrower channel tile, where one fits, doubles the
     // channel chunks (each tile then runs a little slower, but every thread gets its share). A pool
@@ -331,6 +344,8 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     // More row blocks without overhang (1x1) rebuild nothing: each item copies its own rows, in
     // parallel with the others' work rather than in a phase of its own (resnet50.7, .13 and .5 on
     // 2 threads: 0.75-0.79x the time of a shared panel).
+    p.row_quantum = split.quantum;
+    if (split.quantum > 1) row_blocks = cuts[0].min_row_blocks;
     const bool split_further = (split.row_blocks != row_blocks && overhang > 0) || split.m_chunks > 1;
     // The whole image's panel: per output row as one_row's, plus the windows' overhang once.
     const double per_row = static_cast<double>(one_row.channel_stride / one_row.plane_rows);

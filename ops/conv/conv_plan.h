@@ -35,11 +35,13 @@ inline int64_t PartSize(int64_t n, int64_t parts, int64_t i) {
 // other; of 256 lost most of the gain; of AVX2's 16 (one tile) ran 1.07-1.13x the planar panel's time.
 constexpr int64_t kStripPositions = 64;
 
-// How a layer is cut for a pool: blocks of rows and chunks of channel tiles per image, and the
-// share of the pool's time that does work (1.0: every thread busy to the end).
+// How a layer is cut for a pool: blocks of rows (of whole quanta of `quantum` rows) and chunks of
+// channel tiles per image, and the share of the pool's time that does work (1.0: every thread busy
+// to the end; less the estimated cost of lines of Y that two blocks share).
 struct SplitChoice {
   int64_t row_blocks, m_chunks;
   double efficiency;
+  int64_t quantum = 1;
 };
 
 struct ConvPlan {
