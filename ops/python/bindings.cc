@@ -246,8 +246,8 @@ PYBIND11_MODULE(_kernels, m) {
         arg("isa") = "", arg("tiles") = "", arg("threads") = 1, arg("channel_vectors") = 0,
         arg("read_in_place") = py::none(),
         "The plan of one conv for a pool of `threads`: tile family and shape, rows per block, work items and "
-        "their balance (the share of the pool's time spent working), im2win bytes per thread and shared, "
-        "beside im2col's bytes for the same layer. tiles, channel_vectors and read_in_place (a 1x1 conv "
+        "their balance (the share of the pool's time spent working, less the estimated cost of lines of Y that "
+        "blocks share), im2win bytes per thread and shared, beside im2col's bytes for the same layer. tiles, channel_vectors and read_in_place (a 1x1 conv "
         "reading X in place; None: the rule) ask for one plan, as measure_plan's candidates report them.");
   m.def("measure_plan", &MeasurePlan, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
