@@ -273,18 +273,22 @@ def test_tail_tiles_cover_the_columns_past_the_whole_tiles(isa, width):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("width", [7, 13, 25])
-def test_one_column_tails_run_even_runs_of_rows(isa, width):
-    """A one-column tail runs the block's height as even runs of rows, each an exact column tile
-    (7 rows: 4 + 3, not 6 + 6 with 5 dropped): every output once, for any height and pool."""
-    for height in (1, 5, 7, 13, 14):
-        x_shape, w_shape, attrs = [1, 20, height + 2, width + 2], [32, 20, 3, 3], dict(pads=[0, 0, 0, 0])
-        x, w, b, z = _inputs(x_shape, w_shape)
+@pytest.mark.parametrize("width", [7, 13, 14, 15, 25])
+def test_tails_run_even_runs_of_rows(isa, width):
+    """The columns past a row's whole channel tiles (AVX2's 6-wide tiles: 1, 2 or 3 of them here)
+    run the block's height as even runs of rows, each an exact tile (a one-column tail of 7 rows:
+    4 + 3, not 6 + 6 with 5 dropped; a two-column one: 3 + 2 + 2, not 3 + 3 + 3): every output
+    once, for any height and pool, at stride 1 and 2."""
+    for height, stride in ((1, 1), (2, 1), (5, 1), (7, 1), (13, 1), (14, 1), (7, 2), (10, 2)):
+        size = [(height - 1) * stride + 3, (width - 1) * stride + 3]
+        x_shape, w_shape, attrs = [1, 64, *size], [32, 64, 3, 3], dict(pads=[0, 0, 0, 0], strides=[stride, stride])
+        x, w, b, _ = _inputs(x_shape, w_shape)
+        z = np.random.default_rng(1).standard_normal([1, 32, height, width]).astype(np.float32)
         want = reference_conv(x, w, b, z, activation="Relu", **attrs)
         for threads in (1, 3, 16):
             y = _kernels.conv(x, w, b, z, activation="Relu", isa=isa, threads=threads, tiles="channels", **attrs)
             np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
-                                       err_msg=f"height {height}, {threads} threads")
+                                       err_msg=f"height {height}, stride {stride}, {threads} threads")
 
 
 def _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="channels", pools=(1, 3, 16)):

@@ -99,7 +99,7 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   a.y_row_stride = s.out_w;
   const ChannelTileFn fn = p.isa->channel_tile[p.tile_vectors][p.tile_cols];
   const ChannelTileFn tail_fn = p.tail_cols > 0 ? p.isa->channel_tile[p.tile_vectors][p.tail_cols] : nullptr;
-  const ChannelTileFn* column_tiles = p.isa->column_tile[p.tile_vectors];
+  const ChannelTileFn* const tail_tiles = p.ExactTail() ? p.isa->tail_tile[p.tile_vectors][p.tail_cols] : nullptr;
   // The block is height x width outputs (width = out_w, or the whole block as one run when window
   // rows carry no extra columns): either way output (r, j) of the block is Y's (first_row, 0) + r*out_w + j.
   const int64_t height = p.TileHeight(b.rows), width = p.TileWidth(b.rows);
@@ -111,11 +111,15 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
   const int64_t tiles = p.ChannelTileCount(b.rows);
   const float* next = nullptr;
   int64_t next_lines = 0;
-  // Tiles of tile_rows x tile_cols over columns [j_begin, j_end) of every row, for the channels
-  // [c0, c0 + a.channels); tile_for(rows): the function for a run of that many rows.
-  auto run = [&](auto tile_for, int64_t tile_rows, int64_t tile_cols, int64_t j_begin, int64_t j_end) {
-    for (int64_t r0 = 0; r0 < height; r0 += tile_rows) {
-      const ChannelTileFn f = tile_for(std::min(tile_rows, height - r0));
+  // Tiles of up to tile_rows x tile_cols over columns [j_begin, j_end) of every row, for the
+  // channels [c0, c0 + a.channels): the rows in runs of tile_rows (the last one shorter), or with
+  // even_runs in as many runs as even as PartSize cuts them; tile_for(rows): the function for a run.
+  auto run = [&](auto tile_for, int64_t tile_rows, bool even_runs, int64_t tile_cols, int64_t j_begin, int64_t j_end) {
+    const int64_t runs = CeilDiv(height, tile_rows);
+    for (int64_t i = 0; i < runs; ++i) {
+      const int64_t r0 = even_runs ? PartBegin(height, runs, i) : i * tile_rows;
+      const int64_t run_rows = even_runs ? PartSize(height, runs, i) : std::min(tile_rows, height - r0);
+      const ChannelTileFn f = tile_for(run_rows);
       for (int64_t j0 = j_begin; j0 < j_end; j0 += tile_cols, ++tile) {
         std::tie(a.x, a.channel_stride) = in.At(j0, r0 * p.layout.row_len + j0);
         a.x += c0 * a.channel_stride;
@@ -124,7 +128,7 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
         const int64_t offset = first_channel * a.y_stride + (b.first_row + r0) * s.out_w + j0;
         a.y = b.y + offset;
         a.residual = b.residual != nullptr ? b.residual + offset : nullptr;
-        a.rows = std::min<int64_t>(tile_rows, height - r0);
+        a.rows = run_rows;
         a.cols = std::min<int64_t>(tile_cols, j_end - j0);
         if (next != nullptr) {
           const int64_t l0 = tile * next_lines / tiles, l1 = (tile + 1) * next_lines / tiles;
@@ -162,11 +166,11 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
           next_lines = std::min(run_channels, cg - nc0) * a.tap_count;
         }
       }
-      run([&](int64_t) { return fn; }, p.tile_rows, p.tile_cols, 0, width - p.tail_cols);
-      if (p.ColumnTail())  // even runs of rows, each its exact column tile
-        run([&](int64_t n) { return column_tiles[n]; }, ColumnRunRows(height, p.tail_rows), 1, width - 1, width);
+      run([&](int64_t) { return fn; }, p.tile_rows, false, p.tile_cols, 0, width - p.tail_cols);
+      if (tail_tiles != nullptr)  // even runs of rows, each its exact tile
+        run([&](int64_t n) { return tail_tiles[n]; }, p.tail_rows, true, p.tail_cols, width - p.tail_cols, width);
       else if (p.tail_cols > 0)
-        run([&](int64_t) { return tail_fn; }, p.tail_rows, p.tail_cols, width - p.tail_cols, width);
+        run([&](int64_t) { return tail_fn; }, p.tail_rows, false, p.tail_cols, width - p.tail_cols, width);
     }
   }
 }

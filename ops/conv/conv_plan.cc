@@ -77,11 +77,15 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
     auto time = [&](int64_t columns, int tile_rows, int tile_cols) {
       return static_cast<double>(columns * CeilDiv(rows, tile_rows) * tile_rows) / TileSpeed(isa, tile_rows * tile_cols * mv);
     };
-    // A one-column tail runs even runs of rows (ColumnRunRows), each an exact column tile.
+    // A one-column tail runs even runs of rows (TailRunRows), each an exact column tile.
     auto column_time = [&]() {
-      const int64_t run = ColumnRunRows(rows, tile_rows[1]), whole = (rows - 1) / run, last = rows - whole * run;
-      return static_cast<double>(whole * run) / TileSpeed(isa, static_cast<int>(run) * mv) +
-             static_cast<double>(last) / TileSpeed(isa, static_cast<int>(last) * mv);
+      const int64_t runs = CeilDiv(rows, tile_rows[1]);
+      double t = 0.0;
+      for (int64_t i = 0; i < runs; ++i) {
+        const int64_t n = PartSize(rows, runs, i);
+        t += static_cast<double>(n) / TileSpeed(isa, static_cast<int>(n) * mv);
+      }
+      return t;
     };
     for (int cols = outputs; cols >= 1; --cols) {  // on a tie, the widest tile (fewest rows to touch)
       const int ra = tile_rows[cols], tail = TailColumns(isa, *p, mv, out_w, cols);

@@ -14,14 +14,17 @@
 namespace im2win {
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-// A one-column tail `height` rows high runs in the fewest runs of at most max_rows rows, evenly
-// filled: runs of this many rows, the last one shorter (7 rows, at most 6: 4 + 3).
-inline int64_t ColumnRunRows(int64_t height, int64_t max_rows) { return CeilDiv(height, CeilDiv(height, max_rows)); }
-// Whether the ISA has exact column tiles for mv vectors of channels (IsaKernels::column_tile).
-inline bool HasColumnTiles(const IsaKernels& isa, int mv) { return isa.column_tile[mv][1] != nullptr; }
-// Whether a tail of `tail_cols` columns runs as column tiles in even runs of rows (ColumnRunRows).
+// A tail `height` rows high runs in the fewest runs of at most max_rows rows, as even as PartSize
+// cuts them (7 rows, at most 6: 4 + 3; at most 3: 3 + 2 + 2): the longest run's rows.
+inline int64_t TailRunRows(int64_t height, int64_t max_rows) { return CeilDiv(height, CeilDiv(height, max_rows)); }
+// Whether a tail of `tail_cols` columns runs in even runs of rows, each its exact tile
+// (IsaKernels::tail_tile), where the ISA has them for mv vectors of channels.
+inline bool HasTailTiles(const IsaKernels& isa, int mv, int tail_cols) {
+  return tail_cols >= 1 && tail_cols <= kMaxTailColumns && isa.tail_tile[mv][tail_cols][1] != nullptr;
+}
+// Whether a one-column tail runs so: a block's flat run of positions (one row) takes such a tail.
 inline bool IsColumnTail(const IsaKernels& isa, int mv, int tail_cols) {
-  return tail_cols == 1 && HasColumnTiles(isa, mv);
+  return tail_cols == 1 && HasTailTiles(isa, mv, 1);
 }
 
 // n things cut into `parts` runs whose sizes differ by at most one: where run i begins, and its size.
@@ -84,10 +87,11 @@ struct ConvPlan {
   double split_efficiency = 1.0;  // see SplitChoice
   int tile_vectors = 0, tile_rows = 0, tile_cols = 0;  // channel tile: vectors of channels x outputs
   // The columns a window row's whole channel tiles leave (out_w % tile_cols) run as tiles of
-  // exactly that many columns and as many rows as such a tile holds (channel_tile[vectors][cols]),
-  // rather than as a whole tile whose extra columns are dropped. 0: none (whole rows). Flat rows
-  // take one-row tails only (conv_plan.cc's TailColumns). A one-column tail runs even runs of rows
-  // instead (ColumnRunRows, IsaKernels::column_tile).
+  // exactly that many columns, at most as many rows as such a tile holds (tail_rows:
+  // channel_tile_rows[vectors][cols]), rather than as a whole tile whose extra columns are dropped.
+  // 0: none (whole rows). Flat rows take one-row tails only (conv_plan.cc's TailColumns). Where the
+  // ISA has exact tail tiles (ExactTail) the block's rows are cut into even runs, each its exact
+  // tile (TailRunRows); else into runs of tail_rows, the last one's extra rows dropped.
   int tail_rows = 0, tail_cols = 0;
   // Channel tiles reduce over C/group in runs of this many channels, so that a run's weights stay
   // in L1 across the block's tiles; each tile's sums wait in the workspace between runs (the sums
@@ -103,17 +107,15 @@ struct ConvPlan {
   std::vector<int32_t> lanes_column_dest, lanes_output_offset;
   // Channel tiles cover a block of `rows` output rows as TileHeight x TileWidth outputs: rows x
   // out_w, or one run of rows * out_w when window rows carry no columns past the output width.
-  // The one-column tail runs as even runs of rows in exact column tiles (where the ISA has them).
-  bool ColumnTail() const { return IsColumnTail(*isa, tile_vectors, tail_cols); }
+  bool ExactTail() const { return HasTailTiles(*isa, tile_vectors, tail_cols); }
   bool FlatRows() const { return shape.out_w + ((shape.kernel_w - 1) * shape.dilation_w) / shape.stride_w == shape.out_w; }
   int64_t TileWidth(int64_t rows) const { return FlatRows() ? rows * shape.out_w : shape.out_w; }
   int64_t TileHeight(int64_t rows) const { return FlatRows() ? 1 : rows; }
   // Channel tiles of a block of `rows` output rows (of at most the plan's rows): whole tiles, then
-  // the tail's (ColumnTail: one per run of rows).
+  // the tail's, one per run of at most tail_rows rows (even runs or not, as many).
   int64_t ChannelTileCount(int64_t rows) const {
     const int64_t height = TileHeight(rows), width = TileWidth(rows);
     const int64_t whole = CeilDiv(height, tile_rows) * CeilDiv(width - tail_cols, tile_cols);
-    if (ColumnTail()) return whole + CeilDiv(height, ColumnRunRows(height, tail_rows));
     return whole + (tail_cols > 0 ? CeilDiv(height, tail_rows) : 0);
   }
   // Floats a channel tile's sums take between runs of channels (the most outputs any tile holds).

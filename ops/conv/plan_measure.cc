@@ -94,9 +94,9 @@ std::string TileName(const ConvPlan& plan) {
     tile = "rows";
   } else if (plan.family == TileFamily::kChannels) {
     tile = std::to_string(plan.m_unit) + "x" + std::to_string(plan.tile_rows) + "x" + std::to_string(plan.tile_cols);
-    // A column tail: its runs' rows in a block of layout.rows rows (one, for flat rows).
+    // An exact tail: its longest run's rows in a block of layout.rows rows (one, for flat rows).
     const int64_t tail_rows =
-        plan.ColumnTail() ? ColumnRunRows(plan.TileHeight(plan.layout.rows), plan.tail_rows) : plan.tail_rows;
+        plan.ExactTail() ? TailRunRows(plan.TileHeight(plan.layout.rows), plan.tail_rows) : plan.tail_rows;
     if (plan.tail_cols > 0) tile += " + " + std::to_string(tail_rows) + "x" + std::to_string(plan.tail_cols);
   } else {
     tile = std::to_string(kTileM) + "x" + std::to_string(plan.isa->tile_positions());

@@ -42,6 +42,8 @@ using TileFn = void (*)(const TileArgs&);
 constexpr int kChannelBlock = 16;
 constexpr int kMaxChannelVectors = 2;
 constexpr int kMaxTileOutputs = 28;  // rows x columns of a channel tile, at most
+// The widest tail (the columns a row's whole channel tiles leave) with exact tiles of fewer rows.
+constexpr int kMaxTailColumns = 6;
 
 struct ChannelTileArgs {
   const float* x;          // panel at the tile's first output (row r0, column j0), channel 0, tap 0
@@ -180,10 +182,12 @@ struct IsaKernels {
   int max_outputs[kMaxChannelVectors + 1];  // the most outputs (rows x cols) of a channel tile
   ChannelTileFn channel_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
   int channel_tile_rows[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
-  // column_tile[mv][rows]: mv vectors of channels x rows x 1 column (rows = 1..channel_tile_rows[mv][1]):
-  // a one-column tail cut into even runs of rows, so a 7-high block runs 4 + 3 rows, not 6 + 6.
-  // Null for mv below channel_vectors (their one-column tails run channel_tile[mv][1]).
-  ChannelTileFn column_tile[kMaxChannelVectors + 1][kMaxTileOutputs + 1];
+  // tail_tile[mv][cols][rows]: mv vectors of channels x rows x cols, cols = 1..kMaxTailColumns and
+  // rows = 1..channel_tile_rows[mv][cols]: a tail of cols columns cut into even runs of rows, each
+  // an exact tile, so a 7-high block runs a one-column tail as 4 + 3 rows, not 6 + 6, and a
+  // two-column one (AVX2's 3 x 2) as 3 + 2 + 2, not 3 + 3 + 3. Null for mv below channel_vectors
+  // (their tails run channel_tile[mv][cols], its extra rows dropped).
+  ChannelTileFn tail_tile[kMaxChannelVectors + 1][kMaxTailColumns + 1][kMaxTileOutputs + 1];
   DepthwiseRowFn depthwise_row[kMaxTileVectors + 1];  // by vectors of outputs, 1..tile_vectors
   DepthwiseLanesFn depthwise_lanes;
   FmaLoopFn fma_loop;
