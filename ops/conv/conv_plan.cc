@@ -92,6 +92,8 @@ void ChooseChannelTile(const IsaKernels& isa, int64_t out_w, int64_t rows, ConvP
       const bool column = IsColumnTail(isa, mv, tail);
       const double whole = (tail > 0 ? time(out_w - tail, ra, cols) : time(CeilDiv(out_w, cols) * cols, ra, cols)) /
                            (ra > 1 ? kSeveralRowsSpeed : 1.0);
+      // A tail of several columns is timed as tiles of its full height, rows it no longer computes
+      // counted (ConvPlan::ExactTail): the shapes stay those measured before exact tails.
       const double t = whole + (column ? column_time() : tail > 0 ? time(tail, tile_rows[tail], tail) : 0.0);
       const double score = static_cast<double>(out_w * rows) / t * (mv == isa.channel_vectors ? 1.0 : isa.narrow_tile_speed);
       if (score > best) {
