@@ -167,10 +167,9 @@ void RunChannelTiles(const ConvPlan& p, const BlockInput& in, const BlockWork& b
         }
       }
       run([&](int64_t) { return fn; }, p.tile_rows, false, p.tile_cols, 0, width - p.tail_cols);
-      if (tail_tiles != nullptr)  // even runs of rows, each its exact tile
-        run([&](int64_t n) { return tail_tiles[n]; }, p.tail_rows, true, p.tail_cols, width - p.tail_cols, width);
-      else if (p.tail_cols > 0)
-        run([&](int64_t) { return tail_fn; }, p.tail_rows, false, p.tail_cols, width - p.tail_cols, width);
+      if (p.tail_cols > 0)  // exact tail tiles take even runs of rows, each its own height
+        run([&](int64_t n) { return tail_tiles != nullptr ? tail_tiles[n] : tail_fn; }, p.tail_rows,
+            tail_tiles != nullptr, p.tail_cols, width - p.tail_cols, width);
     }
   }
 }

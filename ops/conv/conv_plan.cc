@@ -304,8 +304,6 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     // of several rows may cut anywhere (ResNet-50's 128x28x28 3x3: 4 blocks of 7 rows, above) and
     // blocks of one row of 28 (a fifth of their work) do not.
     const int64_t line_rows = p.threads > 1 ? LineRowQuantum(s) : 1;
-    const double block_row_macs = static_cast<double>(s.out_w) * static_cast<double>(s.channels_per_group()) *
-                                  static_cast<double>(s.kernel_h * s.kernel_w);
     RowCut cuts[2];
     int cut_count = 0;
     if (line_rows > 1 && line_rows <= max_rows)
@@ -318,7 +316,9 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
             return positions ? static_cast<double>(CeilDiv(r * row_len, isa.vector_len)) : static_cast<double>(r);
           },
           [&](int64_t rows) {
-            return overhang > 0 ? kSharedLineMacs / (static_cast<double>(rows) * block_row_macs) : kSharedLineShare;
+            if (overhang == 0) return kSharedLineShare;
+            return kSharedLineMacs / (static_cast<double>(rows * s.out_w) * static_cast<double>(s.channels_per_group()) *
+                                      static_cast<double>(s.kernel_h * s.kernel_w));
           });
     };
     SplitChoice split = split_for(p.m_tiles);
