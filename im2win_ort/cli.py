@@ -8,6 +8,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="im2win-ort", description="im2win convolution for ONNX Runtime")
+    from .sysinfo import version
+
+    parser.add_argument("--version", action="version", version=f"im2win-ort {version()}")
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="run a small built-in network on com.im2win::Conv and check it against ORT")
     demo.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ORT's)")
@@ -34,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     rw.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
                     help="write tensors to MODEL.data next to the output (auto: when the input had external "
                          "data or the model is over 2 GB)")
-    sub.add_parser("info", help="print the library path and the ISAs this CPU can run")
+    info = sub.add_parser("info", help="print what a bug report needs: versions, CPU, ISAs, caches, threads")
+    info.add_argument("--probe", action="store_true", help="also measure the FP32 FMA peak (about 0.3 s a thread count)")
+    info.add_argument("--threads", default="1", help="thread counts for --probe, comma-separated (default 1)")
     sub.add_parser("bench", help="per-layer benchmark against ORT's Conv (see `im2win-ort bench --help`)",
                    add_help=False)
     sub.add_parser("compare", help="peak memory and latency of a whole model: rewritten vs ORT's Conv and PyTorch "
@@ -76,11 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rewrite":
         return _rewrite_command(args)
     if args.command == "info":
-        from . import _kernels, get_library_path
+        from .sysinfo import info_main
 
-        print(f"library: {get_library_path()}")
-        print(f"ISAs available: {', '.join(_kernels.available_isas())}; selected: {_kernels.selected_isa()}")
-        return 0
+        try:
+            threads = [int(t) for t in args.threads.split(",") if t]
+        except ValueError:
+            threads = []
+        if not threads or min(threads) < 1:
+            parser.error(f"--threads takes comma-separated positive integers, got {args.threads!r}")
+        return info_main(probe=args.probe, threads=threads)
     parser.print_help(sys.stderr)
     return 2
 

@@ -14,10 +14,10 @@ moves over minutes), and every speed is also given as a time ratio against ORT f
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from typing import Callable
@@ -153,26 +153,11 @@ def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds:
 
 
 def machine_info(threads_list) -> dict:
-    import onnxruntime as ort
+    """The machine section of the JSON (im2win_ort.sysinfo): CPU model and class, ISAs, L2, cores,
+    versions, and the FMA probe per thread count."""
+    from ..sysinfo import machine_info as info
 
-    from .. import _kernels
-
-    model, flags = platform.processor(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("", platform.processor()):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    interesting = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"]
-    return {
-        "cpu": model, "cores": os.cpu_count(), "features": [f for f in interesting if f in flags],
-        "isa": _kernels.selected_isa(), "onnxruntime": ort.__version__, "python": platform.python_version(),
-        "fma_peak_gflops": {str(t): _kernels.fma_peak_gflops(threads=t) for t in threads_list},
-    }
+    return info(threads_list)
 
 
 def _geomean(values) -> float:
@@ -280,7 +265,10 @@ def run(sets: list[str], threads_list: list[int], min_seconds: float = 0.3, max_
     machine["fma_peak_gflops"] = {t: max(start[t], end[t]) for t in start}
     for r in records:
         r["pct_peak"] = 100.0 * r["gflops"]["im2win"] / machine["fma_peak_gflops"][str(r["threads"])]
-    return {"machine": machine, "records": records, "summary": summarize(records)}
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"kind": "bench", "created": created, "settings": {"sets": sets, "threads": list(threads_list),
+                                                             "min_seconds": min_seconds, "max_runs": max_runs},
+            "machine": machine, "records": records, "summary": summarize(records)}
 
 
 def main(argv: list[str] | None = None) -> int:

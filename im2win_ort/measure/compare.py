@@ -580,7 +580,7 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
     bar.close()
 
     report = {
-        "model": str(model_path), "rewritten_model": str(rewritten_path),
+        "kind": "compare", "model": str(model_path), "rewritten_model": str(rewritten_path),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(list(threads)),
         "settings": {"batches": batches, "threads": list(threads), "runs": runs, "warmup": warmup, "arena": arena,
