@@ -16,6 +16,10 @@ from im2win_ort import _kernels
 from im2win_ort._ir_version import make_model
 
 ISAS = tuple(_kernels.available_isas())
+# Plans are only described by _kernels.workspace_bytes, never run: tests of the planner cover every
+# ISA and the L2 of each CPU class (Zen 3: 512 KiB, Zen 4: 1 MiB, recent Xeons: 2 MiB) on any machine.
+PLANNING_ISAS = ("avx512", "avx2", "generic")
+L2_CLASSES = {"l2-512k": 512 << 10, "l2-1m": 1 << 20, "l2-2m": 2 << 20}
 ACTIVATIONS = ("", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "HardSwish")
 ONNX_OPSET = 17
 

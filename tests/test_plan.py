@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import DOMAIN, ISAS, conv_model, make_session, reference_conv
+from helpers import DOMAIN, ISAS, L2_CLASSES, PLANNING_ISAS, conv_model, make_session, reference_conv
 from im2win_ort import _kernels
 from im2win_ort.measure.layer_sets import LAYER_SETS
 
@@ -60,32 +60,46 @@ def test_every_thread_count_gives_the_same_answer(name, isa):
             np.testing.assert_array_equal(y, first, err_msg=f"{threads} threads differ from 1")
 
 
-def test_the_shared_panel_is_exercised():
+@pytest.mark.parametrize("isa", PLANNING_ISAS)
+def test_the_shared_panel_is_exercised(isa, l2):
     """Some layers above are cut finer than their panel budget for many threads: one panel per
     image, built once, no per-thread panel."""
     shared = []
     for name, (x_shape, w_shape, attrs) in LAYERS.items():
         kw = {k: v for k, v in attrs.items() if k in ("pads", "strides", "dilations", "group")}
-        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=16, **kw)
+        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=16, isa=isa, l2_bytes=l2, **kw)
         if plan["im2win_shared"] > 0:
             shared.append(name)
             assert plan["im2win_per_thread"] == 0
-        assert _kernels.workspace_bytes(x_shape, w_shape, threads=1, **kw)["im2win_shared"] == 0
+        assert _kernels.workspace_bytes(x_shape, w_shape, threads=1, isa=isa, l2_bytes=l2, **kw)["im2win_shared"] == 0
     assert {"3x3_7x7_many_channels", "3x3_14x14_channel_tiles", "grouped"} <= set(shared), shared
 
 
-@pytest.mark.parametrize("isa", ISAS)
-def test_1x1_rows_cut_for_the_pool_keep_their_own_panels(isa):
-    """A 1x1 conv's row blocks share no window rows: cut into more blocks than its panel budget's,
-    each item still copies only its own rows (no shared panel built in a phase of its own); a
-    split into channel chunks, where items would copy the same rows, shares one."""
+@pytest.mark.parametrize("isa", PLANNING_ISAS)
+def test_1x1_rows_cut_for_the_pool_keep_their_own_panels(isa, l2):
+    """A 1x1 conv's row blocks share no window rows: cut for a pool by rows, into more blocks than its
+    panel budget's where that has fewer than the pool (a 1 or 2 MiB L2: 7 blocks of 8 rows on one
+    thread, 14 on two; a 512 KiB L2 takes 14 on one already), each item still copies only its own
+    rows (no shared panel built in a phase of its own); a split into channel chunks, where items
+    would copy the same rows, shares one."""
     x_shape, w_shape = [1, 256, 56, 56], [128, 256, 1, 1]  # resnet50.7, copied rather than read in place
-    one = _kernels.workspace_bytes(x_shape, w_shape, threads=1, isa=isa, read_in_place=False)
-    two = _kernels.workspace_bytes(x_shape, w_shape, threads=2, isa=isa, read_in_place=False)
-    assert two["row_blocks"] > one["row_blocks"] and two["channel_chunks"] == 1, two
+    kw = dict(isa=isa, read_in_place=False, l2_bytes=l2)
+    one = _kernels.workspace_bytes(x_shape, w_shape, threads=1, **kw)
+    two = _kernels.workspace_bytes(x_shape, w_shape, threads=2, **kw)
+    assert two["row_blocks"] >= max(2, one["row_blocks"]) and two["channel_chunks"] == 1, two
     assert two["im2win_shared"] == 0 and two["im2win_per_thread"] > 0, two
+    if l2 >= 1 << 20:
+        assert two["row_blocks"] > one["row_blocks"], (one, two)
+    for threads in (4, 16):
+        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=threads, **kw)
+        assert (plan["im2win_shared"] > 0) == (plan["channel_chunks"] > 1), plan
     x_shape, w_shape = [1, 256, 28, 28], [48, 256, 1, 1]  # many channels of a large plane: copied by rule
-    assert not _kernels.workspace_bytes(x_shape, w_shape, threads=2, isa=isa)["tile"].endswith("direct")
+    assert not _kernels.workspace_bytes(x_shape, w_shape, threads=2, isa=isa, l2_bytes=l2)["tile"].endswith("direct")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_1x1_layers_copied_by_rule_give_the_reference_on_any_pool(isa):
+    x_shape, w_shape = [1, 256, 28, 28], [48, 256, 1, 1]
     x, w, b, z = _inputs(x_shape, w_shape)
     want = reference_conv(x, w, b, z, activation="Relu")
     for threads in (1, 2, 5, 16):
@@ -93,27 +107,28 @@ def test_1x1_rows_cut_for_the_pool_keep_their_own_panels(isa):
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
-@pytest.mark.parametrize("isa", ISAS)
-def test_pool_blocks_begin_on_a_line_of_every_output_plane(isa):
+LINE_CASES = [  # x shape, w shape, attributes, threads: 28 wide (quanta of 4 rows), 56 wide (2), 14 wide
+    ([1, 128, 28, 28], [192, 128, 1, 1], {}, 2),
+    ([1, 256, 28, 28], [64, 256, 1, 1], {}, 2),
+    ([1, 32, 56, 56], [64, 32, 1, 1], {}, 4),
+    ([1, 64, 56, 56], [32, 64, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2]), 2),
+    ([1, 48, 28, 28], [64, 48, 3, 3], dict(pads=[1, 1, 1, 1]), 16),
+    ([1, 80, 14, 14], [96, 80, 1, 1], {}, 4),
+]
+
+
+@pytest.mark.parametrize("isa", PLANNING_ISAS)
+def test_pool_blocks_begin_on_a_line_of_every_output_plane(isa, l2):
     """Split for a pool, a layer without overlapping windows whose output planes are whole 64-byte
     lines cuts its rows only where a line begins in every plane (blocks of whole quanta of rows),
     so that no two threads write one line; planes of 14x14 (not whole lines) and one thread cut
     anywhere, and overlapping windows (3x3) may where the lines shared cost little beside the
-    blocks' work. Every output is still computed once, for direct, copied (strips), window-panel
-    and channel-tile layers."""
-    cases = [  # x shape, w shape, attributes, threads: 28 wide (quanta of 4 rows), 56 wide (2), 14 wide
-        ([1, 128, 28, 28], [192, 128, 1, 1], {}, 2),
-        ([1, 256, 28, 28], [64, 256, 1, 1], {}, 2),
-        ([1, 32, 56, 56], [64, 32, 1, 1], {}, 4),
-        ([1, 64, 56, 56], [32, 64, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2]), 2),
-        ([1, 48, 28, 28], [64, 48, 3, 3], dict(pads=[1, 1, 1, 1]), 16),
-        ([1, 80, 14, 14], [96, 80, 1, 1], {}, 4),
-    ]
-    for x_shape, w_shape, attrs, threads in cases:
+    blocks' work (the next test: every output is still computed once)."""
+    for x_shape, w_shape, attrs, threads in LINE_CASES:
         stride = attrs.get("strides", [1, 1])[0]
         out_h = out_w = (x_shape[2] + 2 * attrs.get("pads", [0])[0] - w_shape[2]) // stride + 1
-        one = _kernels.workspace_bytes(x_shape, w_shape, threads=1, isa=isa, **attrs)
-        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=threads, isa=isa, **attrs)
+        one = _kernels.workspace_bytes(x_shape, w_shape, threads=1, isa=isa, l2_bytes=l2, **attrs)
+        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=threads, isa=isa, l2_bytes=l2, **attrs)
         assert one["row_quantum"] == 1, one
         quantum = plan["row_quantum"]
         assert out_h % quantum == 0, plan
@@ -124,26 +139,41 @@ def test_pool_blocks_begin_on_a_line_of_every_output_plane(isa):
                 assert quantum == 1 or quantum * out_w % 16 == 0, (x_shape, w_shape, plan)
         else:
             assert quantum == 1, plan
-        _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="", pools=(1, threads, 16))
     # The cut the rule changes: 14 + 14 rows of 28 would share a line in every plane.
-    plan = _kernels.workspace_bytes([1, 128, 28, 28], [512, 128, 1, 1], threads=2, isa=isa)
+    plan = _kernels.workspace_bytes([1, 128, 28, 28], [512, 128, 1, 1], threads=2, isa=isa, l2_bytes=l2)
     assert plan["row_blocks"] == 1 or plan["row_quantum"] == 4, plan
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_pool_splits_a_copying_layer_by_rows_before_channel_chunks(isa):
+def test_blocks_cut_on_lines_give_the_reference(isa):
+    """Every output computed once, for direct, copied (strips), window-panel and channel-tile layers
+    cut on lines of Y."""
+    for x_shape, w_shape, attrs, threads in LINE_CASES:
+        _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="", pools=(1, threads, 16))
+
+
+@pytest.mark.parametrize("isa", PLANNING_ISAS)
+def test_pool_splits_a_copying_layer_by_rows_before_channel_chunks(isa, l2):
     """A layer that copies its input into a window panel is split for a pool by rows where a split
     of rows is as even as one of channel chunks: chunks each read the whole panel, a block of rows
     its own rows only. A 1x1 conv reading X in place has no panel and may take chunks."""
-    attrs = dict(pads=[1, 1, 1, 1])
-    for x_shape, w_shape in (([1, 128, 28, 28], [128, 128, 3, 3]), ([1, 64, 28, 28], [64, 64, 3, 3])):
-        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=2, isa=isa, **attrs)
+    attrs = dict(pads=[1, 1, 1, 1], isa=isa, l2_bytes=l2)
+    for x_shape, w_shape in COPYING_3X3:
+        plan = _kernels.workspace_bytes(x_shape, w_shape, threads=2, **attrs)
         assert plan["channel_chunks"] == 1 and plan["row_blocks"] >= 2, plan
-        _assert_tiles_match_reference(x_shape, w_shape, attrs, isa, tiles="", pools=(1, 2))
     # Blocks of one row of 28 would share lines of Y with two others worth a fifth of their work:
     # a large pool takes channel chunks of blocks several rows high instead.
-    plan = _kernels.workspace_bytes([1, 128, 28, 28], [128, 128, 3, 3], threads=16, isa=isa, **attrs)
+    plan = _kernels.workspace_bytes([1, 128, 28, 28], [128, 128, 3, 3], threads=16, **attrs)
     assert plan["rows_per_block"] >= 4 and plan["balance"] >= 0.85, plan
+
+
+COPYING_3X3 = (([1, 128, 28, 28], [128, 128, 3, 3]), ([1, 64, 28, 28], [64, 64, 3, 3]))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_copying_layers_split_by_rows_give_the_reference(isa):
+    for x_shape, w_shape in COPYING_3X3:
+        _assert_tiles_match_reference(x_shape, w_shape, dict(pads=[1, 1, 1, 1]), isa, tiles="", pools=(1, 2))
 
 
 def test_ort_sessions_cut_for_their_pool_agree():
@@ -160,17 +190,18 @@ def _set_layers(name):
     return LAYER_SETS[name]((1,)) if name == "paper" else LAYER_SETS[name]()
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", PLANNING_ISAS)
 @pytest.mark.parametrize("threads", [2, 4, 8, 16])
 @pytest.mark.parametrize("set_name", ["paper", "resnet50", "vgg16", "mobilenetv2"])
-def test_batch_1_plans_keep_every_thread_busy(set_name, threads, isa):
+def test_batch_1_plans_keep_every_thread_busy(set_name, threads, isa, l2):
     """At least one item per thread on every layer, and two at 16 threads (fewer threads may take one
     item each where that balances better); balance (the share of the pool's time spent working)
     >= 0.7, and >= 0.85 on the 3x3 layers and on every layer at 16 threads (the 1x1 convs on 7x7
     and 14x14 get there with narrower channel tiles)."""
     for layer in _set_layers(set_name):
         plan = _kernels.workspace_bytes(layer.x_shape, layer.w_shape, strides=[layer.stride] * 2,
-                                        pads=[layer.pad] * 4, group=layer.group, threads=threads, isa=isa)
+                                        pads=[layer.pad] * 4, group=layer.group, threads=threads, isa=isa,
+                                        l2_bytes=l2)
         items, balance = plan["work_items"], plan["balance"]
         assert items >= threads, (layer.name, plan)
         assert balance >= (0.85 if layer.kernel == 3 or threads == 16 else 0.7), (layer.name, plan)
@@ -178,20 +209,23 @@ def test_batch_1_plans_keep_every_thread_busy(set_name, threads, isa):
             assert items >= 2 * threads, (layer.name, plan)
 
 
-def test_a_narrower_channel_tile_gives_a_large_pool_its_items():
+def test_a_narrower_channel_tile_gives_a_large_pool_its_items(l2):
     """A 1x1 conv on 7x7 with 96 output channels: 3 tiles of 32 channels x 7 rows are too few items
-    for 16 threads, so the plan takes tiles of 16 (AVX-512); one thread keeps the wide tile."""
+    for 16 threads, so the plan takes tiles of 16 (AVX-512, planned on any CPU); one thread keeps
+    the wide tile."""
     x_shape, w_shape = [1, 64, 7, 7], [96, 64, 1, 1]
-    one = _kernels.workspace_bytes(x_shape, w_shape, threads=1, isa="avx512", tiles="channels")
-    many = _kernels.workspace_bytes(x_shape, w_shape, threads=16, isa="avx512", tiles="channels")
+    kw = dict(isa="avx512", tiles="channels", l2_bytes=l2)
+    one = _kernels.workspace_bytes(x_shape, w_shape, threads=1, **kw)
+    many = _kernels.workspace_bytes(x_shape, w_shape, threads=16, **kw)
     assert one["tile"].startswith("32x") and many["tile"].startswith("16x"), (one, many)
     assert many["work_items"] >= 32 and many["balance"] >= 0.85, many
 
 
-def test_one_thread_makes_no_split_beyond_the_panel_budget():
+@pytest.mark.parametrize("isa", PLANNING_ISAS)
+def test_one_thread_makes_no_split_beyond_the_panel_budget(isa, l2):
     for layer in _set_layers("resnet50"):
         plan = _kernels.workspace_bytes(layer.x_shape, layer.w_shape, strides=[layer.stride] * 2,
-                                        pads=[layer.pad] * 4, group=layer.group, threads=1)
+                                        pads=[layer.pad] * 4, group=layer.group, threads=1, isa=isa, l2_bytes=l2)
         assert plan["channel_chunks"] == 1 and plan["im2win_shared"] == 0 and plan["balance"] == 1.0
 
 
@@ -421,22 +455,20 @@ def test_1x1_flat_rows_with_tails(isa):
 
 def test_avx512_rows_of_14_run_in_one_tile():
     """A 14-wide row (ResNet's and MobileNetV2's 14x14 layers, 1x1 ones flattened to rows of 196)
-    is one 32-channel tile of 28 accumulators, not two of 14."""
-    if "avx512" not in ISAS:
-        pytest.skip("no AVX-512 on this CPU")
+    is one 32-channel tile of 28 accumulators, not two of 14 (planned on any CPU)."""
     plan = _kernels.workspace_bytes([1, 256, 14, 14], [256, 256, 3, 3], pads=[1, 1, 1, 1], isa="avx512")
     assert plan["tile"] == "32x1x14", plan
     plan = _kernels.workspace_bytes([1, 1024, 14, 14], [256, 1024, 1, 1], isa="avx512")
     assert plan["tile"] == "32x1x14 direct", plan
     plan = _kernels.workspace_bytes([1, 512, 7, 7], [512, 512, 3, 3], pads=[1, 1, 1, 1], isa="avx512")
     assert plan["tile"] == "32x1x7", plan  # 7-wide rows keep one-row tiles
-    plan = _kernels.workspace_bytes([1, 2048, 7, 7], [512, 2048, 1, 1], isa="avx512")
-    assert plan["tile"] == "32x1x14 + 1x7 direct", plan  # a 7x7 1x1's flat run of 49
+    for l2 in L2_CLASSES.values():  # a 7x7 1x1's flat run of 49 (of 28 where the L2 takes 4 rows a block)
+        plan = _kernels.workspace_bytes([1, 2048, 7, 7], [512, 2048, 1, 1], isa="avx512", l2_bytes=l2)
+        tail = plan["rows_per_block"] * 7 % 14
+        assert plan["tile"] == "32x1x14" + (f" + 1x{tail}" if tail else "") + " direct", plan
 
 
 def test_avx2_seven_high_one_column_tails_run_four_and_three_rows():
-    if "avx2" not in ISAS:
-        pytest.skip("no AVX2 on this CPU")
     for height, run in ((7, 4), (13, 5), (6, 6)):
         plan = _kernels.workspace_bytes([1, 64, height + 2, 9], [64, 64, 3, 3], isa="avx2", tiles="channels")
         assert plan["tile"] == f"16x1x6 + {run}x1", (height, plan)
@@ -444,8 +476,6 @@ def test_avx2_seven_high_one_column_tails_run_four_and_three_rows():
 
 def test_avx2_rows_of_common_widths_take_tail_tiles():
     """AVX2's 6-column tiles leave tails on ResNet's and VGG's 7 to 112-wide rows."""
-    if "avx2" not in ISAS:
-        pytest.skip("no AVX2 on this CPU")
     for width in (7, 14, 28, 56, 112):
         plan = _kernels.workspace_bytes([1, 64, 8, width], [64, 64, 3, 3], pads=[1, 1, 1, 1], isa="avx2",
                                         tiles="channels")

@@ -6,6 +6,9 @@ still run on the other, and a bad mode is a clear error."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -135,6 +138,36 @@ def test_cache_sizes_bound_the_panel_budget():
     caches = _kernels.cache_sizes()
     assert caches["l2_bytes"] > 0
     assert 0 < caches["panel_budget_bytes"] <= min(512 << 10, caches["l2_bytes"] // 2)
+
+
+def test_plans_for_another_cpus_l2_are_this_l2s_when_forced():
+    """workspace_bytes(l2_bytes=...) plans as a CPU with that L2 would: the plan a process forced to that
+    L2 by IM2WIN_L2_BYTES makes (what the op runs); values outside what an x86 core has are refused
+    by the argument and ignored by the variable."""
+    import subprocess
+    import sys
+
+    shape = ([1, 128, 56, 56], [128, 128, 3, 3])
+    script = ("import json, sys; from im2win_ort import _kernels; "
+              "print(json.dumps([_kernels.cache_sizes()['l2_bytes'], "
+              f"_kernels.workspace_bytes({shape[0]}, {shape[1]}, pads=[1, 1, 1, 1], threads=4)]))")
+    for l2 in (512 << 10, 1 << 20, 2 << 20):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, IM2WIN_L2_BYTES=str(l2)))
+        assert done.returncode == 0, done.stderr
+        forced_l2, forced = json.loads(done.stdout)
+        assert forced_l2 == l2
+        assert forced == _kernels.workspace_bytes(*shape, pads=[1, 1, 1, 1], threads=4, l2_bytes=l2)
+    native = _kernels.cache_sizes()["l2_bytes"]
+    for bad in ("1", "abc", "1048576x", str(1 << 30), ""):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, IM2WIN_L2_BYTES=bad))
+        assert done.returncode == 0 and json.loads(done.stdout)[0] == native, (bad, done.stdout, done.stderr)
+    for bad in (-1, 1000, 1 << 30):
+        with pytest.raises(_kernels.ConvError, match="l2_bytes must be 0"):
+            _kernels.workspace_bytes(*shape, l2_bytes=bad)
+    with pytest.raises(_kernels.ConvError, match="unknown ISA"):
+        _kernels.workspace_bytes(*shape, isa="avx1024")
 
 
 def test_the_timed_choice_goes_to_ort_log(tmp_path):

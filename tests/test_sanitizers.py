@@ -27,6 +27,15 @@ REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", 
 pytestmark = pytest.mark.skipif(os.environ.get("IM2WIN_SKIP_SANITIZERS") == "1", reason="IM2WIN_SKIP_SANITIZERS=1")
 
 
+@pytest.fixture(autouse=True)
+def _build_tools():
+    """The sanitized build needs what `pip install .` needs, outside pip's isolated build."""
+    missing = [tool for tool in ("cmake", "g++") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"the sanitized build needs {' and '.join(missing)} on PATH")
+    pytest.importorskip("pybind11", reason='the sanitized build needs pybind11: pip install ".[test]"')
+
+
 def _build() -> Path:
     import pybind11
 

@@ -75,7 +75,7 @@ def layer_plans(model, shapes: dict, threads: int, isa: str = "", measure: bool 
         record.update({k: plan[k] for k in ("tile_family", "tile", "rows_per_block", "row_blocks", "row_quantum",
                                             "channel_chunks",
                                             "channel_run", "prefetch_weights", "strip_panel", "work_items", "threads",
-                                            "balance", "im2win_per_thread", "im2win_shared", "im2col")})
+                                            "balance", "im2win_per_thread", "im2win_shared", "im2col", "l2_bytes")})
         record["items_per_thread"] = items / threads
         plans.append(record)
     return plans

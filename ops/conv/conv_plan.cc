@@ -195,8 +195,12 @@ SplitChoice ChooseSplit(int64_t images, int64_t out_h, const RowCut* cuts, int c
   SplitChoice chosen{0, 0, -1.0};
   auto shared_copy = [&](const SplitChoice& c) { return rows_first && c.m_chunks > 1; };
   auto key = [&](const SplitChoice& c) { return std::make_tuple(tier(c), items(c), shared_copy(c), -c.efficiency); };
+  // Two items a thread may cost up to 0.05 of balance, but never take it below kEvenSplit where a
+  // split within 0.02 of the best reaches it (resnet50.8 on a 512 KiB L2 at 8 threads: 0.82 for
+  // 4 chunks of 6 tiles where 11 chunks of 2 give 0.87).
+  const double two_a_thread_floor = std::min(best - 0.02, std::max(best - 0.05, kEvenSplit));
   for_each([&](const SplitChoice& c) {
-    if (c.efficiency < best - 0.02 && !(tier(c) == 0 && c.efficiency >= best - 0.05)) return;
+    if (c.efficiency < best - 0.02 && !(tier(c) == 0 && c.efficiency >= two_a_thread_floor)) return;
     if (chosen.efficiency < 0 || key(c) < key(chosen)) chosen = c;
   });
   return chosen.efficiency < 0 ? only : chosen;
@@ -235,9 +239,11 @@ int64_t ChooseDepthwiseRowBlocks(int64_t items, int64_t out_h, int64_t min_block
 // 512 KiB, or half the core's L2 where that is less (Zen 3: 256 KiB of 512). Measured with 1 MiB
 // L2 (Zen 4) and 2 MiB (Xeon): 512 KiB is the best there; 1 MiB on the Xeon lost 4-6% on AVX-512,
 // 256 KiB was within +-4%.
-int64_t PanelBudgetFloats() {
-  return std::min<int64_t>(512 << 10, L2CacheBytes() / 2) / static_cast<int64_t>(sizeof(float));
+int64_t PanelBudgetFloats(int64_t l2_bytes) {
+  return std::min<int64_t>(512 << 10, PlanL2Bytes(l2_bytes) / 2) / static_cast<int64_t>(sizeof(float));
 }
+
+int64_t PlanL2Bytes(int64_t l2_bytes) { return l2_bytes > 0 ? l2_bytes : L2CacheBytes(); }
 
 bool ChannelVectorsFit(const IsaKernels& isa, const ConvShape& shape, int vectors) {
   return vectors >= 1 && vectors <= isa.channel_vectors && isa.max_outputs[vectors] > 0 &&
@@ -252,7 +258,8 @@ bool CanReadInPlace(const ConvShape& s) {
 
 ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa,
                       TilePreference preference, PlanTables tables, int threads, int channel_vectors,
-                      DirectInput direct) {
+                      DirectInput direct, int64_t l2_bytes) {
+  l2_bytes = PlanL2Bytes(l2_bytes);
   ConvPlan p;
   p.shape = s;
   p.threads = std::clamp(threads, 1, kMaxPlannedThreads);
@@ -263,7 +270,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   // Each output row adds one panel row per phase pair; the windows' overhang is paid once.
   const int64_t row_floats = std::max<int64_t>(1, one_row.channels * one_row.channel_stride / one_row.plane_rows);
   const int64_t overhang = one_row.plane_rows - 1;
-  const int64_t max_rows = std::clamp<int64_t>(PanelBudgetFloats() / row_floats - overhang, 1, s.out_h);
+  const int64_t max_rows = std::clamp<int64_t>(PanelBudgetFloats(l2_bytes) / row_floats - overhang, 1, s.out_h);
   int64_t row_blocks = CeilDiv(s.out_h, max_rows);
   if (p.family == TileFamily::kPositions)
     row_blocks = ChooseRowBlocks(s.out_h, one_row.row_len, row_blocks, isa.vector_len);
@@ -384,7 +391,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     // vector_len channels side by side: the block's rows shrink to keep the panel in budget (read
     // in place, one block, unless cut for the pool).
     p.groups_per_item = isa.vector_len;
-    const int64_t budget_rows = PanelBudgetFloats() / (row_floats * isa.vector_len) - overhang;
+    const int64_t budget_rows = PanelBudgetFloats(l2_bytes) / (row_floats * isa.vector_len) - overhang;
     row_blocks = p.depthwise_stride2 ? 1 : CeilDiv(s.out_h, std::clamp<int64_t>(budget_rows, 1, s.out_h));
     const int64_t items = std::max<int64_t>(1, s.batch) * (s.group / isa.vector_len);
     if (p.threads > 1) {  // rows split for the pool, each item building its own rows' panel
@@ -428,7 +435,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
                               static_cast<int64_t>(sizeof(float));
     const int64_t input_floats = p.direct ? cg * p.TallestBlockRows() * s.out_w : p.layout.panel_floats();
     const int64_t input_bytes = input_floats * static_cast<int64_t>(sizeof(float));
-    p.prefetch_weights = 2 * run_bytes + input_bytes <= L2CacheBytes();
+    p.prefetch_weights = 2 * run_bytes + input_bytes <= l2_bytes;
   }
   if (p.depthwise_lanes && tables == PlanTables::kBuild) {
     const WindowLayout& L = p.layout;

@@ -165,10 +165,12 @@ enum class PlanTables { kBuild, kSizesOnly };
 enum class DirectInput { kByRule, kOff, kOn };
 
 // channel_vectors > 0 asks channel tiles for that many vectors of channels (where the ISA has such
-// tiles and M/group is a multiple of them); 0 lets the planner choose.
+// tiles and M/group is a multiple of them); 0 lets the planner choose. l2_bytes: the core's L2 the
+// plan is sized for; 0 is this CPU's (L2CacheBytes), another value plans for another CPU.
 ConvPlan MakeConvPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
                       TilePreference preference = TilePreference::kAuto, PlanTables tables = PlanTables::kBuild,
-                      int threads = 1, int channel_vectors = 0, DirectInput direct = DirectInput::kByRule);
+                      int threads = 1, int channel_vectors = 0, DirectInput direct = DirectInput::kByRule,
+                      int64_t l2_bytes = 0);
 
 // A 1x1, stride-1, unpadded conv, whose X can be its own panel.
 bool CanReadInPlace(const ConvShape& shape);
@@ -176,8 +178,10 @@ bool CanReadInPlace(const ConvShape& shape);
 // Whether channel tiles of `vectors` vectors of channels can run this shape on this ISA.
 bool ChannelVectorsFit(const IsaKernels& isa, const ConvShape& shape, int vectors);
 
-// The most floats a block's window panel takes on this CPU (from its L2 size; see conv_plan.cc).
-int64_t PanelBudgetFloats();
+// The most floats a block's window panel takes with an L2 of l2_bytes (0: this CPU's; see conv_plan.cc).
+int64_t PanelBudgetFloats(int64_t l2_bytes = 0);
+// l2_bytes, or this CPU's L2 when it is 0.
+int64_t PlanL2Bytes(int64_t l2_bytes);
 
 // What im2col + GEMM would reserve for the same layer (one image, one group at a time).
 int64_t Im2colWorkspaceBytes(const ConvShape& s);

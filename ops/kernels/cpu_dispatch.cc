@@ -46,10 +46,22 @@ const IsaKernels& SelectIsa(const std::string& requested) {
   throw std::invalid_argument("unknown ISA '" + name + "' (IM2WIN_ISA takes avx512, avx2, generic or auto)");
 }
 
+const IsaKernels& IsaForPlanning(const std::string& name) {
+  if (name == "avx512") return Avx512Kernels();
+  if (name == "avx2") return Avx2Kernels();
+  if (name == "generic") return GenericKernels();
+  return SelectIsa(name);  // "" or "auto": this CPU's; anything else is refused there
+}
+
 int64_t L2CacheBytes() {
   static const int64_t bytes = [] {
+    if (const char* forced = std::getenv("IM2WIN_L2_BYTES")) {
+      char* end = nullptr;
+      const long long value = std::strtoll(forced, &end, 10);
+      if (end != forced && *end == '\0' && value >= kMinL2Bytes && value <= kMaxL2Bytes) return int64_t{value};
+    }
     const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc reads it from CPUID; 0 or -1 if unknown
-    return reported > 0 ? std::clamp<int64_t>(reported, int64_t{128} << 10, int64_t{16} << 20) : int64_t{1} << 20;
+    return reported > 0 ? std::clamp<int64_t>(reported, kMinL2Bytes, kMaxL2Bytes) : int64_t{1} << 20;
   }();
   return bytes;
 }
