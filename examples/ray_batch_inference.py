@@ -8,7 +8,7 @@ worker needs the model file or rewrites anything; each worker is an actor of Ray
 (`map_batches` with a callable class) that creates its InferenceSession once, in __init__, and runs every
 batch it is given. A worker takes one CPU and its session one intra-op thread (--threads), so the
 workers do not oversubscribe the cores Ray gives them. On a cluster, `ray.init()` joins the cluster
-named by RAY_ADDRESS and every node needs im2win-ort installed (the wheel: see README, Deploying).
+named by RAY_ADDRESS and every node needs im2win-ort installed (the wheel: see docs/deploying.md).
 
 --inputs is an .npy array whose first axis enumerates samples (each sample one input of the model,
 batched along that axis); without it, --count random samples of the input's shape are made.

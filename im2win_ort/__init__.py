@@ -13,8 +13,8 @@ Python (``im2win_ort.reference``, the NumPy im2win) through onnxruntime-extensio
 from ._library import DOMAIN, OP_TYPE, get_library_path, session_options
 
 # The rest loads on first use (PEP 562): a user who only needs get_library_path() for ORT's
-# SessionOptions imports neither onnx, onnxruntime, numpy nor the rewriter (README: the import costs
-# about 1 MB of resident memory instead of 15).
+# SessionOptions imports neither onnx, onnxruntime, numpy nor the rewriter (docs/deploying.md, "Size of
+# the import").
 _LAZY = {"reference": (".reference", None), "InferenceSession": (".session", "InferenceSession"),
          "RewriteReport": (".rewriter", "RewriteReport"), "rewrite": (".rewriter", "rewrite"),
          "rewrite_with_report": (".rewriter", "rewrite_with_report")}

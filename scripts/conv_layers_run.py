@@ -1,7 +1,7 @@
 """Runs batch-1 conv layers of the benchmark's layer sets on com.im2win::Conv, RUNS times each, in
 ORT sessions with THREADS intra-op threads (spinning off) and the planner's rules (im2win.plan=heuristic:
 timing plans under valgrind would choose at random, and runs with different plans count different
-work): the workload for counting instructions per inference with callgrind (README: Threads), e.g.
+work): the workload for counting instructions per inference with callgrind (docs/design.md, Redundant work), e.g.
 
     export OPENBLAS_NUM_THREADS=1
     for t in 1 16; do for r in 1 3; do

@@ -1,0 +1,125 @@
+"""docs/performance.md and README's headline table are what `python -m im2win_ort.measure.report`
+generates from the stored runs in benchmarks/results/, so every number there has its raw run beside
+it; and the generator itself, on made-up runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from im2win_ort.measure import report
+
+ROOT = Path(__file__).resolve().parent.parent
+MACHINE_KEYS = ("cpu", "cpu_class", "cores", "isa", "isas_available", "l2_bytes", "onnxruntime", "fma_peak_gflops")
+
+
+def test_performance_doc_and_readme_match_the_stored_runs():
+    for path, wanted in report.generate(ROOT).items():
+        assert path.read_text() == wanted, (f"{path.relative_to(ROOT)} does not match benchmarks/results/: "
+                                            "run python -m im2win_ort.measure.report")
+
+
+def test_stored_runs_are_named_by_cpu_class_and_date_and_describe_their_machine():
+    runs = report.load_runs(ROOT / report.RESULTS_DIR)
+    for name, run in runs:
+        assert re.sub(r"-\d+\.json$", ".json", name) == report.stored_name(run)
+        for key in MACHINE_KEYS:
+            assert key in run["machine"], f"{name}: no {key} in its machine section"
+        assert run["machine"]["isa"] in run["machine"]["isas_available"]
+
+
+def _machine(cpu_class="amd-epyc-zen3-avx2"):
+    return {"cpu": "AMD EPYC", "cpu_class": cpu_class, "vendor": "AuthenticAMD", "cpu_family": 25, "cpu_model": 1,
+            "cores": 2, "cpus_usable": 2, "features": ["avx2", "fma"], "isa": "avx2", "isas_available": ["avx2", "generic"],
+            "l2_bytes": 524288, "panel_budget_bytes": 262144, "im2win_ort": "0.1.0", "onnxruntime": "1.32.0",
+            "onnx": "1.23.2", "numpy": "2.4.6", "python": "3.11.7", "fma_peak_gflops": {"1": 80.0, "2": 160.0}}
+
+
+def _compare_run(model="/somewhere/resnet50.onnx", created="2026-12-04T10:00:00+00:00", ours=(0.060, 0.035)):
+    results = []
+    for threads, (ort_all, ort_ext, im2win) in zip((1, 2), ((0.050, 0.070, ours[0]), (0.030, 0.040, ours[1]))):
+        for config, latency, peak in (("ort_all", ort_all, 300 * 2**20), ("ort_extended", ort_ext, 280 * 2**20),
+                                      ("im2win", im2win, 165 * 2**20)):
+            results.append({"config": config, "label": config, "batch": 1, "threads": threads, "ok": True,
+                            "latency_s": latency, "peak_rss_bytes": peak, "max_abs_err": 0.0,
+                            "max_rel_err": 2e-6 if config == "im2win" else 0.0})
+    return {"kind": "compare", "model": model, "rewritten_model": "/somewhere/out/resnet50.im2win.onnx",
+            "created": created, "machine": _machine(),
+            "settings": {"batches": [1], "threads": [1, 2], "runs": 10, "warmup": 2, "arena": True,
+                         "configs": ["ort_all", "ort_extended", "im2win"], "tolerance": 1e-3},
+            "torch": {"skipped": "--no-torch"}, "results": results,
+            "files": {"markdown": "/somewhere/out/report.md", "json": "/somewhere/out/report.json", "charts": []}}
+
+
+def _bench_run():
+    return {"kind": "bench", "created": "2026-12-05T09:00:00+00:00", "machine": _machine(),
+            "settings": {"sets": ["resnet50"], "threads": [1, 2], "min_seconds": 0.3, "max_runs": 30},
+            "records": [], "summary": [
+                {"set": "resnet50", "threads": 1, "layers": 23, "geomean_vs_ort_all": 1.1, "geomean_vs_ort_extended": 0.9,
+                 "worst_vs_ort_all": {"layer": "resnet50.20", "batch": 1, "ratio": 1.5}, "median_pct_peak": 80.0},
+                {"set": "resnet50", "threads": 2, "layers": 23, "geomean_vs_ort_all": 1.2, "geomean_vs_ort_extended": 0.95,
+                 "worst_vs_ort_all": {"layer": "resnet50.17", "batch": 1, "ratio": 1.7}, "median_pct_peak": 70.0,
+                 "speedup": {"over_threads": 1, "im2win": 1.7, "ort_all": 1.8}}]}
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "performance.md").write_text(f"# P\n\nbefore\n\n{report.DOC_BEGIN}\nold\n{report.DOC_END}\n\nafter\n")
+    (tmp_path / "README.md").write_text(f"# R\n\n{report.HEADLINE_BEGIN}\nold\n{report.HEADLINE_END}\n\nrest\n")
+    return tmp_path
+
+
+def test_add_stores_runs_by_class_and_date_and_generates_the_tables(repo, capsys):
+    runs = []
+    for i, run in enumerate((_compare_run(), _compare_run(created="2026-12-04T11:00:00+00:00", ours=(0.055, 0.033)),
+                             _compare_run(model="mobilenet_v2.onnx"), _bench_run())):
+        path = repo / f"run{i}.json"
+        path.write_text(json.dumps(run))
+        runs.append(str(path))
+    assert report.main(["--root", str(repo), "--add", *runs, "--note", "Shared machine.", "--no-charts"]) == 0
+    stored = sorted(p.name for p in (repo / "benchmarks" / "results").iterdir())
+    assert stored == ["amd-epyc-zen3-avx2_2026-12-04_compare-mobilenet_v2.json",
+                      "amd-epyc-zen3-avx2_2026-12-04_compare-resnet50-2.json",
+                      "amd-epyc-zen3-avx2_2026-12-04_compare-resnet50.json",
+                      "amd-epyc-zen3-avx2_2026-12-05_bench-resnet50.json"]
+    kept = json.loads((repo / "benchmarks" / "results" / stored[2]).read_text())
+    assert kept["model"] == "resnet50.onnx" and kept["note"] == "Shared machine."  # no local paths kept
+    assert kept["results"] == _compare_run()["results"]  # the measurements as they were
+
+    doc = (repo / "docs" / "performance.md").read_text()
+    assert doc.startswith("# P\n\nbefore\n") and doc.endswith("\nafter\n") and "\nold\n" not in doc
+    assert "### AMD EPYC Zen 3, AVX2 (`amd-epyc-zen3-avx2`)" in doc
+    # ResNet-50, 1 thread: ours 60 ms against ORT ALL's 50 (1.20x) and EXTENDED's 70; 165 MiB against 300.
+    assert "| ResNet-50 | 1 | 1 | 50.0 | 60.0 | **1.20x** | 70.0 | 0.86x | 300.0 | 165.0 | **-45%** | 2.0e-06 |" in doc
+    assert "`im2win-ort compare resnet50.onnx --batch 1 --threads 1,2 --runs 10 --no-torch`" in doc
+    assert "| resnet50 | 2 | 23 | 1.200 | 0.950 | 1.70 (resnet50.17, batch 1) | 70% | 1.70x (1.80x) |" in doc
+    assert "`im2win-ort bench --sets resnet50 --threads 1,2 --no-torch`" in doc
+    assert "Shared machine." in doc and "(../benchmarks/results/amd-epyc-zen3-avx2_2026-12-05_bench-resnet50.json)" in doc
+
+    readme = (repo / "README.md").read_text()
+    # The headline takes the newest run per network: ResNet-50 of 11:00 (55 ms).
+    assert ("| AMD EPYC (`amd-epyc-zen3-avx2`), 2026-12-04 | ResNet-50 | 1 | 1.10x (55.0 vs 50.0 ms) | "
+            "1.10x (33.0 vs 30.0 ms) | -45% / -45% |") in readme
+    assert readme.index("ResNet-50") < readme.index("MobileNetV2")
+
+    assert report.main(["--root", str(repo), "--check"]) == 0
+    (repo / "docs" / "performance.md").write_text(doc.replace("1.20x", "1.19x"))
+    assert report.main(["--root", str(repo), "--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+
+
+def test_a_run_without_a_cpu_class_or_markers_is_a_one_line_error(repo, capsys):
+    run = _compare_run()
+    del run["machine"]["cpu_class"]
+    path = repo / "old.json"
+    path.write_text(json.dumps(run))
+    assert report.main(["--root", str(repo), "--add", str(path), "--no-charts"]) == 1
+    assert "no cpu_class" in capsys.readouterr().err
+    (repo / "README.md").write_text("# R\n")
+    assert report.main(["--root", str(repo), "--no-charts"]) == 1
+    err = capsys.readouterr().err
+    assert "markers" in err and len(err.strip().splitlines()) == 1
