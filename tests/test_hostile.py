@@ -243,3 +243,145 @@ def test_sanity_after_all_of_the_above():
     np.testing.assert_allclose(_kernels.conv(x, w, pads=[1, 1, 1, 1], threads=2),
                                reference_conv(x, w, pads=[1, 1, 1, 1]), rtol=1e-4, atol=1e-4)
     assert os.getpid() > 0
+
+
+# ---- second probe: the kernels' own resources -------------------------------------------------
+
+def _huge_view(shape):
+    """A float32 view whose C-contiguous copy (2^42 floats and more) cannot be allocated."""
+    return np.broadcast_to(np.zeros((1,) * len(shape), np.float32), shape)
+
+
+@pytest.mark.parametrize("argument", ["x", "w", "b", "z", "transform"])
+def test_a_view_too_large_to_copy_is_a_memory_error(argument):
+    x = np.ones((1, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    huge = {"x": (1, 1, 2**21, 2**21), "w": (2**21, 2**21, 1, 1), "b": (2**42,), "z": (1, 1, 2**21, 2**21),
+            "transform": (1, 1, 2**21, 2**21)}[argument]
+    with pytest.raises(MemoryError, match=f"{argument if argument != 'transform' else 'x'}: a C-contiguous"):
+        if argument == "transform":
+            _kernels.im2win_transform(_huge_view(huge), [3, 3])
+        else:
+            args = dict(x=x, w=w, b=None, z=None)
+            args[argument] = _huge_view(huge)
+            _kernels.conv(args["x"], args["w"], args["b"], args["z"])
+    # A view that does fit is copied and computed as the array it shows.
+    small = np.broadcast_to(np.float32(0.5), (1, 2, 5, 5))
+    np.testing.assert_allclose(_kernels.conv(small, w), reference_conv(np.full((1, 2, 5, 5), 0.5, np.float32), w),
+                               rtol=1e-5)
+
+
+def test_fma_probe_keeps_its_time_limit_with_any_thread_count():
+    """The probe's budget holds with many more threads than cores (each round used to take
+    threads / cores times the budget)."""
+    for threads in (64, 512):
+        start = time.perf_counter()
+        gflops = _kernels.fma_peak_gflops(threads=threads, seconds=0.2)
+        assert time.perf_counter() - start < 2.0 and gflops > 0
+
+
+def _timed_lines(script_body: str, tmp_path) -> list[str]:
+    script = ("import numpy as np, onnxruntime as ort, im2win_ort\n"
+              "so = im2win_ort.session_options(1, plan='measure')\n"
+              "so.log_severity_level = 1\n" + textwrap.dedent(script_body))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [line for line in done.stderr.splitlines() if "plan timed for X" in line]
+
+
+def test_alternating_shapes_are_timed_once_each(tmp_path):
+    """Plans are kept by shape: a session fed shapes in turn times each shape once, also when it
+    cycles through more shapes than the plans kept (16: their choice is kept, the plan rebuilt),
+    and answers each as the reference does."""
+    w = np.random.default_rng(0).standard_normal((32, 8, 3, 3)).astype(np.float32) / 8
+    path = tmp_path / "m.onnx"
+    path.write_bytes(conv_model(["N", 8, "H", "W"], w, None, DOMAIN, node_name="c", pads=[1, 1, 1, 1])
+                     .SerializeToString())
+    np.save(tmp_path / "w.npy", w)
+    shapes = [(1, 8, 6 + i, 9) for i in range(20)]
+    timed_shapes = [s for s in shapes if len(_kernels.measure_plan(list(s), list(w.shape), pads=[1] * 4)
+                                            ["candidates"]) > 1]
+    lines = _timed_lines(f"""
+        s = ort.InferenceSession({str(path)!r}, so, providers=['CPUExecutionProvider'])
+        from im2win_ort import reference
+        w = np.load('w.npy')
+        shapes = {shapes!r}
+        for _ in range(3):
+            for a, b in zip(shapes[:2], shapes[1:3]):  # two shapes in turn
+                for shape in (a, b, a, b):
+                    s.run(None, {{'X': np.ones(shape, np.float32)}})
+        for _ in range(2):
+            for shape in shapes:
+                x = np.random.default_rng(shape[2]).standard_normal(shape).astype(np.float32)
+                y = s.run(None, {{'X': x}})[0]
+                want = reference.conv(x, w, pads=[1, 1, 1, 1])
+                assert np.abs(y - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), shape
+        """, tmp_path)
+    timed = [line.split("plan timed for X ")[1].split(":")[0] for line in lines]
+    assert len(timed) == len(set(timed)) == len(timed_shapes), timed
+
+
+def test_timing_is_bounded_per_kernel(tmp_path):
+    """A stream of new shapes is timed up to the kernel's budget (64 shapes), then planned by the
+    rules: still answered right, never timed without end."""
+    w = np.random.default_rng(0).standard_normal((32, 8, 3, 3)).astype(np.float32) / 8
+    path = tmp_path / "m.onnx"
+    path.write_bytes(conv_model(["N", 8, "H", "W"], w, None, DOMAIN, node_name="c", pads=[1, 1, 1, 1])
+                     .SerializeToString())
+    np.save(tmp_path / "w.npy", w)
+    lines = _timed_lines(f"""
+        s = ort.InferenceSession({str(path)!r}, so, providers=['CPUExecutionProvider'])
+        from im2win_ort import reference
+        w = np.load('w.npy')
+        for h in range(4, 84):
+            x = np.random.default_rng(h).standard_normal((1, 8, h, 10)).astype(np.float32)
+            y = s.run(None, {{'X': x}})[0]
+            want = reference.conv(x, w, pads=[1, 1, 1, 1])
+            assert np.abs(y - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), h
+        """, tmp_path)
+    assert 0 < len(lines) <= 64, len(lines)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def test_a_wide_inputs_workspace_is_given_back_after_the_call():
+    """One row wider than the panel budget takes a panel far larger than any CNN layer's: the
+    thread gives it back once the call ends, instead of holding it for the rest of its life."""
+    x = np.random.default_rng(0).standard_normal((1, 64, 3, 100_000)).astype(np.float32)  # 77 MB
+    w = np.random.default_rng(1).standard_normal((16, 64, 3, 3)).astype(np.float32)
+    panel = _kernels.workspace_bytes(list(x.shape), list(w.shape), pads=[1, 1, 1, 1])["im2win_per_thread"]
+    assert panel > 32 << 20, panel  # the shape still needs a large panel while it runs
+    _kernels.conv(x[:, :, :, :1000], w, pads=[1, 1, 1, 1])  # a small call first: buffers of a normal size
+    before = _rss_mib()
+    y = _kernels.conv(x, w, pads=[1, 1, 1, 1])
+    np.testing.assert_allclose(y[:, :, :, :50], reference_conv(x[:, :, :, :52], w, pads=[1, 1, 1, 1])[:, :, :, :50],
+                               rtol=1e-4, atol=1e-3)
+    del y
+    kept = _rss_mib() - before
+    assert kept < panel / 4 / 2**20, f"{kept:.0f} MiB kept after the call (panel {panel / 2**20:.0f} MiB)"
+
+
+@pytest.mark.parametrize("attribute, value", [
+    ("weight_layout", "OIHW\0im2win.channels16"),
+    ("activation", "Relu\0Sigmoid"),
+    ("auto_pad", "NOTSET\0SAME_UPPER"),
+])
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_string_attributes_with_a_nul_are_refused(attribute, value, backend):
+    """A string attribute is read whole: one with a NUL inside is refused, never read up to the NUL."""
+    if backend == "python":
+        pytest.importorskip("onnxruntime_extensions")
+    import im2win_ort
+
+    w = np.ones((4, 2, 3, 3), np.float32)
+    attrs = dict(pads=[1, 1, 1, 1]) if attribute != "auto_pad" else {}
+    model = conv_model([1, 2, 6, 6], w, None, DOMAIN, node_name=NODE, **attrs)
+    model.graph.node[0].attribute.append(helper.make_attribute(attribute, value))
+    x = np.ones((1, 2, 6, 6), np.float32)
+    with pytest.raises(Exception) as caught:
+        im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": x})
+    if backend == "native":
+        assert f"attribute '{attribute}' contains a NUL character" in str(caught.value), caught.value

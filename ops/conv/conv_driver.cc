@@ -12,31 +12,17 @@
 
 #include "conv/depthwise.h"
 #include "conv/epilogue.h"
+#include "conv/workspace.h"
 
 namespace im2win {
 namespace {
 
-// `floats` floats of `buffer`, starting on a cache line; the buffer grows to the largest request and
-// is then reused: no allocation per call. (Measured: a misaligned panel made the depthwise paths
-// ~25% slower, as the kernels' vector loads straddled two lines.)
-float* AlignedFloats(std::vector<float>& buffer, int64_t floats) {
-  constexpr int64_t kLineFloats = 64 / sizeof(float);
-  if (static_cast<int64_t>(buffer.size()) < floats + kLineFloats) buffer.resize(floats + kLineFloats, 0.0f);
-  const auto address = reinterpret_cast<uintptr_t>(buffer.data());
-  return buffer.data() + (-address / sizeof(float)) % kLineFloats;
-}
-
 // The calling thread's window panel (or tile copy) of one work item.
-float* ThreadWorkspace(int64_t floats) {
-  thread_local std::vector<float> buffer;
-  return AlignedFloats(buffer, floats);
-}
+thread_local std::vector<float> thread_workspace;
+float* ThreadWorkspace(int64_t floats) { return AlignedFloats(thread_workspace, floats); }
 
 // The shared window panels of one call, held by the thread that runs the conv.
-float* SharedPanels(int64_t floats) {
-  thread_local std::vector<float> buffer;
-  return AlignedFloats(buffer, floats);
-}
+thread_local std::vector<float> shared_panels;
 
 // Builds the panel of every image and group, all output rows, split over channels so that every
 // thread takes part; the slack after each panel is zeroed (tiles read it, their results dropped).
@@ -319,9 +305,13 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
 
   float* shared = nullptr;
   if (p.shared_panel) {
-    shared = SharedPanels(p.shared_floats());
+    shared = AlignedFloats(shared_panels, p.shared_floats());
     BuildSharedPanels(p, x, shared, parallel);
   }
+  // Whatever ends the call (an error in a worker too), the shared panels are trimmed after it.
+  struct TrimShared {
+    ~TrimShared() { ReleaseIfLarge(shared_panels, kKeptSharedFloats); }
+  } trim_shared;
 
   // Work item = (image, block of groups, block of output rows, chunk of output-channel tiles).
   auto body = [&](int64_t item) {
@@ -364,6 +354,7 @@ void RunConv(const ConvPlan& p, const float* x, const float* packed_w, const flo
       float lo, hi;
       if (!ClampBounds(p.epilogue, &lo, &hi)) ApplyActivationAfter(p, b);
     }
+    ReleaseIfLarge(thread_workspace, kKeptWorkspaceFloats);
   };
   parallel(p.work_items(), body);
 }

@@ -251,4 +251,10 @@ ConvShape ResolveConvShape(const ConvAttributes& a, const std::vector<int64_t>& 
   return s;
 }
 
+Layout ParseLayout(const std::string& name) {
+  if (name.empty() || name == "NCHW") return Layout::kNchw;
+  if (name == "NHWC") return Layout::kNhwc;
+  throw ConvError("attribute 'layout' must be \"NCHW\" or \"NHWC\", got \"" + name + "\"");
+}
+
 }  // namespace im2win

@@ -60,6 +60,11 @@ struct Epilogue {
 
 Epilogue ParseEpilogue(const std::string& activation, const std::vector<float>& params);
 
+// Where the channels are in X, Y and Z: second (ONNX's NCHW) or last (channels-last, NHWC).
+enum class Layout { kNchw, kNhwc };
+// "NCHW" (or "", the default) or "NHWC"; throws ConvError otherwise.
+Layout ParseLayout(const std::string& name);
+
 // The node's attributes as written; empty vectors mean "not given".
 struct ConvAttributes {
   std::string auto_pad = "NOTSET";

@@ -20,15 +20,25 @@ TilePreference PreferenceOf(PlanMode mode) {
   return TilePreference::kAuto;
 }
 
+ConvPlan MakeRequestedPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa, int threads,
+                           const PlanRequest& request) {
+  return MakeConvPlan(shape, epilogue, isa, request.preference, PlanTables::kBuild, threads, request.channel_vectors,
+                      request.direct);
+}
+
 std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
-                                     int threads, const TileFamily* family) {
+                                     int threads, const TileFamily* family, std::vector<PlanRequest>* requests) {
   const std::vector<DirectInput> inputs =
       CanReadInPlace(shape) ? std::vector<DirectInput>{DirectInput::kOn, DirectInput::kOff}
                             : std::vector<DirectInput>{DirectInput::kByRule};
   std::vector<ConvPlan> plans;
+  if (requests != nullptr) requests->clear();
   auto add = [&](TilePreference preference, int channel_vectors) {
-    for (DirectInput input : inputs)
-      plans.push_back(MakeConvPlan(shape, epilogue, isa, preference, PlanTables::kBuild, threads, channel_vectors, input));
+    for (DirectInput input : inputs) {
+      const PlanRequest request{preference, channel_vectors, input};
+      plans.push_back(MakeRequestedPlan(shape, epilogue, isa, threads, request));
+      if (requests != nullptr) requests->push_back(request);
+    }
   };
   if (family == nullptr || *family == TileFamily::kPositions) add(TilePreference::kPositions, 0);
   // Depthwise plans ignore the family; a shape without whole channel blocks gets positions only.

@@ -26,13 +26,25 @@ PlanMode ParsePlanMode(const std::string& name);
 // The tile preference a mode gives the planner (measure and heuristic: kAuto).
 TilePreference PreferenceOf(PlanMode mode);
 
+// What MakeConvPlan is asked for to make one candidate: the same request makes the same plan.
+struct PlanRequest {
+  TilePreference preference = TilePreference::kAuto;
+  int channel_vectors = 0;
+  DirectInput direct = DirectInput::kByRule;
+};
+
+// The plan a request makes for a shape (tables built: a plan to run).
+ConvPlan MakeRequestedPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa, int threads,
+                           const PlanRequest& request);
+
 // The plans worth timing for a layer: position tiles, and when its output channels per group are
 // whole channel blocks, channel tiles of each width the ISA has (the planner's choice first), each
 // shaped by the planner; for a 1x1 conv that can read X in place, each of them both in place and
 // through a panel. `family` (if not null) keeps to one tile family (weights packed for it). A
-// single plan needs no timing.
+// single plan needs no timing. `requests` (if not null) receives what made each candidate.
 std::vector<ConvPlan> CandidatePlans(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
-                                     int threads, const TileFamily* family = nullptr);
+                                     int threads, const TileFamily* family = nullptr,
+                                     std::vector<PlanRequest>* requests = nullptr);
 
 struct PlanTiming {
   size_t chosen = 0;

@@ -318,7 +318,11 @@ constexpr IsaKernels WithDepthwiseStride2(IsaKernels k) {
   k.depthwise_3x3_stride2 = &Depthwise3x3Stride2;
   return k;
 }
-constexpr IsaKernels kTable = WithDepthwiseStride2(MakeKernelTable<24, 4, 12, 28, 14>("avx512", 14, 0.95));
+#include "kernels/nhwc_tile.inc"
+
+// NHWC: 32 channels x 12 outputs, 24 accumulators.
+constexpr IsaKernels kTable =
+    WithNhwcTiles<2, 12>(WithDepthwiseStride2(MakeKernelTable<24, 4, 12, 28, 14>("avx512", 14, 0.95)));
 
 }  // namespace
 }  // namespace avx512

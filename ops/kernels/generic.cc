@@ -68,7 +68,9 @@ struct V {
 
 #include "kernels/microkernel_tile.inc"
 
-constexpr IsaKernels kTable = MakeKernelTable<12, 2>("generic");
+#include "kernels/nhwc_tile.inc"
+
+constexpr IsaKernels kTable = WithNhwcTiles<4, 2>(MakeKernelTable<12, 2>("generic"));
 
 }  // namespace
 }  // namespace generic

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "kernels/nhwc_microkernel.h"
+
 namespace im2win {
 
 // Output channels per register tile; weights are packed in tiles of this many (weight_pack.h).
@@ -197,7 +199,13 @@ struct IsaKernels {
   // a row's first and last vectors copied with zeros around them) took 1.57x the lanes kernel's
   // time on 144x56x56 and 1.22x on 96x112x112 (the Xeon, 1 thread, one layer).
   DepthwiseStride2Fn depthwise_3x3_stride2 = nullptr;
+  // Channels-last tiles (nhwc_microkernel.h): nhwc_vectors vectors of output channels (whole
+  // channel blocks) by nhwc_tile[cols], cols = 1..nhwc_columns outputs of a row.
+  int nhwc_vectors = 0, nhwc_columns = 0;
+  NhwcTileFn nhwc_tile[kMaxNhwcColumns + 1] = {};
+  DepthwiseNhwcFn depthwise_nhwc = nullptr;
   int tile_positions() const { return vector_len * tile_vectors; }
+  int nhwc_channels() const { return vector_len * nhwc_vectors; }
 };
 
 // One table per ISA, each defined in its own file compiled with that ISA's flags only.

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <type_traits>
 
@@ -91,7 +92,12 @@ std::string GetString(const OrtApi& api, const OrtKernelInfo* info, const char* 
     return def;
   std::string value(size, '\0');
   Check(api, api.KernelInfoGetAttribute_string(info, name, value.data(), &size));
-  value.resize(std::strlen(value.c_str()));
+  // size counts the terminating NUL. A NUL inside the value would cut it short in any C string
+  // ("OIHW\0im2win.channels16" read as OIHW on packed weights): refused, never read as a prefix.
+  const size_t length = std::min(size, value.size()) > 0 ? std::min(size, value.size()) - 1 : 0;
+  value.resize(length);
+  if (value.find('\0') != std::string::npos)
+    throw ConvError(std::string("attribute '") + name + "' contains a NUL character");
   return value;
 }
 
@@ -314,7 +320,7 @@ void OrtConvKernel::LogTimings(OrtKernelContext* context, const std::vector<Conv
 
 std::shared_ptr<const ConvPlan> OrtConvKernel::CachedPlan(const ConvShape& shape) const {
   std::lock_guard<std::mutex> lock(plan_mutex_);
-  return plan_ != nullptr && plan_->shape == shape ? plan_ : nullptr;
+  return plans_.Find(shape);
 }
 
 std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, const float* x, const float* w,
@@ -326,11 +332,21 @@ std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, c
   if (auto cached = CachedPlan(shape)) return cached;
   std::unique_lock<std::mutex> measuring(measure_mutex_, std::defer_lock);
   std::vector<ConvPlan> plans;
+  std::vector<PlanRequest> requests;
+  std::optional<PlanRequest> timed;
+  bool may_time = false;
   if (measure_) {
     measuring.lock();
     if (auto cached = CachedPlan(shape)) return cached;  // another run timed this shape meanwhile
-    plans = CandidatePlans(shape, epilogue_, *isa_, threads_, w_prepacked_ ? &w_family_ : nullptr);
-  } else {
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    timed = plans_.TimedChoice(shape);
+    may_time = plans_.MayTime();
+  }
+  if (timed) {  // timed before, its plan since dropped from the cache: rebuilt as chosen then
+    plans.push_back(MakeRequestedPlan(shape, epilogue_, *isa_, threads_, *timed));
+  } else if (may_time) {
+    plans = CandidatePlans(shape, epilogue_, *isa_, threads_, w_prepacked_ ? &w_family_ : nullptr, &requests);
+  } else {  // not measuring, or the timing budget is spent: the rules' plan
     plans.push_back(MakeConvPlan(shape, epilogue_, *isa_, tile_preference_, PlanTables::kBuild, threads_));
   }
   size_t chosen = 0;
@@ -363,7 +379,8 @@ std::shared_ptr<const ConvPlan> OrtConvKernel::PlanFor(const ConvShape& shape, c
   }
   auto plan = std::make_shared<const ConvPlan>(std::move(plans[chosen]));
   std::lock_guard<std::mutex> lock(plan_mutex_);
-  plan_ = plan;
+  if (plans.size() > 1) plans_.RecordTimed(shape, requests[chosen]);
+  plans_.Insert(plan);
   return plan;
 }
 

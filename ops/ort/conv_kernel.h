@@ -12,6 +12,7 @@
 #include "conv/conv_params.h"
 #include "conv/conv_driver.h"
 #include "conv/conv_plan.h"
+#include "conv/plan_cache.h"
 #include "conv/plan_measure.h"
 #include "kernels/microkernel.h"
 #include "conv/weight_pack.h"
@@ -42,9 +43,10 @@ class OrtConvKernel {
 
   void ComputeOrThrow(OrtKernelContext* context) const;
 
-  // The plan of this shape: the last one's, or a new one. Under im2win.plan=measure a new shape's
-  // candidates are timed on this run's inputs, which leaves Y computed (*y_done), and the timings
-  // go to ORT's log (INFO) through `context`'s logger.
+  // The plan of this shape: a kept one, or a new one. Under im2win.plan=measure a shape never
+  // timed (while the cache's timing budget lasts) has its candidates timed on this run's inputs,
+  // which leaves Y computed (*y_done), and the timings go to ORT's log (INFO) through `context`'s
+  // logger.
   std::shared_ptr<const ConvPlan> PlanFor(const ConvShape& shape, const float* x, const float* w,
                                           const std::vector<int64_t>& w_dims, const float* bias,
                                           const float* residual, float* y, OrtKernelContext* context,
@@ -76,10 +78,10 @@ class OrtConvKernel {
   std::vector<int64_t> w_dims_;  // of the constant W
   mutable std::mutex pack_mutex_;
   mutable Packing packed_[2];  // by TileFamily
-  // The plan of the last shape run: sessions mostly run one shape, which is then planned once
-  // (tables, the split search, the timing) instead of on every run.
+  // Plans by shape (PlanCache's bounds): each shape is planned once (tables, the split search, the
+  // timing) instead of on every run, however the session alternates among them.
   mutable std::mutex plan_mutex_;
-  mutable std::shared_ptr<const ConvPlan> plan_;
+  mutable PlanCache plans_;
   mutable std::mutex measure_mutex_;  // one timing at a time: concurrent first runs wait for it
 };
 

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "conv/conv_driver.h"
+#include "conv/conv_nhwc.h"
 #include "conv/plan_measure.h"
 #include "kernels/cpu_dispatch.h"
 #include "kernels/fma_probe.h"
@@ -19,6 +20,8 @@ namespace {
 using Ints = std::optional<std::vector<int64_t>>;
 using FloatArray = py::array_t<float, py::array::c_style>;
 
+std::vector<int64_t> Dims(const py::array& a) { return std::vector<int64_t>(a.shape(), a.shape() + a.ndim()); }
+
 // Accepts float32 arrays only (any memory order); other dtypes are a TypeError, not a silent cast.
 FloatArray AsFloat32(const py::handle& obj, const char* name) {
   py::array a = py::array::ensure(obj);
@@ -26,7 +29,16 @@ FloatArray AsFloat32(const py::handle& obj, const char* name) {
   // By equality, not identity: a float32 dtype that came through pickle is another object.
   if (!a.dtype().equal(py::dtype::of<float>()))
     throw py::type_error(std::string(name) + " must be float32, got " + std::string(py::str(a.dtype())));
-  return FloatArray::ensure(a);
+  // The C-contiguous copy of a strided or broadcast view may not fit in memory: ensure() then
+  // gives a null handle (and clears NumPy's error), which must never reach the kernels.
+  FloatArray contiguous = FloatArray::ensure(a);
+  if (!contiguous) {
+    const std::string message = std::string(name) + ": a C-contiguous float32 copy of shape " + DimsToString(Dims(a)) +
+                                " could not be made (out of memory)";
+    PyErr_SetString(PyExc_MemoryError, message.c_str());
+    throw py::error_already_set();
+  }
+  return contiguous;
 }
 
 // The kernel layer knows no ConvError; Python callers get the module's one error type.
@@ -47,7 +59,6 @@ void CheckThreads(int threads) {
                     std::to_string(threads));
 }
 
-std::vector<int64_t> Dims(const py::array& a) { return std::vector<int64_t>(a.shape(), a.shape() + a.ndim()); }
 
 ConvAttributes Attributes(const std::string& auto_pad, const Ints& dilations, int64_t group, const Ints& kernel_shape,
                           const Ints& pads, const Ints& strides) {
@@ -66,13 +77,14 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
                         const py::object& z_obj, const std::string& auto_pad, const Ints& dilations, int64_t group,
                         const Ints& kernel_shape, const Ints& pads, const Ints& strides, const std::string& activation,
                         const std::vector<float>& activation_params, const std::string& isa, int threads,
-                        const std::string& tiles, int channel_vectors) {
+                        const std::string& tiles, int channel_vectors, const std::string& layout) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, kernel_shape, pads, strides);
   CheckThreads(threads);
+  const bool nhwc = ParseLayout(layout) == Layout::kNhwc;
   const Epilogue epilogue = ParseEpilogue(activation, activation_params);
   FloatArray x = AsFloat32(x_obj, "x"), w = AsFloat32(w_obj, "w");
-  const ConvShape shape = ResolveConvShape(attrs, Dims(x), Dims(w));
-  const std::vector<int64_t> y_dims = shape.output_dims();
+  const ConvShape shape = ResolveConvShape(attrs, nhwc ? NhwcToNchwDims(Dims(x)) : Dims(x), Dims(w));
+  const std::vector<int64_t> y_dims = nhwc ? NchwToNhwcDims(shape.output_dims()) : shape.output_dims();
   FloatArray b, z;  // stay unused (size 0) when not given
   const bool has_b = !b_obj.is_none(), has_z = !z_obj.is_none();
   if (has_b) {
@@ -89,6 +101,15 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
   const TilePreference preference = SelectTilePreference(tiles);
   py::array_t<float> y(y_dims);
   if (y.size() == 0) return y;
+  if (nhwc) {
+    py::gil_scoped_release release;
+    const NhwcPlan plan = MakeNhwcPlan(shape, epilogue, kernels, threads);
+    std::vector<float> packed(PackedNhwcFloats(plan));
+    PackWeightsNhwc(plan, w.data(), packed.data());
+    RunConvNhwc(plan, x.data(), packed.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr,
+                y.mutable_data(), ThreadRunner(threads));
+    return y;
+  }
   std::vector<float> packed(w.size());
   {
     py::gil_scoped_release release;
@@ -128,10 +149,21 @@ py::array_t<float> Transform(const py::object& x_obj, const std::vector<int64_t>
 
 py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& w_dims, const std::string& auto_pad,
                    const Ints& dilations, int64_t group, const Ints& pads, const Ints& strides, const std::string& isa,
-                   const std::string& tiles, int threads, int channel_vectors, std::optional<bool> read_in_place) {
+                   const std::string& tiles, int threads, int channel_vectors, std::optional<bool> read_in_place,
+                   int64_t l2_bytes) {
   CheckThreads(threads);
+  if (l2_bytes != 0 && (l2_bytes < kMinL2Bytes || l2_bytes > kMaxL2Bytes))
+    throw ConvError("l2_bytes must be 0 (this CPU's) or between " + std::to_string(kMinL2Bytes) + " and " +
+                    std::to_string(kMaxL2Bytes) + ", got " + std::to_string(l2_bytes));
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, std::nullopt, pads, strides);
-  const IsaKernels& kernels = Isa(isa);
+  // A plan is only described here, never run: any known ISA's, as on a CPU that has it.
+  const IsaKernels& kernels = [&]() -> const IsaKernels& {
+    try {
+      return IsaForPlanning(isa);
+    } catch (const std::invalid_argument& e) {
+      throw ConvError(e.what());
+    }
+  }();
   const TilePreference preference = SelectTilePreference(tiles);
   const DirectInput direct =
       !read_in_place.has_value() ? DirectInput::kByRule : *read_in_place ? DirectInput::kOn : DirectInput::kOff;
@@ -140,7 +172,8 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   {
     py::gil_scoped_release release;
     s = ResolveConvShape(attrs, x_dims, w_dims);
-    plan = MakeConvPlan(s, Epilogue{}, kernels, preference, PlanTables::kSizesOnly, threads, channel_vectors, direct);
+    plan = MakeConvPlan(s, Epilogue{}, kernels, preference, PlanTables::kSizesOnly, threads, channel_vectors, direct,
+                        l2_bytes);
   }
   py::dict d;
   d["tile_family"] = TileFamilyName(plan);
@@ -158,6 +191,7 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   d["work_items"] = plan.work_items();
   d["threads"] = plan.threads;
   d["balance"] = plan.Balance();
+  d["l2_bytes"] = PlanL2Bytes(l2_bytes);
   return d;
 }
 
@@ -232,9 +266,9 @@ PYBIND11_MODULE(_kernels, m) {
         arg("auto_pad") = "NOTSET", arg("dilations") = py::none(), arg("group") = 1, arg("kernel_shape") = py::none(),
         arg("pads") = py::none(), arg("strides") = py::none(), arg("activation") = "",
         arg("activation_params") = std::vector<float>{}, arg("isa") = "", arg("threads") = 1, arg("tiles") = "",
-        arg("channel_vectors") = 0,
-        "Y = activation(conv(x, w) + b + z) with ONNX Conv attributes; x is N x C x [H x] W, w is M x C/group x "
-        "[kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do), channel_vectors the "
+        arg("channel_vectors") = 0, arg("layout") = "NCHW",
+        "Y = activation(conv(x, w) + b + z) with ONNX Conv attributes; x is N x C x [H x] W (layout NCHW) or "
+        "N x [H x] W x C (NHWC, with y and z likewise channels-last), w is M x C/group x [kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do), channel_vectors the "
         "vectors of channels of a channel tile (where it fits; 0: the planner's); threads > 1 runs on "
         "std::threads.");
   m.def("im2win_transform", &Transform, arg("x"), arg("kernel_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
@@ -244,8 +278,9 @@ PYBIND11_MODULE(_kernels, m) {
   m.def("workspace_bytes", &Workspace, arg("x_shape"), arg("w_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
         arg("dilations") = py::none(), arg("group") = 1, arg("pads") = py::none(), arg("strides") = py::none(),
         arg("isa") = "", arg("tiles") = "", arg("threads") = 1, arg("channel_vectors") = 0,
-        arg("read_in_place") = py::none(),
-        "The plan of one conv for a pool of `threads`: tile family and shape, rows per block, work items and "
+        arg("read_in_place") = py::none(), arg("l2_bytes") = 0,
+        "The plan of one conv for a pool of `threads` on a core with an L2 of `l2_bytes` (0: this CPU's), for "
+        "any ISA (one this CPU lacks too: the plan is described, not run): tile family and shape, rows per block, work items and "
         "their balance (the share of the pool's time spent working, less the estimated cost of lines of Y that "
         "blocks share), im2win bytes per thread and shared, beside im2col's bytes for the same layer. tiles, channel_vectors and read_in_place (a 1x1 conv "
         "reading X in place; None: the rule) ask for one plan, as measure_plan's candidates report them.");

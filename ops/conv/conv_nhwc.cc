@@ -1,0 +1,212 @@
+#include "conv/conv_nhwc.h"
+
+#include <algorithm>
+
+#include "conv/conv_plan.h"
+#include "conv/epilogue.h"
+#include "conv/workspace.h"
+
+namespace im2win {
+namespace {
+
+// Items per thread a split aims at, where the rows and channel tiles allow it.
+constexpr int64_t kNhwcItemsPerThread = 2;
+
+thread_local std::vector<float> nhwc_panel;
+
+// The padded panel of a block: `rows` input rows from `first_in_row` (rows outside X are zeros),
+// each pad_left zeros, X's row of in_w x C floats, pad_right zeros.
+void BuildNhwcPanel(const NhwcPlan& p, const float* x_image, int64_t first_in_row, int64_t rows, float* panel) {
+  const ConvShape& s = p.shape;
+  const int64_t c = s.in_channels, left = s.pad_left * c, row = s.in_w * c;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = panel + r * p.row_floats;
+    const int64_t in_row = first_in_row + r;
+    if (in_row < 0 || in_row >= s.in_h) {
+      std::fill(dst, dst + p.row_floats, 0.0f);
+      continue;
+    }
+    std::fill(dst, dst + left, 0.0f);
+    std::copy(x_image + in_row * row, x_image + (in_row + 1) * row, dst + left);
+    std::fill(dst + left + row, dst + p.row_floats, 0.0f);
+  }
+}
+
+}  // namespace
+
+std::vector<int64_t> NhwcToNchwDims(const std::vector<int64_t>& d) {
+  if (d.size() < 3) return d;
+  std::vector<int64_t> out{d[0], d.back()};
+  out.insert(out.end(), d.begin() + 1, d.end() - 1);
+  return out;
+}
+
+std::vector<int64_t> NchwToNhwcDims(const std::vector<int64_t>& d) {
+  if (d.size() < 3) return d;
+  std::vector<int64_t> out{d[0]};
+  out.insert(out.end(), d.begin() + 2, d.end());
+  out.push_back(d[1]);
+  return out;
+}
+
+NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa, int threads,
+                      int64_t l2_bytes) {
+  NhwcPlan p;
+  p.shape = s;
+  p.epilogue = epilogue;
+  p.isa = &isa;
+  p.threads = std::clamp(threads, 1, 1024);
+  const int64_t cg = s.channels_per_group(), mg = s.outputs_per_group();
+  p.depthwise = cg == 1 && mg == 1;
+  p.in_place = s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
+  p.panel_cols = p.in_place ? s.in_w : CheckedAdd(CheckedAdd(s.in_w, s.pad_left, "padded W"), s.pad_right, "padded W");
+  p.row_floats = CheckedMul(p.panel_cols, s.in_channels, "a padded row of X");
+  // Taps: per (kh, kw) a run of C/group channels; where the columns' runs lie end to end (one
+  // group, no dilation along W) one run of Kw x C per kernel row.
+  const bool merge = !p.depthwise && s.group == 1 && (s.dilation_w == 1 || s.kernel_w == 1);
+  p.run = p.depthwise ? 1 : merge ? s.kernel_w * cg : cg;
+  for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < (merge ? 1 : s.kernel_w); ++kw)
+      p.taps.push_back(kh * s.dilation_h * p.row_floats + kw * s.dilation_w * s.in_channels);
+  p.tile_channels = isa.nhwc_channels();
+  p.m_tiles = p.depthwise ? 1 : CeilDiv(mg, p.tile_channels);
+  // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).
+  const int64_t budget = PanelBudgetFloats(l2_bytes);
+  const int64_t per_row = std::max<int64_t>(1, s.stride_h * p.row_floats);
+  p.rows_per_block = std::clamp<int64_t>(budget / per_row, 1, std::max<int64_t>(1, s.out_h));
+  // Enough items for the pool: more row blocks first (each reads only its rows), then chunks of
+  // channel tiles.
+  const int64_t images = std::max<int64_t>(1, s.batch) * (p.depthwise ? 1 : s.group);
+  const int64_t wanted = p.threads > 1 ? kNhwcItemsPerThread * p.threads : 1;
+  if (images * CeilDiv(s.out_h, p.rows_per_block) < wanted)
+    p.rows_per_block = std::max<int64_t>(1, s.out_h / std::max<int64_t>(1, CeilDiv(wanted, images)));
+  p.row_blocks = CeilDiv(std::max<int64_t>(1, s.out_h), p.rows_per_block);
+  const int64_t items = images * p.row_blocks;
+  if (items < wanted) p.m_chunks = std::clamp<int64_t>(CeilDiv(wanted, items), 1, p.m_tiles);
+  return p;
+}
+
+int64_t PackedNhwcFloats(const NhwcPlan& p) {
+  const ConvShape& s = p.shape;
+  const int64_t k = s.channels_per_group() * s.kernel_h * s.kernel_w;
+  if (p.depthwise) return s.out_channels * s.kernel_h * s.kernel_w;
+  const int64_t blocks = CeilDiv(s.outputs_per_group(), kChannelBlock) + 1;  // +1: a tile may span one past
+  return CheckedMul(CheckedMul(s.group, blocks, "packed W"), CheckedMul(k, kChannelBlock, "packed W"), "packed W");
+}
+
+void PackWeightsNhwc(const NhwcPlan& p, const float* w, float* packed) {
+  const ConvShape& s = p.shape;
+  const int64_t cg = s.channels_per_group(), mg = s.outputs_per_group(), taps = s.kernel_h * s.kernel_w;
+  if (p.depthwise) {  // [tap][channel]
+    for (int64_t c = 0; c < s.out_channels; ++c)
+      for (int64_t t = 0; t < taps; ++t) packed[t * s.out_channels + c] = w[c * taps + t];
+    return;
+  }
+  std::fill(packed, packed + PackedNhwcFloats(p), 0.0f);
+  const int64_t k = cg * taps, blocks = CeilDiv(mg, kChannelBlock) + 1;
+  for (int64_t g = 0; g < s.group; ++g)
+    for (int64_t m = 0; m < mg; ++m) {
+      float* block = packed + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
+      const float* wm = w + (g * mg + m) * k;  // [c][kh][kw]
+      for (int64_t c = 0; c < cg; ++c)
+        for (int64_t t = 0; t < taps; ++t) block[(t * cg + c) * kChannelBlock] = wm[c * taps + t];
+    }
+}
+
+void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const float* bias, const float* residual,
+                 float* y, const ParallelRunner& parallel) {
+  const ConvShape& s = p.shape;
+  const IsaKernels& isa = *p.isa;
+  const int64_t cg = s.channels_per_group(), mg = s.outputs_per_group();
+  const int64_t x_image = s.in_h * s.in_w * s.in_channels, y_image = s.out_h * s.out_w * s.out_channels;
+  const int64_t k = cg * s.kernel_h * s.kernel_w, blocks = CeilDiv(mg, kChannelBlock) + 1;
+  float lo, hi;
+  const bool activation_after = !ClampBounds(p.epilogue, &lo, &hi);
+  const int64_t col_stride = s.stride_w * s.in_channels;
+  auto body = [&](int64_t item) {
+    const int64_t chunk = item % p.m_chunks;
+    const int64_t block = (item / p.m_chunks) % p.row_blocks;
+    const int64_t g = (item / (p.m_chunks * p.row_blocks)) % s.group;
+    const int64_t n = item / (p.m_chunks * p.row_blocks * s.group);
+    const int64_t r0 = p.BlockFirstRow(block), rows = std::min(p.rows_per_block, s.out_h - r0);
+    if (rows <= 0) return;
+    const int64_t m0 = PartBegin(p.m_tiles, p.m_chunks, chunk) * p.tile_channels;
+    const int64_t m1 = p.depthwise ? mg : std::min(mg, PartBegin(p.m_tiles, p.m_chunks, chunk + 1) * p.tile_channels);
+    if (m0 >= m1) return;
+    const float* x_n = x + n * x_image;
+    // Input row r (of the block's panel, or of X) for output row r0 + r's window origin.
+    const float* rows_base;
+    if (p.in_place) {
+      rows_base = x_n + r0 * s.stride_h * p.row_floats;
+    } else {
+      float* panel = AlignedFloats(nhwc_panel, p.workspace_floats());
+      BuildNhwcPanel(p, x_n, r0 * s.stride_h - s.pad_top, p.PanelRows(rows), panel);
+      rows_base = panel;
+    }
+    float* y_n = y + n * y_image;
+    const float* z_n = residual != nullptr ? residual + n * y_image : nullptr;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* x_row = rows_base + r * s.stride_h * p.row_floats + g * cg;
+      const int64_t y_row = (r0 + r) * s.out_w * s.out_channels + g * mg;
+      if (p.depthwise) {
+        DepthwiseNhwcArgs a;
+        a.x = x_row;
+        a.col_stride = col_stride;
+        a.taps = p.taps.data();
+        a.tap_count = static_cast<int64_t>(p.taps.size());
+        a.w = packed_w + g;
+        a.w_stride = s.out_channels;
+        a.channels = s.group;  // depthwise items take every channel (group = C = M)
+        a.y = y_n + y_row;
+        a.y_col_stride = s.out_channels;
+        a.cols = s.out_w;
+        a.bias = bias;
+        a.residual = z_n != nullptr ? z_n + y_row : nullptr;
+        a.lo = lo;
+        a.hi = hi;
+        isa.depthwise_nhwc(a);
+        continue;
+      }
+      for (int64_t m = m0; m < m1; m += p.tile_channels) {
+        NhwcTileArgs a;
+        a.col_stride = col_stride;
+        a.taps = p.taps.data();
+        a.tap_count = static_cast<int64_t>(p.taps.size());
+        a.run = p.run;
+        a.w = packed_w + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
+        a.block_stride = k * kChannelBlock;
+        a.y_col_stride = s.out_channels;
+        a.channels = std::min(p.tile_channels, m1 - m);
+        a.bias = bias != nullptr ? bias + g * mg + m : nullptr;
+        a.lo = lo;
+        a.hi = hi;
+        for (int64_t j = 0; j < s.out_w; j += isa.nhwc_columns) {
+          const int64_t cols = std::min<int64_t>(isa.nhwc_columns, s.out_w - j);
+          a.x = x_row + j * col_stride;
+          a.y = y_n + y_row + j * s.out_channels + m;
+          a.residual = z_n != nullptr ? z_n + y_row + j * s.out_channels + m : nullptr;
+          a.cols = cols;
+          isa.nhwc_tile[cols](a);
+        }
+      }
+    }
+    if (activation_after) {
+      const int64_t c0 = p.depthwise ? 0 : g * mg + m0, count = p.depthwise ? s.out_channels : m1 - m0;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < s.out_w; ++j) {
+          float* out = y_n + ((r0 + r) * s.out_w + j) * s.out_channels + c0;
+          ApplyEpilogue(out, 0.0f, nullptr, out, count, p.epilogue);
+        }
+    }
+    ReleaseIfLarge(nhwc_panel, kKeptWorkspaceFloats);
+  };
+  // Depthwise items take all channels of a block of rows: one "group" per item, not one per channel.
+  if (p.depthwise) {
+    const int64_t items = std::max<int64_t>(1, s.batch) * p.row_blocks;
+    parallel(s.batch == 0 ? 0 : items, [&](int64_t item) { body((item / p.row_blocks) * s.group * p.row_blocks + item % p.row_blocks); });
+  } else {
+    parallel(p.work_items(), body);
+  }
+}
+
+}  // namespace im2win

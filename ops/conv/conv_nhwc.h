@@ -1,0 +1,55 @@
+// The channels-last (NHWC) convolution: X is N x H x W x C, Y (and Z) N x Ho x Wo x M, W as ONNX
+// gives it (M x C/group x Kh x Kw), packed once into blocks of output channels. Each work item takes
+// a block of output rows of one image and a chunk of output-channel tiles; rows that need padding
+// are copied once into a padded panel (the im2win row copy), others are read where they lie.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "conv/conv_driver.h"
+#include "conv/conv_params.h"
+#include "kernels/microkernel.h"
+
+namespace im2win {
+
+struct NhwcPlan {
+  ConvShape shape;
+  Epilogue epilogue;
+  const IsaKernels* isa = nullptr;
+  bool depthwise = false;   // C/group = M/group = 1: channels in the lanes, no packing into blocks
+  bool in_place = false;    // no padding: rows read from X, no panel
+  int64_t panel_cols = 0;   // columns of a panel row (the padded width), or in_w in place
+  int64_t row_floats = 0;   // floats between input rows in the panel (or X)
+  int64_t rows_per_block = 1, row_blocks = 1;
+  int64_t tile_channels = 0, m_tiles = 0, m_chunks = 1;  // tiles of output channels per group
+  int64_t run = 0;                                      // floats each tap reduces over
+  std::vector<int64_t> taps;                            // per tap: offset from the window origin
+  int threads = 1;
+  int64_t BlockFirstRow(int64_t block) const { return block * rows_per_block; }
+  // Input rows a block of `rows` output rows reads (its panel's rows).
+  int64_t PanelRows(int64_t rows) const {
+    return (rows - 1) * shape.stride_h + (shape.kernel_h - 1) * shape.dilation_h + 1;
+  }
+  int64_t work_items() const { return shape.batch * shape.group * row_blocks * m_chunks; }
+  int64_t workspace_floats() const { return in_place ? 0 : PanelRows(rows_per_block) * row_floats; }
+};
+
+// l2_bytes as MakeConvPlan takes it (0: this CPU's).
+NhwcPlan MakeNhwcPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa, int threads = 1,
+                      int64_t l2_bytes = 0);
+
+// Floats W takes packed for the plan (whole blocks of output channels per group, zero-filled).
+int64_t PackedNhwcFloats(const NhwcPlan& plan);
+// W (M x C/group x Kh x Kw) into the plan's order: depthwise [tap][channel]; else per group and
+// block of kChannelBlock output channels, [kh][kw][c][kChannelBlock].
+void PackWeightsNhwc(const NhwcPlan& plan, const float* w, float* packed);
+
+void RunConvNhwc(const NhwcPlan& plan, const float* x, const float* packed_w, const float* bias,
+                 const float* residual, float* y, const ParallelRunner& parallel);
+
+// X's dims in NHWC order (N, [H,] W, C) as ONNX's NCHW order, and Y's NCHW dims as NHWC.
+std::vector<int64_t> NhwcToNchwDims(const std::vector<int64_t>& dims);
+std::vector<int64_t> NchwToNhwcDims(const std::vector<int64_t>& dims);
+
+}  // namespace im2win

@@ -1,0 +1,55 @@
+// The channels-last (NHWC) micro-kernel contract. In NHWC the window of an output position is, per
+// tap, one consecutive run of input channels (per kernel row, when the columns' taps are adjacent,
+// one run of Kw x C), so a tile is GEMM-shaped: broadcast one input, load packed weights for a
+// block of output channels, and the sums are already in Y's order (no transpose to store).
+#pragma once
+
+#include <cstdint>
+
+namespace im2win {
+
+// Most vectors of output channels and most output columns of an NHWC tile of any ISA.
+constexpr int kMaxNhwcVectors = 4;
+constexpr int kMaxNhwcColumns = 16;
+
+// MV vectors of output channels x up to RB consecutive outputs of one output row.
+struct NhwcTileArgs {
+  const float* x;          // input at the tile's first output's window origin
+  int64_t col_stride;      // floats between consecutive outputs' windows (stride_w x C)
+  const int64_t* taps;     // per tap: the offset of its run, from x
+  int64_t tap_count;
+  int64_t run;             // consecutive floats each tap reduces over
+  const float* w;          // packed [tap][run][kChannelBlock] at the tile's first channel
+  int64_t block_stride;    // floats between consecutive blocks of kChannelBlock output channels
+  // Stored as y = min(max(acc + bias + z, lo), hi) for the first `cols` outputs and `channels`
+  // channels of the tile.
+  float* y;                // Y at the tile's first output, first channel
+  int64_t y_col_stride;    // floats between consecutive outputs in Y and Z (the output channels)
+  int64_t cols, channels;
+  const float* bias;       // per channel of the tile, or null
+  const float* residual;   // Z at the same place as y, or null
+  float lo, hi;
+};
+
+using NhwcTileFn = void (*)(const NhwcTileArgs&);
+
+// Depthwise in NHWC: the channels in the lanes, `cols` consecutive outputs of one row, all taps.
+struct DepthwiseNhwcArgs {
+  const float* x;          // input at the first output's window origin, first channel
+  int64_t col_stride;      // floats between consecutive outputs' windows (stride_w x C)
+  const int64_t* taps;     // per tap (kh, kw): offset from x
+  int64_t tap_count;
+  const float* w;          // weights [tap][channels], channel-contiguous
+  int64_t w_stride;        // floats between taps in w (the layer's C)
+  int64_t channels;        // channels to compute from x's first
+  float* y;                // Y at the first output, first channel
+  int64_t y_col_stride;    // floats between consecutive outputs in Y and Z
+  int64_t cols;
+  const float* bias;       // per channel, or null
+  const float* residual;   // Z at the same place as y, or null
+  float lo, hi;
+};
+
+using DepthwiseNhwcFn = void (*)(const DepthwiseNhwcArgs&);
+
+}  // namespace im2win

@@ -1,0 +1,103 @@
+"""The channels-last (NHWC) convolution: X, Z and Y with the channels last, W as ONNX gives it. Every
+attribute, the fused epilogue, every ISA path and pool size, against the NCHW reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import ACTIVATIONS, ISAS, reference_conv
+from im2win_ort import _kernels
+
+
+def to_nhwc(a):
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def to_nchw(a):
+    return np.ascontiguousarray(np.moveaxis(a, -1, 1))
+
+
+def _check(x, w, b=None, z=None, isa="", threads=1, **attrs):
+    want = reference_conv(x, w, b, z, **attrs)
+    y = _kernels.conv(to_nhwc(x), w, b, None if z is None else to_nhwc(z), isa=isa, threads=threads, layout="NHWC",
+                      **attrs)
+    assert y.shape == to_nhwc(want).shape
+    np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
+                               err_msg=f"{x.shape} {w.shape} {attrs} {isa} {threads} threads")
+
+
+CASES = [  # x shape, w shape, attributes: ResNet's, MobileNetV2's and VGG's layer kinds, and edges
+    ([1, 64, 14, 14], [256, 64, 1, 1], {}),  # 1x1, read in place
+    ([1, 64, 12, 13], [64, 64, 3, 3], dict(pads=[1, 1, 1, 1])),  # 3x3 through a padded panel
+    ([2, 32, 15, 15], [48, 32, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    ([1, 96, 10, 10], [96, 1, 3, 3], dict(pads=[1, 1, 1, 1], group=96)),  # depthwise
+    ([1, 20, 11, 9], [20, 1, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2], group=20)),  # depthwise, odd C
+    ([1, 16, 9, 9], [40, 4, 3, 3], dict(pads=[1, 1, 1, 1], group=4)),  # grouped, M/group not a block
+    ([1, 8, 16, 16], [24, 1, 3, 3], dict(pads=[1, 1, 1, 1], group=8)),  # channel multiplier 3
+    ([1, 3, 23, 23], [8, 3, 7, 7], dict(pads=[3, 3, 3, 3], strides=[2, 2])),  # a stem
+    ([1, 12, 13, 17], [20, 12, 3, 3], dict(pads=[2, 0, 1, 3], dilations=[2, 2])),  # dilated, uneven pads
+    ([1, 12, 13, 17], [20, 12, 3, 2], dict(dilations=[1, 3], strides=[1, 2])),  # no padding: in place
+    ([1, 5, 8, 8], [3, 5, 1, 1], dict(auto_pad="SAME_UPPER", strides=[3, 3])),
+    ([2, 16, 40], [24, 16, 5], dict(pads=[2, 2])),  # 1-D: N x W x C
+    ([1, 0, 5, 5], [4, 0, 3, 3], dict(pads=[1, 1, 1, 1])),  # no input channels: Y = B + Z
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_nhwc_matches_the_reference(case, isa):
+    x_shape, w_shape, attrs = CASES[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / np.sqrt(max(1, np.prod(w_shape[1:])))).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    z = rng.standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+    for threads in (1, 3, 16):
+        _check(x, w, b, z, isa=isa, threads=threads, activation="Relu", **attrs)
+    _check(x, w, isa=isa, **attrs)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_nhwc_epilogue(activation, isa):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 24, 9, 9)).astype(np.float32)
+    w = (rng.standard_normal((40, 24, 3, 3)) / 12).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    z = rng.standard_normal((1, 40, 9, 9)).astype(np.float32)
+    params = {"Clip": [-0.5, 0.7], "LeakyRelu": [0.2], "HardSigmoid": [0.3, 0.4]}.get(activation, [])
+    _check(x, w, b, z, isa=isa, threads=2, pads=[1, 1, 1, 1], activation=activation, activation_params=params)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_nhwc_random_shapes(data):
+    group = data.draw(st.sampled_from([1, 1, 2, 3]))
+    cg, mg = data.draw(st.integers(1, 12)), data.draw(st.integers(1, 40))
+    depthwise = data.draw(st.booleans())
+    if depthwise:
+        group, cg, mg = data.draw(st.integers(1, 40)), 1, 1
+    kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    sh, sw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    dh, dw = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+    pads = [data.draw(st.integers(0, k - 1)) for k in (kh, kw, kh, kw)]
+    h = data.draw(st.integers((kh - 1) * dh + 1, 20))
+    w_ = data.draw(st.integers((kw - 1) * dw + 1, 20))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    x = rng.standard_normal((data.draw(st.integers(1, 2)), group * cg, h, w_)).astype(np.float32)
+    w = rng.standard_normal((group * mg, cg, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(group * mg).astype(np.float32)
+    attrs = dict(pads=pads, strides=[sh, sw], dilations=[dh, dw], group=group)
+    _check(x, w, b, isa=data.draw(st.sampled_from(ISAS)), threads=data.draw(st.sampled_from([1, 2, 5])), **attrs)
+
+
+def test_nhwc_layout_errors():
+    x = np.ones((1, 5, 5, 4), np.float32)
+    w = np.ones((6, 4, 3, 3), np.float32)
+    with pytest.raises(_kernels.ConvError, match="attribute 'layout' must be"):
+        _kernels.conv(x, w, layout="NCWH")
+    with pytest.raises(_kernels.ConvError):  # C (last) must match W's
+        _kernels.conv(np.ones((1, 4, 5, 5), np.float32), w, layout="NHWC")
