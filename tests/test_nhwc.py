@@ -101,3 +101,65 @@ def test_nhwc_layout_errors():
         _kernels.conv(x, w, layout="NCWH")
     with pytest.raises(_kernels.ConvError):  # C (last) must match W's
         _kernels.conv(np.ones((1, 4, 5, 5), np.float32), w, layout="NHWC")
+
+
+def _nhwc_model(x_shape_nhwc, w, b=None, with_z=False, node_name="c", **attrs):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from helpers import DOMAIN, ONNX_OPSET
+    from im2win_ort._ir_version import make_model
+
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_shape_nhwc))]
+    inits = [numpy_helper.from_array(w, "W")]
+    names = ["X", "W"]
+    if b is not None:
+        inits.append(numpy_helper.from_array(b, "B"))
+        names.append("B")
+    if with_z:
+        names += [""] * (3 - len(names)) + ["Z"]
+        inputs.append(helper.make_tensor_value_info("Z", TensorProto.FLOAT, None))
+    node = helper.make_node("Conv", names, ["Y"], name=node_name, domain=DOMAIN, layout="NHWC", **attrs)
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              inits)
+    return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid(DOMAIN, 1)])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_nhwc_op_in_an_ort_session(isa, monkeypatch):
+    """com.im2win::Conv with layout="NHWC": ORT's shape inference gives Y channels-last (a symbolic
+    batch kept), and sessions of any pool answer as the reference, W constant or fed."""
+    import onnx
+
+    from helpers import make_session
+
+    monkeypatch.setenv("IM2WIN_ISA", isa)
+    rng = np.random.default_rng(5)
+    for x_shape, w_shape, attrs in CASES[:8]:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = (rng.standard_normal(w_shape) / np.sqrt(max(1, np.prod(w_shape[1:])))).astype(np.float32)
+        b = rng.standard_normal(w_shape[0]).astype(np.float32)
+        z = rng.standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+        want = reference_conv(x, w, b, z, activation="Relu", **attrs)
+        model = _nhwc_model(["N", *to_nhwc(x).shape[1:]], w, b, with_z=True, activation="Relu", **attrs)
+        inferred = onnx.shape_inference.infer_shapes(model)  # (ONNX knows nothing of the op: ORT's own is checked)
+        assert inferred is not None
+        for threads in (1, 4):
+            (y,) = make_session(model, threads=threads).run(None, {"X": to_nhwc(x), "Z": to_nhwc(z)})
+            np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def test_nhwc_op_errors_name_the_node():
+    from helpers import make_session
+
+    w = np.ones((6, 4, 3, 3), np.float32)
+    with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*layout NHWC takes W as ONNX gives it"):
+        make_session(_nhwc_model([1, 5, 5, 4], w, weight_layout="im2win.channels16"))
+    with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*attribute 'layout' must be"):
+        model = _nhwc_model([1, 5, 5, 4], w)
+        model.graph.node[0].attribute[-1].s = b"NCWH"
+        make_session(model)
+    x = np.ones((1, 5, 5, 4), np.float32)
+    (y,) = make_session(_nhwc_model([1, 5, 5, 4], w, pads=[1, 1, 1, 1])).run(None, {"X": x})
+    assert y.shape == (1, 5, 5, 6)
+    with pytest.raises(Exception, match="com.im2win::Conv node 'c'"):  # NCHW fed where NHWC is declared
+        make_session(_nhwc_model(["N", "H", "W", "C"], w)).run(None, {"X": np.ones((1, 4, 5, 5), np.float32)})

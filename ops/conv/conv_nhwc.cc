@@ -145,7 +145,11 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     }
     float* y_n = y + n * y_image;
     const float* z_n = residual != nullptr ? residual + n * y_image : nullptr;
-    for (int64_t r = 0; r < rows; ++r) {
+    // Where a block's outputs are one run in X and Y (1x1, stride 1, read in place) its rows are
+    // one flat row: tiles cross row ends, and only the block's last tile may be narrow.
+    const bool flat = p.in_place && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1;
+    const int64_t width = flat ? rows * s.out_w : s.out_w;
+    for (int64_t r = 0; r < (flat ? 1 : rows); ++r) {
       const float* x_row = rows_base + r * s.stride_h * p.row_floats + g * cg;
       const int64_t y_row = (r0 + r) * s.out_w * s.out_channels + g * mg;
       if (p.depthwise) {
@@ -159,7 +163,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
         a.channels = s.group;  // depthwise items take every channel (group = C = M)
         a.y = y_n + y_row;
         a.y_col_stride = s.out_channels;
-        a.cols = s.out_w;
+        a.cols = width;
         a.bias = bias;
         a.residual = z_n != nullptr ? z_n + y_row : nullptr;
         a.lo = lo;
@@ -180,8 +184,11 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
         a.bias = bias != nullptr ? bias + g * mg + m : nullptr;
         a.lo = lo;
         a.hi = hi;
-        for (int64_t j = 0; j < s.out_w; j += isa.nhwc_columns) {
-          const int64_t cols = std::min<int64_t>(isa.nhwc_columns, s.out_w - j);
+        // The row in the fewest tiles, as even as PartSize cuts them (7 on AVX2: 4 + 3, not 6 + 1):
+        // a narrow tile has too few accumulators to keep the FMAs busy.
+        const int64_t tiles = CeilDiv(width, isa.nhwc_columns);
+        for (int64_t t = 0; t < tiles; ++t) {
+          const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
           a.x = x_row + j * col_stride;
           a.y = y_n + y_row + j * s.out_channels + m;
           a.residual = z_n != nullptr ? z_n + y_row + j * s.out_channels + m : nullptr;

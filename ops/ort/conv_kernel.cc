@@ -207,6 +207,9 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   ValidateAttributes(attrs_);
   epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetList<float>(api, info, "activation_params"));
   w_prepacked_ = ParseWeightLayout(GetString(api, info, "weight_layout", "OIHW"), &w_family_);
+  nhwc_ = ParseLayout(GetString(api, info, "layout", "NCHW")) == Layout::kNhwc;
+  if (nhwc_ && w_prepacked_)
+    throw ConvError("layout NHWC takes W as ONNX gives it (weight_layout OIHW): the packed layouts are NCHW tiles");
   isa_ = &SelectIsa();
 
   // IM2WIN_TILES pins the tile family for the process; else the session's im2win.plan decides,
@@ -233,7 +236,8 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
     // With X's channels and spatial size known (the batch may be symbolic), the shapes are checked
     // now and the weights packed for the tile family the runs will use.
     std::vector<int64_t> x_dims = StaticInputDims(api, info, 0);
-    if (!w_prepacked_ && x_dims.size() == wv.dims.size() && x_dims[1] > 0 && x_dims[2] > 0 && x_dims.back() > 0) {
+    if (nhwc_) x_dims = NhwcToNchwDims(x_dims);
+    if (!nhwc_ && !w_prepacked_ && x_dims.size() == wv.dims.size() && x_dims[1] > 0 && x_dims[2] > 0 && x_dims.back() > 0) {
       x_dims[0] = 1;
       const ConvShape shape = ResolveConvShape(attrs_, x_dims, wv.dims);
       PackedConstantWeights(ChooseTileFamily(*isa_, shape, tile_preference_), wv.data);
@@ -408,7 +412,7 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   if (x_value == nullptr || w_value == nullptr) throw ConvError("inputs X and W are required");
   const TensorView x = View(api_, x_value, "X");
   const TensorView w = View(api_, w_value, "W");
-  const ConvShape shape = ResolveConvShape(attrs_, x.dims, w.dims);
+  const ConvShape shape = ResolveConvShape(attrs_, nhwc_ ? NhwcToNchwDims(x.dims) : x.dims, w.dims);
 
   const float* bias = nullptr;
   if (const OrtValue* b_value = input(2)) {
@@ -417,7 +421,7 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
       throw ConvError("B must have shape [" + std::to_string(shape.out_channels) + "], got " + DimsToString(b.dims));
     bias = b.data;
   }
-  const std::vector<int64_t> y_dims = shape.output_dims();
+  const std::vector<int64_t> y_dims = nhwc_ ? NchwToNhwcDims(shape.output_dims()) : shape.output_dims();
   const float* residual = nullptr;
   if (const OrtValue* z_value = input(3)) {
     const TensorView z = View(api_, z_value, "Z");
@@ -435,11 +439,47 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   Check(api_, api_.GetTensorMutableData(y_value, &y_data));
 
   float* y = static_cast<float*>(y_data);
+  if (nhwc_) {
+    ComputeNhwc(context, x.data, x.dims, w.data, w.dims, bias, residual, y, shape);
+    return;
+  }
   bool y_done = false;
   const std::shared_ptr<const ConvPlan> plan = PlanFor(shape, x.data, w.data, w.dims, bias, residual, y, context, &y_done);
   if (y_done) return;
   const RunWeights weights = WeightsFor(plan->family, w.data, w.dims, shape);
   RunConv(*plan, x.data, weights.data, bias, residual, y, OrtRunner(api_, context));
+}
+
+void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const std::vector<int64_t>& x_dims,
+                                const float* w, const std::vector<int64_t>& w_dims, const float* bias,
+                                const float* residual, float* y, const ConvShape& shape) const {
+  (void)x_dims;
+  std::shared_ptr<const NhwcPlan> plan;
+  {
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    if (nhwc_plan_ != nullptr && nhwc_plan_->shape == shape) plan = nhwc_plan_;
+  }
+  if (plan == nullptr) {
+    plan = std::make_shared<const NhwcPlan>(MakeNhwcPlan(shape, epilogue_, *isa_, threads_));
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    nhwc_plan_ = plan;
+  }
+  // The packing depends on W's shape and the group only: constant weights are packed once.
+  Packing packed;
+  if (weights_constant_ && w_dims == w_dims_) {
+    std::lock_guard<std::mutex> lock(pack_mutex_);
+    if (packed_nhwc_ == nullptr) {
+      auto fresh = std::make_shared<std::vector<float>>(PackedNhwcFloats(*plan));
+      PackWeightsNhwc(*plan, w, fresh->data());
+      packed_nhwc_ = std::move(fresh);
+    }
+    packed = packed_nhwc_;
+  } else {
+    auto fresh = std::make_shared<std::vector<float>>(PackedNhwcFloats(*plan));
+    PackWeightsNhwc(*plan, w, fresh->data());
+    packed = std::move(fresh);
+  }
+  RunConvNhwc(*plan, x, packed->data(), bias, residual, y, OrtRunner(api_, context));
 }
 
 }  // namespace im2win

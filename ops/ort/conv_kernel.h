@@ -11,6 +11,7 @@
 
 #include "conv/conv_params.h"
 #include "conv/conv_driver.h"
+#include "conv/conv_nhwc.h"
 #include "conv/conv_plan.h"
 #include "conv/plan_cache.h"
 #include "conv/plan_measure.h"
@@ -75,6 +76,7 @@ class OrtConvKernel {
   bool w_prepacked_ = false;  // W arrives packed (weight_layout): used in place, no copy of ours
   TileFamily w_family_ = TileFamily::kPositions;
   bool weights_constant_ = false;
+  bool nhwc_ = false;  // layout="NHWC": X, Z and Y channels-last (conv_nhwc.h)
   std::vector<int64_t> w_dims_;  // of the constant W
   mutable std::mutex pack_mutex_;
   mutable Packing packed_[2];  // by TileFamily
@@ -83,6 +85,13 @@ class OrtConvKernel {
   mutable std::mutex plan_mutex_;
   mutable PlanCache plans_;
   mutable std::mutex measure_mutex_;  // one timing at a time: concurrent first runs wait for it
+  // Channels-last: the last shape's plan (cheap to make: no timing, no tables) and the constant
+  // weights packed for it once.
+  void ComputeNhwc(OrtKernelContext* context, const float* x, const std::vector<int64_t>& x_dims, const float* w,
+                   const std::vector<int64_t>& w_dims, const float* bias, const float* residual, float* y,
+                   const ConvShape& shape) const;
+  mutable std::shared_ptr<const NhwcPlan> nhwc_plan_;
+  mutable Packing packed_nhwc_;
 };
 
 // The node's name as ORT knows it ("" when it has none).

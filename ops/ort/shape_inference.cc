@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "conv/conv_nhwc.h"
 #include "conv/conv_params.h"
 
 namespace im2win {
@@ -97,6 +98,21 @@ OrtStatusPtr InferConvOutputShape(const OrtApi& api, OrtShapeInferContext* conte
   Dims x, w;
   if (!ReadInputDims(api, context, 0, &x) || !ReadInputDims(api, context, 1, &w)) return nullptr;
   if (x.values.size() < 3 || x.values.size() > 4 || w.values.size() != x.values.size()) return nullptr;
+  // Channels-last: X's dims read in ONNX's order (names too), Y's written back channels-last.
+  bool nhwc = false;
+  try {
+    std::vector<char> layout;
+    if (ReadAttribute(api, context, "layout", ORT_OP_ATTR_STRING, &layout))
+      nhwc = ParseLayout(std::string(layout.begin(), layout.end())) == Layout::kNhwc;
+  } catch (const ConvError&) {
+    return nullptr;  // the kernel reports it, naming the node
+  }
+  if (nhwc) {
+    x.values = NhwcToNchwDims(x.values);
+    std::vector<std::string> names{x.names[0], x.names.back()};
+    names.insert(names.end(), x.names.begin() + 1, x.names.end() - 1);
+    x.names = names;
+  }
   // ORT takes each dimension as a value or a name: with a size unknown (W's, or X's spatial) the
   // whole shape stays unknown, as it would be without this function.
   if (x.values[0] < 0 && x.names[0].empty()) return nullptr;
@@ -121,6 +137,7 @@ OrtStatusPtr InferConvOutputShape(const OrtApi& api, OrtShapeInferContext* conte
   y.values[0] = x.values[0];
   y.names.assign(out.size(), "");
   y.names[0] = x.names[0];
+  if (nhwc) y.values = NchwToNhwcDims(y.values);
   return SetOutput(api, context, y);
 }
 

@@ -1,0 +1,192 @@
+"""Channels-last regions: connected com.im2win::Conv nodes of a rewritten model switched to
+layout="NHWC", with a Transpose only where a value enters or leaves a region.
+
+A region is a set of 2-D com.im2win::Conv nodes joined by the values one writes and another reads
+(as X or as the residual Z). Every value read from outside a region is transposed to NHWC once;
+every value a region writes that something outside reads (another node, a graph output) is
+transposed back under its own name, so the rest of the graph, and every graph output, keeps its
+NCHW shape and meaning. Regions of fewer than `min_convs` convs stay NCHW (two transposes would
+cost more than the layout gains for one conv). W is stored as ONNX gives it in an NHWC node
+(packed layouts are NCHW tiles): a packed initializer is unpacked, in place when only that node
+reads it. Nothing written depends on the CPU: the kernels choose their tiles when they run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import helper, numpy_helper
+
+from .._library import DOMAIN
+from .weight_layout import OIHW, unpack
+
+TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+@dataclass
+class LayoutReport:
+    regions: list[list[str]] = field(default_factory=list)  # node names of each region made NHWC
+    transposes: int = 0
+    kept_nchw: list[tuple[str, str]] = field(default_factory=list)  # (node, why)
+
+    def summary(self) -> str:
+        convs = sum(len(r) for r in self.regions)
+        return (f"channels-last: {len(self.regions)} region(s), {convs} conv(s), {self.transposes} transpose(s); "
+                f"{len(self.kept_nchw)} conv(s) kept NCHW")
+
+
+def _attr(node, name, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+def _candidate(node, initializers) -> str | None:
+    """Why `node` cannot run channels-last, or None when it can."""
+    if node.domain != DOMAIN or node.op_type != "Conv":
+        return "not com.im2win::Conv"
+    if _text(_attr(node, "layout", b"NCHW")) != "NCHW":
+        return "already channels-last"
+    w = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    if w is None or len(w.dims) != 4:
+        return "W is not a 4-D initializer (2-D convs only)"
+    return None
+
+
+def to_channels_last(model: onnx.ModelProto, min_convs: int = 2) -> LayoutReport:
+    """Switches the regions of `model`'s main graph to NHWC, in place; returns what was done."""
+    graph = model.graph
+    report = LayoutReport()
+    initializers = {t.name: t for t in graph.initializer}
+    readers: dict[str, list[tuple[int, int]]] = {}
+    for i, node in enumerate(graph.node):
+        for slot, name in enumerate(node.input):
+            if name:
+                readers.setdefault(name, []).append((i, slot))
+    for node in graph.node:  # subgraphs read outer values by name: count them as outside readers
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                for n in sub.node:
+                    for name in n.input:
+                        readers.setdefault(name, []).append((-1, -1))
+    candidates = {}
+    for i, node in enumerate(graph.node):
+        why = _candidate(node, initializers)
+        if why is None:
+            candidates[i] = node
+        elif node.domain == DOMAIN and node.op_type == "Conv":
+            report.kept_nchw.append((node.name, why))
+    # Union-find over candidates joined by a value one writes and another reads as X or Z.
+    parent = {i: i for i in candidates}
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    producer = {out: i for i, node in candidates.items() for out in node.output[:1]}
+    for i, node in candidates.items():
+        for slot in (0, 3):
+            if slot < len(node.input) and node.input[slot] in producer:
+                a, b = find(i), find(producer[node.input[slot]])
+                if a != b:
+                    parent[a] = b
+    regions: dict[int, list[int]] = {}
+    for i in candidates:
+        regions.setdefault(find(i), []).append(i)
+    graph_outputs = {o.name for o in graph.output}
+    converted: set[int] = set()
+    for members in regions.values():
+        if len(members) < min_convs:
+            for i in members:
+                report.kept_nchw.append((graph.node[i].name, f"a region of {len(members)} conv(s)"))
+            continue
+        converted.update(members)
+        report.regions.append([graph.node[i].name for i in sorted(members)])
+    if not converted:
+        return report
+
+    new_nodes: dict[int, list[onnx.NodeProto]] = {}  # inserted before node i (or after, for exits)
+    after: dict[int, list[onnx.NodeProto]] = {}
+    entered: dict[str, str] = {}
+    used_names = {n for node in graph.node for n in list(node.input) + list(node.output)}
+    used_names |= {v.name for v in list(graph.input) + list(graph.output)} | set(initializers)
+
+    def fresh(base: str) -> str:
+        name, k = base, 1
+        while name in used_names:
+            name, k = f"{base}_{k}", k + 1
+        used_names.add(name)
+        return name
+
+    inside_outputs = {graph.node[i].output[0]: i for i in converted}
+    first_reader = {}
+    for i in sorted(converted):
+        node = graph.node[i]
+        for slot in (0, 3):
+            if slot >= len(node.input) or not node.input[slot]:
+                continue
+            value = node.input[slot]
+            if value in inside_outputs:
+                continue
+            if value not in entered:  # enters the region: transposed once, before its first reader
+                entered[value] = fresh(f"{value}_nhwc")
+                first_reader[value] = i
+                new_nodes.setdefault(i, []).append(helper.make_node(
+                    "Transpose", [value], [entered[value]], name=fresh(f"{value}_to_nhwc"), perm=TO_NHWC))
+                report.transposes += 1
+            node.input[slot] = entered[value]
+    for value, i in inside_outputs.items():
+        node = graph.node[i]
+        outside = [r for r in readers.get(value, []) if r[0] not in converted or r[1] not in (0, 3)]
+        nhwc_name = fresh(f"{value}_nhwc")
+        node.output[0] = nhwc_name
+        for reader, slot in readers.get(value, []):
+            if reader in converted and slot in (0, 3):
+                graph.node[reader].input[slot] = nhwc_name
+        if outside or value in graph_outputs:  # leaves the region under its own name, NCHW again
+            after.setdefault(i, []).append(helper.make_node(
+                "Transpose", [nhwc_name], [value], name=fresh(f"{value}_to_nchw"), perm=TO_NCHW))
+            report.transposes += 1
+        node.attribute.append(helper.make_attribute("layout", "NHWC"))
+        _store_plain_weights(graph, node, initializers, readers)
+    # The region's values changed shape: their recorded shapes no longer hold.
+    stale = set(inside_outputs)
+    kept_info = [v for v in graph.value_info if v.name not in stale]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+    ordered = []
+    for i, node in enumerate(graph.node):
+        ordered.extend(new_nodes.get(i, []))
+        ordered.append(node)
+        ordered.extend(after.get(i, []))
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return report
+
+
+def _store_plain_weights(graph, node, initializers, readers) -> None:
+    """W as ONNX gives it (OIHW) for an NHWC node; a packed one unpacked."""
+    layout = _text(_attr(node, "layout_w_unused", b"")) or _text(_attr(node, "weight_layout", OIHW.encode()))
+    if layout == OIHW:
+        return
+    w_name = node.input[1]
+    group = int(_attr(node, "group", 1))
+    plain = unpack(numpy_helper.to_array(initializers[w_name]), layout, group)
+    if len(readers.get(w_name, [])) == 1:
+        initializers[w_name].CopyFrom(numpy_helper.from_array(plain, w_name))
+    else:  # shared with another node that still reads it packed: a plain copy of its own
+        name = f"{w_name}_oihw"
+        graph.initializer.append(numpy_helper.from_array(plain, name))
+        initializers[name] = graph.initializer[-1]
+        node.input[1] = name
+    kept = [a for a in node.attribute if a.name != "weight_layout"]
+    del node.attribute[:]
+    node.attribute.extend(kept)
