@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="how each packed weight's tile family is chosen: measure (default) times the layer's "
                          "families on this CPU, as a session does; heuristic takes the planner's rules (the same "
                          "output on every run)")
+    rw.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw",
+                    help="nhwc: run regions of connected convs channels-last, transposing at their borders only "
+                         "(default nchw: ONNX's layout, the faster on the CPUs measured)")
     rw.add_argument("--report", action="store_true", help="print what was replaced, fused, folded and left to ORT")
     rw.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
                     help="write tensors to MODEL.data next to the output (auto: when the input had external "
@@ -115,7 +118,7 @@ def _rewrite_command(args) -> int:
         original = load_model(source)
         rewritten, report = rewrite_with_report(original, skip_pointwise=args.skip_pointwise,
                                                 skip_depthwise=args.skip_depthwise, prepack=not args.no_prepack,
-                                                plan=args.plan)
+                                                plan=args.plan, layout=args.layout)
         if args.report:
             print(report.summary())
         if args.validate:

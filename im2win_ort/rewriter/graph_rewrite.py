@@ -42,6 +42,7 @@ class RewriteReport:
     fused: list[str] = field(default_factory=list)  # what was fused into which node
     folded: list[str] = field(default_factory=list)  # constant subgraphs folded to initializers
     left: list[tuple[str, str]] = field(default_factory=list)  # (node, why it stays on ORT)
+    channels_last: str = ""  # what layout="nhwc" did (layout_regions.LayoutReport.summary)
 
     def to_dict(self) -> dict:
         return {"replaced": self.replaced, "fused": self.fused, "folded": self.folded,
@@ -53,6 +54,8 @@ class RewriteReport:
                  f"folded {len(self.folded)} constant value(s): " + (", ".join(self.folded) if self.folded else "-")]
         lines.append(f"left {len(self.left)} node(s) to ORT" + (":" if self.left else ""))
         lines += [f"  {name}: {reason}" for name, reason in self.left]
+        if self.channels_last:
+            lines.append(self.channels_last)
         return "\n".join(lines)
 
 
@@ -72,8 +75,11 @@ def rewrite(model, **options) -> onnx.ModelProto:
 REWRITE_PLANS = ("measure", "heuristic")
 
 
+REWRITE_LAYOUTS = ("nchw", "nhwc")
+
+
 def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False, prepack: bool = True,
-                        plan: str = "measure"):
+                        plan: str = "measure", layout: str = "nchw"):
     """Rewrites a model given as a path, bytes or onnx.ModelProto; returns (ModelProto, RewriteReport).
 
     prepack: store each constant W in the packed order the op's kernels read for the input size
@@ -82,11 +88,18 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     plan="measure" times the layer's tile families on this CPU (one thread,
     _kernels.measure_plan), as a session does for weights it packs itself; "heuristic" takes the
     planner's rules, the same output on every run of a CPU class.
+
+    layout="nhwc" then runs each region of two or more connected convs channels-last, with a
+    Transpose only where a value enters or leaves it (layout_regions.py); "nchw" (the default:
+    on the CPUs measured it is the faster, see docs/experiments.md) keeps ONNX's layout.
     """
+    from .layout_regions import to_channels_last
     from .model_io import load_model
 
     if plan not in REWRITE_PLANS:
         raise ValueError(f"plan must be one of {', '.join(REWRITE_PLANS)}, got {plan!r}")
+    if layout not in REWRITE_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(REWRITE_LAYOUTS)}, got {layout!r}")
     original = load_model(model)
     out = copy.deepcopy(original)
     report = RewriteReport()
@@ -95,6 +108,8 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     _GraphRewriter(out.graph, types, opsets, Policy(skip_pointwise, skip_depthwise, prepack, plan), report, {}).run()
     if report.replaced and not any(o.domain == DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    if layout == "nhwc":
+        report.channels_last = to_channels_last(out).summary()
     return out, report
 
 

@@ -1,0 +1,120 @@
+"""Channels-last regions of a rewritten model (rewriter/layout_regions.py): connected convs switched to
+NHWC, Transposes only at the regions' borders, every graph output and outside reader unchanged, and
+the model answering as ORT answers the original."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import im2win_ort
+from helpers import ONNX_OPSET, make_session
+from im2win_ort._ir_version import make_model
+from im2win_ort.rewriter.layout_regions import to_channels_last
+
+
+def _graph_model(nodes, inits, outputs, x_shape=(1, 8, 10, 10)):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+
+
+def _w(rng, m, c, k):
+    return (rng.standard_normal((m, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+
+
+def _check(model, transposes, regions, min_convs=2):
+    x = np.random.default_rng(9).standard_normal([d.dim_value for d in
+                                                  model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    rewritten = im2win_ort.rewrite(model)
+    report = to_channels_last(rewritten, min_convs=min_convs)
+    assert report.transposes == transposes and len(report.regions) == regions, report
+    kinds = [n.op_type for n in rewritten.graph.node]
+    assert kinds.count("Transpose") == transposes, kinds
+    for node in rewritten.graph.node:
+        if node.op_type == "Conv" and any(a.name == "layout" for a in node.attribute):
+            assert not any(a.name == "weight_layout" for a in node.attribute)  # OIHW for NHWC nodes
+    assert [o.name for o in rewritten.graph.output] == [o.name for o in model.graph.output]
+    for threads in (1, 3):
+        got = make_session(rewritten, threads=threads).run(None, {"x": x})
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(w).max())))
+    return rewritten, report
+
+
+def test_a_residual_block_is_one_region_with_two_transposes():
+    rng = np.random.default_rng(0)
+    inits = {"w1": _w(rng, 4, 8, 1), "w2": _w(rng, 4, 4, 3), "w3": _w(rng, 8, 4, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["ar", "w2"], ["b"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("Conv", ["br", "w3"], ["c"]), helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    _check(_graph_model(nodes, inits, ["y"]), transposes=2, regions=1)
+
+
+def test_values_read_outside_leave_the_region_transposed_back_under_their_names():
+    """An inner value that is also a graph output, or read by a non-conv node, keeps its NCHW
+    meaning there; a strided conv, a grouped one and a depthwise one join the region."""
+    rng = np.random.default_rng(1)
+    inits = {"w1": _w(rng, 8, 8, 3), "w2": _w(rng, 8, 1, 3), "w3": _w(rng, 16, 4, 3), "w4": _w(rng, 8, 16, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["a", "w2"], ["b"], pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Sigmoid", ["a"], ["side"]),
+             helper.make_node("Conv", ["b", "w3"], ["c"], pads=[1, 1, 1, 1], group=2),
+             helper.make_node("Conv", ["c", "w4"], ["y"])]
+    # a: read by Sigmoid (outside) -> one Transpose back; b: graph output -> one; y: graph output -> one.
+    _check(_graph_model(nodes, inits, ["y", "b", "side"]), transposes=4, regions=1)
+
+
+def test_a_lone_conv_and_separate_chains():
+    """A conv with no conv neighbour stays NCHW (min_convs 2); chains split by a non-conv node are
+    regions of their own, each with its own borders."""
+    rng = np.random.default_rng(2)
+    inits = {"w1": _w(rng, 8, 8, 3), "w2": _w(rng, 8, 8, 3), "w3": _w(rng, 8, 8, 3)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["b", "w3"], ["y"], pads=[1, 1, 1, 1])]
+    rewritten, report = _check(_graph_model(nodes, inits, ["y"]), transposes=2, regions=1)
+    assert [name for name, _ in report.kept_nchw] and "1 conv" in report.kept_nchw[0][1]
+    _check(_graph_model(nodes, inits, ["y"]), transposes=4, regions=2, min_convs=1)
+
+
+def test_nothing_to_do_leaves_the_model_as_it_was():
+    rng = np.random.default_rng(3)
+    model = _graph_model([helper.make_node("Conv", ["x", "w1"], ["y"])], {"w1": _w(rng, 4, 8, 1)}, ["y"])
+    rewritten = im2win_ort.rewrite(model)
+    before = rewritten.SerializeToString()
+    report = to_channels_last(rewritten)
+    assert report.regions == [] and rewritten.SerializeToString() == before
+
+
+def test_rewrite_cli_layout_nhwc(tmp_path):
+    """im2win-ort rewrite --layout nhwc writes a model whose regions run channels-last, validated
+    against ORT; a layout it does not know is refused."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(4)
+    inits = {"w1": _w(rng, 8, 8, 3), "w2": _w(rng, 8, 8, 3)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    onnx.save(_graph_model(nodes, inits, ["y"]), str(tmp_path / "m.onnx"))
+    done = subprocess.run([sys.executable, "-m", "im2win_ort", "rewrite", str(tmp_path / "m.onnx"), "-o",
+                           str(tmp_path / "out.onnx"), "--layout", "nhwc", "--validate", "--report"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "channels-last: 1 region(s), 2 conv(s), 2 transpose(s)" in done.stdout
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    assert [n.op_type for n in out.graph.node] == ["Transpose", "Conv", "Conv", "Transpose"]
+    bad = subprocess.run([sys.executable, "-m", "im2win_ort", "rewrite", str(tmp_path / "m.onnx"), "--layout", "nchwc"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--layout" in bad.stderr
+    with pytest.raises(ValueError, match="layout must be one of"):
+        im2win_ort.rewrite(_graph_model(nodes, inits, ["y"]), layout="NHWC")
