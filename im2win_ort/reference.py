@@ -48,6 +48,7 @@ ACTIVATIONS = {  # name -> default activation_params (also their required number
     "HardSigmoid": (0.2, 0.5), "Tanh": (), "HardSwish": (),
 }
 AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+LAYOUTS = ("NCHW", "NHWC")  # where the channels are in X, Z and Y
 
 
 def _trunc_div(a: int, b: int) -> int:
@@ -155,12 +156,24 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
          auto_pad: str = "NOTSET", dilations: Optional[Sequence[int]] = None, group: int = 1,
          kernel_shape: Optional[Sequence[int]] = None, pads: Optional[Sequence[int]] = None,
          strides: Optional[Sequence[int]] = None, activation: str = "",
-         activation_params: Sequence[float] = (), weight_layout: str = "OIHW") -> np.ndarray:
+         activation_params: Sequence[float] = (), weight_layout: str = "OIHW", layout: str = "NCHW") -> np.ndarray:
     """com.im2win::Conv by im2win: Y = activation(conv(X, W) + B + Z), float32.
 
     x: N x C x [H x] W; w: M x C/group x [Kh x] Kw; b: M; z: Y's shape. The attributes are ONNX
-    Conv's plus the epilogue's (see the README). Sums are taken in float64.
+    Conv's plus the epilogue's (see the README). Sums are taken in float64. layout="NHWC": x, z and
+    Y have the channels last (N x [H x] W x C), the same convolution.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "NHWC":
+        if weight_layout != "OIHW":
+            raise ValueError("layout NHWC takes W as ONNX gives it (weight_layout OIHW)")
+        if np.ndim(x) < 3 or (z is not None and np.ndim(z) < 3):
+            raise ValueError(f"X must have rank >= 3, got {np.shape(x)}")
+        y = conv(np.moveaxis(np.asarray(x), -1, 1), w, b, None if z is None else np.moveaxis(np.asarray(z), -1, 1),
+                 auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
+                 strides=strides, activation=activation, activation_params=activation_params)
+        return np.ascontiguousarray(np.moveaxis(y, 1, -1))
     x = np.asarray(x, np.float64)
     w = unpack(np.asarray(w, np.float64), weight_layout, group) if weight_layout in LAYOUT_TILES else \
         np.asarray(w, np.float64)
@@ -206,8 +219,12 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
 
 def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1, kernel_shape=None,
                      pads=None, strides=None, activation: str = "", activation_params=(),
-                     weight_layout: str = "OIHW") -> None:
+                     weight_layout: str = "OIHW", layout: str = "NCHW") -> None:
     """Raises ValueError, naming the problem, for attributes com.im2win::Conv does not accept."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "NHWC" and weight_layout != "OIHW":
+        raise ValueError("layout NHWC takes W as ONNX gives it (weight_layout OIHW)")
     if auto_pad not in AUTO_PADS:
         raise ValueError(f"auto_pad must be one of {', '.join(AUTO_PADS)}, got {auto_pad!r}")
     if auto_pad != "NOTSET" and pads and any(pads):

@@ -163,3 +163,24 @@ def test_nhwc_op_errors_name_the_node():
     assert y.shape == (1, 5, 5, 6)
     with pytest.raises(Exception, match="com.im2win::Conv node 'c'"):  # NCHW fed where NHWC is declared
         make_session(_nhwc_model(["N", "H", "W", "C"], w)).run(None, {"X": np.ones((1, 4, 5, 5), np.float32)})
+
+
+def test_nhwc_in_the_numpy_reference_and_the_python_backend():
+    """The NumPy reference takes layout="NHWC" too, and backend="python" runs an NHWC node with it."""
+    pytest.importorskip("onnxruntime_extensions")
+    import im2win_ort
+    from im2win_ort import reference
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 6, 9, 8)).astype(np.float32)
+    w = (rng.standard_normal((10, 3, 3, 3)) / 5).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    want = reference_conv(x, w, b, pads=[1, 1, 1, 1], group=2, activation="Relu")
+    ours = reference.conv(to_nhwc(x), w, b, pads=[1, 1, 1, 1], group=2, activation="Relu", layout="NHWC")
+    np.testing.assert_allclose(to_nchw(ours), want, rtol=1e-5, atol=1e-5)
+    model = _nhwc_model(["N", 9, 8, 6], w, b, pads=[1, 1, 1, 1], group=2, activation="Relu")
+    for backend in ("python", "native"):
+        (y,) = im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": to_nhwc(x)})
+        np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        reference.conv(x, w, layout="NWHC")
