@@ -11,6 +11,9 @@ namespace {
 
 // Items per thread a split aims at, where the rows and channel tiles allow it.
 constexpr int64_t kNhwcItemsPerThread = 2;
+// Weights a run of the reduction reads for one channel tile: kept in L1 (32-48 KiB) beside the
+// inputs its tiles broadcast.
+constexpr int64_t kRunWeightBytes = 16 << 10;
 
 thread_local std::vector<float> nhwc_panel;
 
@@ -70,6 +73,8 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
       p.taps.push_back(kh * s.dilation_h * p.row_floats + kw * s.dilation_w * s.in_channels);
   p.tile_channels = isa.nhwc_channels();
   p.m_tiles = p.depthwise ? 1 : CeilDiv(mg, p.tile_channels);
+  const int64_t k = p.reduction(), longest = std::max<int64_t>(1, kRunWeightBytes / (4 * p.tile_channels));
+  p.k_run = std::max<int64_t>(1, p.depthwise || k <= longest ? k : CeilDiv(k, CeilDiv(k, longest)));
   // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).
   const int64_t budget = PanelBudgetFloats(l2_bytes);
   const int64_t per_row = std::max<int64_t>(1, s.stride_h * p.row_floats);
@@ -136,12 +141,13 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     const float* x_n = x + n * x_image;
     // Input row r (of the block's panel, or of X) for output row r0 + r's window origin.
     const float* rows_base;
+    float* const workspace = AlignedFloats(nhwc_panel, p.workspace_floats());
+    float* const sums = workspace + (p.workspace_floats() - p.sums_floats());
     if (p.in_place) {
       rows_base = x_n + r0 * s.stride_h * p.row_floats;
     } else {
-      float* panel = AlignedFloats(nhwc_panel, p.workspace_floats());
-      BuildNhwcPanel(p, x_n, r0 * s.stride_h - s.pad_top, p.PanelRows(rows), panel);
-      rows_base = panel;
+      BuildNhwcPanel(p, x_n, r0 * s.stride_h - s.pad_top, p.PanelRows(rows), workspace);
+      rows_base = workspace;
     }
     float* y_n = y + n * y_image;
     const float* z_n = residual != nullptr ? residual + n * y_image : nullptr;
@@ -149,10 +155,10 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     // one flat row: tiles cross row ends, and only the block's last tile may be narrow.
     const bool flat = p.in_place && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1;
     const int64_t width = flat ? rows * s.out_w : s.out_w;
-    for (int64_t r = 0; r < (flat ? 1 : rows); ++r) {
-      const float* x_row = rows_base + r * s.stride_h * p.row_floats + g * cg;
-      const int64_t y_row = (r0 + r) * s.out_w * s.out_channels + g * mg;
-      if (p.depthwise) {
+    if (p.depthwise) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* x_row = rows_base + r * s.stride_h * p.row_floats;
+        const int64_t y_row = (r0 + r) * s.out_w * s.out_channels;
         DepthwiseNhwcArgs a;
         a.x = x_row;
         a.col_stride = col_stride;
@@ -169,31 +175,44 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
         a.lo = lo;
         a.hi = hi;
         isa.depthwise_nhwc(a);
-        continue;
       }
-      for (int64_t m = m0; m < m1; m += p.tile_channels) {
-        NhwcTileArgs a;
-        a.col_stride = col_stride;
-        a.taps = p.taps.data();
-        a.tap_count = static_cast<int64_t>(p.taps.size());
-        a.run = p.run;
-        a.w = packed_w + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
-        a.block_stride = k * kChannelBlock;
-        a.y_col_stride = s.out_channels;
-        a.channels = std::min(p.tile_channels, m1 - m);
-        a.bias = bias != nullptr ? bias + g * mg + m : nullptr;
-        a.lo = lo;
-        a.hi = hi;
-        // The row in the fewest tiles, as even as PartSize cuts them (7 on AVX2: 4 + 3, not 6 + 1):
-        // a narrow tile has too few accumulators to keep the FMAs busy.
-        const int64_t tiles = CeilDiv(width, isa.nhwc_columns);
-        for (int64_t t = 0; t < tiles; ++t) {
-          const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
-          a.x = x_row + j * col_stride;
-          a.y = y_n + y_row + j * s.out_channels + m;
-          a.residual = z_n != nullptr ? z_n + y_row + j * s.out_channels + m : nullptr;
-          a.cols = cols;
-          isa.nhwc_tile[cols](a);
+    }
+    const int64_t reduction = p.reduction();
+    for (int64_t m = m0; m < m1 && !p.depthwise; m += p.tile_channels) {
+      // (One run at least: with no input channels the tiles store B + Z.)
+      for (int64_t k0 = 0; k0 == 0 || k0 < reduction; k0 += p.k_run) {
+        const int64_t k1 = std::min(reduction, k0 + p.k_run);
+        for (int64_t r = 0; r < (flat ? 1 : rows); ++r) {
+          const float* x_row = rows_base + r * s.stride_h * p.row_floats + g * cg;
+          const int64_t y_row = (r0 + r) * s.out_w * s.out_channels + g * mg;
+          NhwcTileArgs a;
+          a.col_stride = col_stride;
+          a.taps = p.taps.data();
+          a.tap_count = static_cast<int64_t>(p.taps.size());
+          a.run = p.run;
+          a.w = packed_w + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
+          a.block_stride = k * kChannelBlock;
+          a.y_col_stride = s.out_channels;
+          a.channels = std::min(p.tile_channels, m1 - m);
+          a.bias = bias != nullptr ? bias + g * mg + m : nullptr;
+          a.lo = lo;
+          a.hi = hi;
+          a.k_begin = k0;
+          a.k_end = k1;
+          // The row in the fewest tiles, as even as PartSize cuts them (7 on AVX2: 4 + 3, not 6 + 1):
+          // a narrow tile has too few accumulators to keep the FMAs busy.
+          const int64_t tiles = CeilDiv(width, isa.nhwc_columns);
+          for (int64_t t = 0; t < tiles; ++t) {
+            const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
+            a.x = x_row + j * col_stride;
+            a.y = y_n + y_row + j * s.out_channels + m;
+            a.residual = z_n != nullptr ? z_n + y_row + j * s.out_channels + m : nullptr;
+            a.cols = cols;
+            float* const tile_sums = sums + (r * width + j) * p.tile_channels;
+            a.acc_in = k0 > 0 ? tile_sums : nullptr;
+            a.acc_out = k1 < reduction ? tile_sums : nullptr;
+            isa.nhwc_tile[cols](a);
+          }
         }
       }
     }
@@ -210,7 +229,8 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
   // Depthwise items take all channels of a block of rows: one "group" per item, not one per channel.
   if (p.depthwise) {
     const int64_t items = std::max<int64_t>(1, s.batch) * p.row_blocks;
-    parallel(s.batch == 0 ? 0 : items, [&](int64_t item) { body((item / p.row_blocks) * s.group * p.row_blocks + item % p.row_blocks); });
+    parallel(s.batch == 0 ? 0 : items,
+             [&](int64_t item) { body((item / p.row_blocks) * s.group * p.row_blocks + item % p.row_blocks); });
   } else {
     parallel(p.work_items(), body);
   }

@@ -9,6 +9,7 @@
 
 #include "conv/conv_driver.h"
 #include "conv/conv_params.h"
+#include "conv/conv_plan.h"
 #include "kernels/microkernel.h"
 
 namespace im2win {
@@ -24,6 +25,12 @@ struct NhwcPlan {
   int64_t rows_per_block = 1, row_blocks = 1;
   int64_t tile_channels = 0, m_tiles = 0, m_chunks = 1;  // tiles of output channels per group
   int64_t run = 0;                                      // floats each tap reduces over
+  // The reduction (taps x run) in runs of this many k, whose weights stay in L1 across a block's
+  // tiles; each tile's sums wait in the workspace between runs.
+  int64_t k_run = 0;
+  int64_t reduction() const { return static_cast<int64_t>(taps.size()) * run; }
+  // Outputs of the widest block (a flat block of 1x1 rows is one row of rows x out_w).
+  int64_t block_outputs() const { return rows_per_block * shape.out_w; }
   std::vector<int64_t> taps;                            // per tap: offset from the window origin
   int threads = 1;
   int64_t BlockFirstRow(int64_t block) const { return block * rows_per_block; }
@@ -32,7 +39,12 @@ struct NhwcPlan {
     return (rows - 1) * shape.stride_h + (shape.kernel_h - 1) * shape.dilation_h + 1;
   }
   int64_t work_items() const { return shape.batch * shape.group * row_blocks * m_chunks; }
-  int64_t workspace_floats() const { return in_place ? 0 : PanelRows(rows_per_block) * row_floats; }
+  int64_t panel_floats() const { return in_place ? 0 : PanelRows(rows_per_block) * row_floats; }
+  int64_t sums_floats() const { return k_run < reduction() ? block_outputs() * tile_channels : 0; }
+  int64_t workspace_floats() const {
+    constexpr int64_t kLine = 16;  // the sums begin on a cache line
+    return CeilDiv(panel_floats(), kLine) * kLine + sums_floats();
+  }
 };
 
 // l2_bytes as MakeConvPlan takes it (0: this CPU's).

@@ -21,6 +21,13 @@ struct NhwcTileArgs {
   int64_t run;             // consecutive floats each tap reduces over
   const float* w;          // packed [tap][run][kChannelBlock] at the tile's first channel
   int64_t block_stride;    // floats between consecutive blocks of kChannelBlock output channels
+  // The part of the reduction this call runs: k over taps x run, [k_begin, k_end). A reduction cut
+  // into runs (their weights kept in L1 across a block's tiles) starts from acc_in where it is set,
+  // and where acc_out is set stores its sums there, [column][channel], for the next run; the
+  // epilogue waits for the last. Sums are added in the same order either way.
+  int64_t k_begin, k_end;
+  const float* acc_in;
+  float* acc_out;
   // Stored as y = min(max(acc + bias + z, lo), hi) for the first `cols` outputs and `channels`
   // channels of the tile.
   float* y;                // Y at the tile's first output, first channel
