@@ -183,6 +183,51 @@ def measure_models(paths, threads_list, runs: int) -> list[dict]:
     return rows
 
 
+def measure_layers(set_names, threads_list, runs: int) -> list[dict]:
+    """Each conv of the benchmark's layer sets (batch 1) alone, in the three configurations."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .._ir_version import make_model
+    from .._library import DOMAIN
+    from .layer_sets import LAYER_SETS
+
+    def model(layer, nhwc, im2win):
+        w = (np.random.default_rng(0).standard_normal(layer.w_shape) / 10).astype(np.float32)
+        shape = [1, layer.height, layer.width, layer.channels] if nhwc else layer.x_shape
+        attrs = dict(pads=[layer.pad] * 4, strides=[layer.stride] * 2, group=layer.group)
+        if nhwc:
+            attrs["layout"] = "NHWC"
+        node = helper.make_node("Conv", ["X", "W"], ["Y"], domain=DOMAIN if im2win else "", **attrs)
+        graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(w, "W")])
+        opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(DOMAIN, 1)] if im2win else [])
+        return make_model(graph, opset_imports=opsets)
+
+    rows = []
+    for set_name in set_names:
+        layers = LAYER_SETS[set_name]((1,)) if set_name == "paper" else LAYER_SETS[set_name]()
+        for threads in threads_list:
+            totals = dict.fromkeys(CONFIGS, 0.0)
+            for layer in layers:
+                x = np.random.default_rng(1).standard_normal(layer.x_shape).astype(np.float32)
+                inputs = {c: np.ascontiguousarray(np.moveaxis(x, 1, -1)) if c.endswith("NHWC") else x for c in CONFIGS}
+                sessions = _sessions(lambda nhwc, im2win: model(layer, nhwc, im2win), threads)
+                seconds = _time(sessions, inputs, runs)
+                row = {"layer": layer.name, "shape": layer.describe(), "threads": threads, "gflop": layer.flops / 1e9,
+                       "error": _check(sessions, inputs)}
+                for config, t in seconds.items():
+                    totals[config] += t
+                    row[config] = {"seconds": t, "vs_ort_all": t / seconds["ORT ALL"]}
+                rows.append(row)
+                print(f"{layer.name:15} {layer.describe():38} {threads:2} thr | ORT ALL {seconds['ORT ALL'] * 1e3:7.3f} ms"
+                      f" | NCHW {row['im2win NCHW']['vs_ort_all']:.2f}x | NHWC {row['im2win NHWC']['vs_ort_all']:.2f}x",
+                      flush=True)
+            print(f"{set_name} {threads} thr, sum over layers: NCHW {totals['im2win NCHW'] / totals['ORT ALL']:.3f}x, "
+                  f"NHWC {totals['im2win NHWC'] / totals['ORT ALL']:.3f}x ORT ALL", flush=True)
+    return rows
+
+
 def _machine() -> dict:
     import onnxruntime as ort
 
@@ -212,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each session (default 30)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--models", help="comma-separated ONNX files: whole models instead of the bottleneck")
+    parser.add_argument("--layers", help="comma-separated layer sets (resnet50, vgg16, mobilenetv2, paper): each "
+                                         "layer alone instead of the bottleneck")
     args = parser.parse_args(argv)
     try:
         threads = [int(t) for t in args.threads.split(",")]
@@ -220,7 +267,16 @@ def main(argv=None) -> int:
     except ValueError:
         print("--threads takes comma-separated counts from 1 to 1024, --runs 1 to 100000", file=sys.stderr)
         return 1
-    if args.models:
+    if args.layers:
+        from .layer_sets import LAYER_SETS
+
+        unknown = [n for n in args.layers.split(",") if n not in LAYER_SETS]
+        if unknown:
+            print(f"unknown layer set(s) {', '.join(unknown)}; choose from {', '.join(LAYER_SETS)}", file=sys.stderr)
+            return 1
+        results = {"machine": _machine(), "runs": args.runs,
+                   "rows": measure_layers(args.layers.split(","), threads, args.runs)}
+    elif args.models:
         results = {"machine": _machine(), "runs": args.runs,
                    "rows": measure_models(args.models.split(","), threads, args.runs)}
     else:
