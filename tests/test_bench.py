@@ -24,7 +24,8 @@ def test_bench_smoke(tmp_path, capsys):
     assert [r["threads"] for r in records] == [1, 2]
     for r in records:
         assert r["max_rel_err"] <= 1e-4
-        assert {"im2win", "ort_all", "ort_extended"} <= set(r["seconds"])
+        assert {"im2win", "im2win_nhwc", "ort_all", "ort_extended"} <= set(r["seconds"])
+        assert r["nhwc_ratio"]["ort_all"] == pytest.approx(r["seconds"]["im2win_nhwc"] / r["seconds"]["ort_all"])
         assert all(t > 0 for t in r["seconds"].values())
         assert r["gflops"]["im2win"] == pytest.approx(r["gflop"] / r["seconds"]["im2win"])
         assert r["workspace_bytes"]["im2col"] == 8 * 9 * 12 * 12 * 4
@@ -35,7 +36,7 @@ def test_bench_smoke(tmp_path, capsys):
     one_rec, two_rec = records
     assert two["speedup"]["over_threads"] == 1
     assert two["speedup"]["im2win"] == pytest.approx(one_rec["seconds"]["im2win"] / two_rec["seconds"]["im2win"])
-    assert "speed-up over 1 thread(s)" in table
+    assert "speed-up over 1 thread(s)" in table and "NHWC/ALL" in table and "NHWC vs ort_all" in table
 
 
 def test_no_torch_leaves_pytorch_out(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """Per-layer benchmark: com.im2win::Conv against ORT's own Conv (ORT_ENABLE_ALL: NCHWc; and
-ORT_ENABLE_EXTENDED: im2col + SGEMM) and PyTorch's conv2d when torch is installed.
+ORT_ENABLE_EXTENDED: im2col + SGEMM) and PyTorch's conv2d when torch is installed, with the op both
+in NCHW and channels-last (layout NHWC, its input transposed beforehand as inside a region).
 
     python -m im2win_ort.bench [--sets paper,resnet50,vgg16,mobilenetv2] [--threads 1,2] [--json FILE]
 
@@ -33,7 +34,7 @@ BASELINES = ["ort_all", "ort_extended", "torch"]
 SETTLE_SECONDS = 0.05
 
 
-def conv_model(layer: ConvLayer, domain: str = "") -> bytes:
+def conv_model(layer: ConvLayer, domain: str = "", layout: str = "NCHW") -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -43,10 +44,12 @@ def conv_model(layer: ConvLayer, domain: str = "") -> bytes:
     fan_in = layer.w_shape[1] * layer.kernel**2
     w = (rng.standard_normal(layer.w_shape) / math.sqrt(fan_in)).astype(np.float32)
     b = (0.1 * rng.standard_normal(layer.out_channels)).astype(np.float32)
+    extra = {"layout": layout} if layout != "NCHW" else {}
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], domain=domain, strides=[layer.stride] * 2,
-                            pads=[layer.pad] * 4, group=layer.group)
+                            pads=[layer.pad] * 4, group=layer.group, **extra)
+    x_shape = [layer.batch, layer.height, layer.width, layer.channels] if layout == "NHWC" else layer.x_shape
     graph = helper.make_graph(
-        [node], layer.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, layer.x_shape)],
+        [node], layer.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
@@ -115,7 +118,7 @@ def median_times(runners: dict[str, Callable], min_seconds: float, max_runs: int
 
 
 def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds: float = 0.3,
-                max_runs: int = 30, with_torch: bool = True) -> dict:
+                max_runs: int = 30, with_torch: bool = True, nhwc: bool = True) -> dict:
     import onnxruntime as ort
 
     from .. import _kernels
@@ -128,12 +131,20 @@ def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds:
         "ort_all": _ort_runner(reference, threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, False, x),
         "ort_extended": _ort_runner(reference, threads, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, False, x),
     }
+    if nhwc:  # the channels-last op on the same input, transposed once here (a region's interior)
+        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        runners["im2win_nhwc"] = _ort_runner(conv_model(layer, "com.im2win", "NHWC"), threads,
+                                             ort.GraphOptimizationLevel.ORT_ENABLE_ALL, True, x_nhwc)
     torch_run = _torch_runner(layer, threads, x) if with_torch else None
     if torch_run is not None:
         runners["torch"] = torch_run
     # Never time a wrong answer: check ours against ORT first.
     want, got = runners["ort_all"](), runners["im2win"]()
     err = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
+    if nhwc:
+        nhwc_err = float(np.max(np.abs(runners["im2win_nhwc"]().transpose(0, 3, 1, 2) - want)) /
+                         max(1.0, float(np.max(np.abs(want)))))
+        err = max(err, nhwc_err)
     if not err <= 1e-4:
         raise RuntimeError(f"{layer.name}: com.im2win::Conv differs from ORT's Conv (relative error {err:.3g})")
 
@@ -145,6 +156,9 @@ def bench_layer(layer: ConvLayer, threads: int, peak_gflops: float, min_seconds:
         "gflop": layer.flops / 1e9, "max_rel_err": err, "seconds": seconds,
         "gflops": {name: layer.flops / t / 1e9 for name, t in seconds.items()},
         "ratio": {name: seconds["im2win"] / seconds[name] for name in BASELINES if name in seconds},
+        # The channels-last op against ORT_ENABLE_ALL and against the NCHW op, where it was timed.
+        **({"nhwc_ratio": {"ort_all": seconds["im2win_nhwc"] / seconds["ort_all"],
+                           "im2win": seconds["im2win_nhwc"] / seconds["im2win"]}} if nhwc else {}),
         "workspace_bytes": {"im2win_per_thread": ws["im2win_per_thread"], "im2col": ws["im2col"]},
         "tile": f"{ws['tile_family']} {ws['tile']}",
     }
@@ -177,6 +191,9 @@ def summarize(records: list[dict]) -> list[dict]:
             ratios = [r["ratio"][base] for r in rs if base in r["ratio"]]
             if ratios:
                 row[f"geomean_vs_{base}"] = _geomean(ratios)
+        nhwc = [r["nhwc_ratio"]["ort_all"] for r in rs if "nhwc_ratio" in r]
+        if nhwc:
+            row["geomean_nhwc_vs_ort_all"] = _geomean(nhwc)
         worst = max(rs, key=lambda r: r["ratio"]["ort_all"])
         row["worst_vs_ort_all"] = {"layer": worst["layer"], "batch": worst["batch"], "ratio": worst["ratio"]["ort_all"]}
         row["median_pct_peak"] = float(np.median([r["pct_peak"] for r in rs]))
@@ -194,6 +211,7 @@ def summarize(records: list[dict]) -> list[dict]:
 
 def format_table(records: list[dict], summary: list[dict], machine: dict) -> str:
     has_torch = any("torch" in r["gflops"] for r in records)
+    has_nhwc = any("nhwc_ratio" in r for r in records)
     peaks = ", ".join(f"{t} thr {p:.1f}" for t, p in machine["fma_peak_gflops"].items())
     if "fma_peak_gflops_end" in machine:
         peaks += " (the higher of the readings at the start and the end: " + ", ".join(
@@ -209,6 +227,7 @@ def format_table(records: list[dict], summary: list[dict], machine: dict) -> str
     ]
     head = (f"{'layer':<16}{'shape':<34}{'thr':>4}{'im2win':>8}{'%peak':>7}{'ORT-ALL':>9}{'ORT-EXT':>9}"
             + (f"{'torch':>8}" if has_torch else "") + f"{'/ALL':>7}{'/EXT':>7}" + (f"{'/torch':>8}" if has_torch else "")
+            + (f"{'NHWC/ALL':>9}" if has_nhwc else "")
             + f"{'ws im2win':>11}{'ws im2col':>11}  tile")
     lines.append(head)
     lines.append("-" * len(head))
@@ -221,6 +240,8 @@ def format_table(records: list[dict], summary: list[dict], machine: dict) -> str
         line += f"{q['ort_all']:>7.2f}{q['ort_extended']:>7.2f}"
         if has_torch:
             line += f"{q.get('torch', float('nan')):>8.2f}"
+        if has_nhwc:
+            line += f"{r['nhwc_ratio']['ort_all']:>9.2f}" if "nhwc_ratio" in r else f"{'-':>9}"
         ws = r["workspace_bytes"]
         line += f"{_kib(ws['im2win_per_thread']):>11}{_kib(ws['im2col']):>11}  {r['tile']}"
         lines.append(line)
@@ -228,6 +249,8 @@ def format_table(records: list[dict], summary: list[dict], machine: dict) -> str
     for s in summary:
         parts = [f"{s['set']}, {s['threads']} thread(s), {s['layers']} layers: geomean ratio"]
         parts.append(", ".join(f"vs {b} {s[f'geomean_vs_{b}']:.3f}" for b in BASELINES if f"geomean_vs_{b}" in s))
+        if "geomean_nhwc_vs_ort_all" in s:
+            parts.append(f"NHWC vs ort_all {s['geomean_nhwc_vs_ort_all']:.3f}")
         w = s["worst_vs_ort_all"]
         parts.append(f"worst vs ort_all {w['ratio']:.2f} ({w['layer']} N{w['batch']}); "
                      f"median {s['median_pct_peak']:.0f}% of peak")
@@ -243,14 +266,14 @@ def _kib(n: int) -> str:
 
 
 def run(sets: list[str], threads_list: list[int], min_seconds: float = 0.3, max_runs: int = 30,
-        progress=None, with_torch: bool = True) -> dict:
+        progress=None, with_torch: bool = True, nhwc: bool = True) -> dict:
     machine = machine_info(threads_list)
     records = []
     for set_name in sets:
         for layer in LAYER_SETS[set_name]():
             for threads in threads_list:
                 peak = machine["fma_peak_gflops"][str(threads)]
-                record = bench_layer(layer, threads, peak, min_seconds, max_runs, with_torch)
+                record = bench_layer(layer, threads, peak, min_seconds, max_runs, with_torch, nhwc)
                 record["set"] = set_name
                 records.append(record)
                 if progress:
@@ -280,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-runs", type=int, default=30, help="most timed runs per configuration and layer")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when it is installed")
+    parser.add_argument("--no-nhwc", action="store_true",
+                        help="leave out the channels-last op (layout NHWC, its input transposed beforehand)")
     args = parser.parse_args(argv)
     sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in sets if s not in LAYER_SETS]
@@ -296,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['layer']:<16} N{r['batch']} {r['threads']} thr: {r['gflops']['im2win']:.1f} GFLOP/s, "
               f"{r['ratio']['ort_all']:.2f} x ORT-ALL", file=sys.stderr, flush=True)
 
-    result = run(sets, threads_list, args.min_seconds, args.max_runs, progress, with_torch=not args.no_torch)
+    result = run(sets, threads_list, args.min_seconds, args.max_runs, progress, with_torch=not args.no_torch,
+                 nhwc=not args.no_nhwc)
     print(format_table(result["records"], result["summary"], result["machine"]))
     if args.json:
         tmp = args.json + ".tmp"
