@@ -1,6 +1,7 @@
 #include "conv/conv_nhwc.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "conv/conv_plan.h"
 #include "conv/epilogue.h"
@@ -71,6 +72,11 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < (merge ? 1 : s.kernel_w); ++kw)
       p.taps.push_back(kh * s.dilation_h * p.row_floats + kw * s.dilation_w * s.in_channels);
+  p.columns = isa.nhwc_columns;
+  if (const char* cap = std::getenv("IM2WIN_NHWC_COLUMNS")) {
+    const int asked = std::atoi(cap);
+    if (asked >= 1 && asked < p.columns) p.columns = asked;
+  }
   p.tile_channels = isa.nhwc_channels();
   p.m_tiles = p.depthwise ? 1 : CeilDiv(mg, p.tile_channels);
   const int64_t k = p.reduction(), longest = std::max<int64_t>(1, kRunWeightBytes / (4 * p.tile_channels));
@@ -202,7 +208,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
           a.k_end = k1;
           // The row in the fewest tiles, as even as PartSize cuts them (7 on AVX2: 4 + 3, not 6 + 1):
           // a narrow tile has too few accumulators to keep the FMAs busy.
-          const int64_t tiles = CeilDiv(width, isa.nhwc_columns);
+          const int64_t tiles = CeilDiv(width, p.columns);
           for (int64_t t = 0; t < tiles; ++t) {
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
             a.x = x_row + j * col_stride;

@@ -24,6 +24,7 @@ struct NhwcPlan {
   int64_t row_floats = 0;   // floats between input rows in the panel (or X)
   int64_t rows_per_block = 1, row_blocks = 1;
   int64_t tile_channels = 0, m_tiles = 0, m_chunks = 1;  // tiles of output channels per group
+  int columns = 1;  // the most outputs of a row a tile takes (isa->nhwc_columns, or fewer when asked)
   int64_t run = 0;                                      // floats each tap reduces over
   // The reduction (taps x run) in runs of this many k, whose weights stay in L1 across a block's
   // tiles; each tile's sums wait in the workspace between runs.
@@ -47,7 +48,8 @@ struct NhwcPlan {
   }
 };
 
-// l2_bytes as MakeConvPlan takes it (0: this CPU's).
+// l2_bytes as MakeConvPlan takes it (0: this CPU's). The environment variable IM2WIN_NHWC_COLUMNS
+// (1 up to the ISA's widest tile) caps the tiles' columns, for measuring narrower tiles.
 NhwcPlan MakeNhwcPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa, int threads = 1,
                       int64_t l2_bytes = 0);
 
