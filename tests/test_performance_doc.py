@@ -94,16 +94,22 @@ def test_add_stores_runs_by_class_and_date_and_generates_the_tables(repo, capsys
     assert doc.startswith("# P\n\nbefore\n") and doc.endswith("\nafter\n") and "\nold\n" not in doc
     assert "### AMD EPYC Zen 3, AVX2 (`amd-epyc-zen3-avx2`)" in doc
     # ResNet-50, 1 thread: ours 60 ms against ORT ALL's 50 (1.20x) and EXTENDED's 70; 165 MiB against 300.
-    assert "| ResNet-50 | 1 | 1 | 50.0 | 60.0 | **1.20x** | 70.0 | 0.86x | 300.0 | 165.0 | **-45%** | 2.0e-06 |" in doc
+    assert "| 2 | ResNet-50 | 1 | 1 | 50.0 | 60.0 | **1.20x** | 70.0 | 0.86x | 300.0 | 165.0 | **-45%** | 2.0e-06 |" in doc
+    assert doc.index("| 2 | ResNet-50 |") < doc.index("| 3 | ResNet-50 |") < doc.index("| 1 | MobileNetV2 |")
+    assert "\n3. 2026-12-04, [`amd-epyc-zen3-avx2_2026-12-04_compare-resnet50-2.json`]" in doc
     assert "`im2win-ort compare resnet50.onnx --batch 1 --threads 1,2 --runs 10 --no-torch`" in doc
     assert "| resnet50 | 2 | 23 | 1.200 | 0.950 | 1.70 (resnet50.17, batch 1) | 70% | 1.70x (1.80x) |" in doc
+    assert "Layer sets (run 4, " in doc
     assert "`im2win-ort bench --sets resnet50 --threads 1,2 --no-torch`" in doc
     assert "Shared machine." in doc and "(../benchmarks/results/amd-epyc-zen3-avx2_2026-12-05_bench-resnet50.json)" in doc
 
     readme = (repo / "README.md").read_text()
-    # The headline takes the newest run per network: ResNet-50 of 11:00 (55 ms).
-    assert ("| AMD EPYC (`amd-epyc-zen3-avx2`), 2026-12-04 | ResNet-50 | 1 | 1.10x (55.0 vs 50.0 ms) | "
-            "1.10x (33.0 vs 30.0 ms) | -45% / -45% |") in readme
+    # The headline takes the runs of the newest date per network, their median and range: ResNet-50's
+    # two runs (60 and 55 ms against 50; 35 and 33 against 30), MobileNetV2's one.
+    assert ("| AMD EPYC (`amd-epyc-zen3-avx2`), 2026-12-04 | ResNet-50 | 1 | 2 | 1.15x (1.10-1.20x) | "
+            "1.13x (1.10-1.17x) | -45% / -45% |") in readme
+    assert ("| AMD EPYC (`amd-epyc-zen3-avx2`), 2026-12-04 | MobileNetV2 | 1 | 1 | 1.20x (60.0 vs 50.0 ms) | "
+            "1.17x (35.0 vs 30.0 ms) | -45% / -45% |") in readme
     assert readme.index("ResNet-50") < readme.index("MobileNetV2")
 
     assert report.main(["--root", str(repo), "--check"]) == 0

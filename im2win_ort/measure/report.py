@@ -195,7 +195,7 @@ def _network_order(run: dict) -> tuple:
     return (order.index(name) if name in order else len(order), name)
 
 
-def compare_rows(run: dict) -> list[list[str]]:
+def compare_rows(run: dict, number: int) -> list[list[str]]:
     rows = []
     name = NETWORKS.get(network_of(run), network_of(run))
     for batch in run["settings"]["batches"]:
@@ -205,7 +205,7 @@ def compare_rows(run: dict) -> list[list[str]]:
                 continue
             ext = _ok(run, "ort_extended", batch, threads)
             rows.append([
-                name, str(batch), str(threads), _ms(ref["latency_s"]), _ms(ours["latency_s"]),
+                str(number), name, str(batch), str(threads), _ms(ref["latency_s"]), _ms(ours["latency_s"]),
                 f"**{ours['latency_s'] / ref['latency_s']:.2f}x**",
                 _ms(ext["latency_s"]) if ext else "-",
                 f"{ours['latency_s'] / ext['latency_s']:.2f}x" if ext else "-",
@@ -216,7 +216,7 @@ def compare_rows(run: dict) -> list[list[str]]:
     return rows
 
 
-COMPARE_COLUMNS = ("network", "batch", "threads", "ORT ALL ms", "im2win ms", "time vs ALL", "ORT EXTENDED ms",
+COMPARE_COLUMNS = ("run", "network", "batch", "threads", "ORT ALL ms", "im2win ms", "time vs ALL", "ORT EXTENDED ms",
                    "time vs EXTENDED", "ORT ALL peak RSS MiB", "im2win peak RSS MiB", "peak RSS vs ALL",
                    "max rel err")
 BENCH_COLUMNS = ("layer set", "threads", "layers", "geomean time / ORT ALL", "/ ORT EXTENDED",
@@ -270,23 +270,25 @@ def render_performance(runs: list[tuple[str, dict]]) -> str:
         members = classes[cpu_class]
         newest = max(members, key=lambda m: (m[1].get("created", ""), m[0]))[1]["machine"]
         out += [f"### {class_title(cpu_class, newest)}", "", _machine_line(newest), ""]
+        in_order = sorted(members, key=lambda m: (m[1].get("created", ""), m[0]))
+        numbers = {name: i + 1 for i, (name, _) in enumerate(in_order)}
         compares = sorted((m for m in members if run_kind(m[1]) == "compare"),
-                          key=lambda m: (_network_order(m[1]), [-ord(c) for c in m[1].get("created", "")]))
+                          key=lambda m: (_network_order(m[1]), m[1].get("created", ""), m[0]))
         if compares:
             out += ["Whole networks (`im2win-ort compare`; latency: median of the timed runs; time and peak RSS "
                     "against ORT ENABLE_ALL in the same run, below 1x and negative are better; max rel err: "
                     "im2win's largest difference from ORT ENABLE_ALL's outputs):", ""]
-            out += _table(COMPARE_COLUMNS, [row for _, run in compares for row in compare_rows(run)])
+            out += _table(COMPARE_COLUMNS, [row for name, run in compares for row in compare_rows(run, numbers[name])])
             out += ["", f"![time and peak RSS against ORT ENABLE_ALL, {cpu_class}]({chart_name(cpu_class)})", ""]
         benches = sorted((m for m in members if run_kind(m[1]) == "bench"), key=lambda m: m[0])
-        for _, run in benches:
-            out += [f"Layer sets (`{bench_command(run)}`; geometric means of time ratios over each set's layers, "
+        for name, run in benches:
+            out += [f"Layer sets (run {numbers[name]}, `{bench_command(run)}`; geometric means of time ratios over each set's layers, "
                     "against ORT in the same run):", ""]
             out += _table(BENCH_COLUMNS, bench_rows(run)) + [""]
         out += ["Runs:", ""]
-        for name, run in sorted(members, key=lambda m: m[0]):
+        for name, run in in_order:
             command = compare_command(run) if run_kind(run) == "compare" else bench_command(run)
-            line = (f"- {run.get('created', '?')[:10]}, [`{name}`](../benchmarks/results/{name}): `{command}`; "
+            line = (f"{numbers[name]}. {run.get('created', '?')[:10]}, [`{name}`](../benchmarks/results/{name}): `{command}`; "
                     f"FMA probe (GFLOP/s) {_probe(run['machine'])}.")
             if run.get("note"):
                 line += f" {run['note']}"
@@ -295,44 +297,69 @@ def render_performance(runs: list[tuple[str, dict]]) -> str:
     return "\n".join(out).rstrip("\n")
 
 
-def headline_runs(runs: list[tuple[str, dict]]) -> list[dict]:
-    """The newest compare run per (CPU class, network)."""
-    newest: dict[tuple[str, str], dict] = {}
+def headline_groups(runs: list[tuple[str, dict]]) -> list[list[dict]]:
+    """Per (CPU class, network), the compare runs of the newest date, oldest first."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for _, run in runs:
-        if run_kind(run) != "compare":
-            continue
-        key = (run["machine"].get("cpu_class", "unknown"), network_of(run))
-        if key not in newest or run.get("created", "") > newest[key].get("created", ""):
-            newest[key] = run
-    return [newest[k] for k in sorted(newest, key=lambda k: (k[0], _network_order(newest[k])))]
+        if run_kind(run) == "compare":
+            groups.setdefault((run["machine"].get("cpu_class", "unknown"), network_of(run)), []).append(run)
+    chosen = []
+    for key in sorted(groups, key=lambda k: (k[0], _network_order(groups[k][0]))):
+        newest = max(run.get("created", "")[:10] for run in groups[key])
+        chosen.append(sorted((run for run in groups[key] if run.get("created", "")[:10] == newest),
+                             key=lambda run: run.get("created", "")))
+    return chosen
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+def headline_ratios(group: list[dict], threads: int) -> tuple[list[float], list[float], list[tuple[float, float]]]:
+    """(time ratios, peak RSS ratios, (ours, ORT's) latencies) at the smallest batch of each run."""
+    times, peaks, latencies = [], [], []
+    for run in group:
+        batch = min(run["settings"]["batches"])
+        ref, ours = _ok(run, "ort_all", batch, threads), _ok(run, "im2win", batch, threads)
+        if ref and ours:
+            times.append(ours["latency_s"] / ref["latency_s"])
+            peaks.append(ours["peak_rss_bytes"] / ref["peak_rss_bytes"])
+            latencies.append((ours["latency_s"], ref["latency_s"]))
+    return times, peaks, latencies
 
 
 def render_headline(runs: list[tuple[str, dict]]) -> str:
     """README's table: whole networks at their smallest batch, time and peak RSS against ORT
-    ENABLE_ALL, one row per CPU class and network, with the CPU and the date."""
-    chosen = headline_runs(runs)
-    if not chosen:
+    ENABLE_ALL, one row per CPU class and network, with the CPU and the date: the median over that
+    date's runs, with their range, where there are several."""
+    groups = headline_groups(runs)
+    if not groups:
         return "No stored runs yet."
-    threads = sorted({t for run in chosen for t in run["settings"]["threads"]})
-    columns = (["CPU (class), date", "network", "batch"]
+    threads = sorted({t for group in groups for run in group for t in run["settings"]["threads"]})
+    columns = (["CPU (class), date", "network", "batch", "runs"]
                + [f"time vs ORT, {t} thread{'s' if t != 1 else ''}" for t in threads]
                + ["peak memory vs ORT (" + " / ".join(map(str, threads)) + " threads)"])
     rows = []
-    for run in chosen:
-        m = run["machine"]
-        batch = min(run["settings"]["batches"])
-        row = [f"{m.get('cpu', '?')} (`{m['cpu_class']}`), {run['created'][:10]}",
-               NETWORKS.get(network_of(run), network_of(run)), str(batch)]
+    for group in groups:
+        m, first = group[-1]["machine"], group[-1]
+        row = [f"{m.get('cpu', '?')} (`{m['cpu_class']}`), {first['created'][:10]}",
+               NETWORKS.get(network_of(first), network_of(first)), str(min(first["settings"]["batches"])),
+               str(len(group))]
         peaks = []
         for t in threads:
-            ref, ours = _ok(run, "ort_all", batch, t), _ok(run, "im2win", batch, t)
-            if ref and ours:
-                row.append(f"{ours['latency_s'] / ref['latency_s']:.2f}x ({_ms(ours['latency_s'])} vs "
-                           f"{_ms(ref['latency_s'])} ms)")
-                peaks.append(_pct(ours["peak_rss_bytes"] / ref["peak_rss_bytes"]))
-            else:
+            times, peak, latencies = headline_ratios(group, t)
+            if not times:
                 row.append("-")
                 peaks.append("-")
+            elif len(times) == 1:
+                ours, ort = latencies[0]
+                row.append(f"{times[0]:.2f}x ({_ms(ours)} vs {_ms(ort)} ms)")
+                peaks.append(_pct(peak[0]))
+            else:
+                row.append(f"{_median(times):.2f}x ({min(times):.2f}-{max(times):.2f}x)")
+                peaks.append(_pct(_median(peak)))
         row.append(" / ".join(peaks))
         rows.append(row)
     return "\n".join(_table(columns, rows))
@@ -368,21 +395,20 @@ def write_charts(root: Path) -> tuple[list[Path], str | None]:
         import matplotlib.pyplot as plt
     except ImportError:
         return [], "matplotlib is not installed (pip install \"im2win-ort[compare]\"): charts not redrawn"
-    chosen = headline_runs(load_runs(root / RESULTS_DIR))
+    groups = headline_groups(load_runs(root / RESULTS_DIR))
     written = []
-    for cpu_class in sorted({run["machine"]["cpu_class"] for run in chosen}):
-        members = [run for run in chosen if run["machine"]["cpu_class"] == cpu_class]
-        threads = sorted({t for run in members for t in run["settings"]["threads"]})
-        labels = [NETWORKS.get(network_of(run), network_of(run)) for run in members]
+    for cpu_class in sorted({group[0]["machine"]["cpu_class"] for group in groups}):
+        members = [group for group in groups if group[0]["machine"]["cpu_class"] == cpu_class]
+        threads = sorted({t for group in members for run in group for t in run["settings"]["threads"]})
+        labels = [NETWORKS.get(network_of(group[0]), network_of(group[0])) for group in members]
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
         width = 0.8 / len(threads)
         for k, t in enumerate(threads):
             times, peaks = [], []
-            for run in members:
-                batch = min(run["settings"]["batches"])
-                ref, ours = _ok(run, "ort_all", batch, t), _ok(run, "im2win", batch, t)
-                times.append(ours["latency_s"] / ref["latency_s"] if ref and ours else math.nan)
-                peaks.append(ours["peak_rss_bytes"] / ref["peak_rss_bytes"] if ref and ours else math.nan)
+            for group in members:
+                ratios, peak, _ = headline_ratios(group, t)
+                times.append(_median(ratios) if ratios else math.nan)
+                peaks.append(_median(peak) if peak else math.nan)
             xs = [i + (k - (len(threads) - 1) / 2) * width for i in range(len(members))]
             axes[0].bar(xs, times, width, label=f"{t} thread{'s' if t != 1 else ''}")
             axes[1].bar(xs, peaks, width, label=f"{t} thread{'s' if t != 1 else ''}")
@@ -392,7 +418,7 @@ def write_charts(root: Path) -> tuple[list[Path], str | None]:
             ax.set_xticklabels(labels)
             ax.set_title(title, fontsize=10)
             ax.legend(fontsize=8)
-        fig.suptitle(f"im2win vs ORT, batch 1, {cpu_class}", fontsize=10)
+        fig.suptitle(f"im2win vs ORT, batch 1, {cpu_class} (medians of the newest date's runs)", fontsize=10)
         fig.tight_layout()
         path = root / PERFORMANCE_DOC.parent / chart_name(cpu_class)
         fig.savefig(path, dpi=80, metadata={"Software": None})
