@@ -1,5 +1,6 @@
 """`im2win-ort profile MODEL.onnx`: where a whole network's time goes, node type by node type, in
-ORT at ORT_ENABLE_ALL (its blocked NCHWc Conv) and rewritten to com.im2win::Conv, from ORT's own
+ORT at ORT_ENABLE_ALL (its blocked NCHWc Conv) and rewritten to com.im2win::Conv (NCHW, and with its
+conv regions channels-last: rewrite --layout nhwc), from ORT's own
 profiler (SessionOptions.enable_profiling): per run, the time of each op type, the layout reorders
 ORT inserts, the sum of the nodes and the run as a whole (the rest is ORT's executor: scheduling,
 allocation, copies between nodes)."""
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .compare import CompareError, parse_input_shapes, plan_inputs
 
-CONFIGS = ("ort_all", "im2win")
+CONFIGS = ("ort_all", "im2win", "im2win_nhwc")
 
 
 class ProfileError(Exception):
@@ -67,15 +68,16 @@ def profile(model, feeds: dict, threads: int = 1, runs: int = 10, warmup: int = 
     from ..rewriter import rewrite
     from ..session import NCHWC_FREE, _has_onnx_conv
 
-    rewritten = rewrite(model)
+    rewritten = {"im2win": rewrite(model), "im2win_nhwc": rewrite(model, layout="nhwc")}
     # As im2win_ort.InferenceSession runs a model whose every Conv is ours: no NCHWc reorders.
-    disabled = {"ort_all": [], "im2win": [] if _has_onnx_conv(rewritten.graph) else NCHWC_FREE}
+    disabled = {"ort_all": []}
+    disabled.update({c: [] if _has_onnx_conv(m.graph) else NCHWC_FREE for c, m in rewritten.items()})
     result = {}
     with tempfile.TemporaryDirectory(prefix="im2win-profile-") as tmp:
         for config in CONFIGS:
-            model_bytes = (rewritten if config == "im2win" else model).SerializeToString()
+            model_bytes = rewritten.get(config, model).SerializeToString()
             try:
-                sess = _session(model_bytes, threads, Path(tmp), config, config == "im2win", disabled[config])
+                sess = _session(model_bytes, threads, Path(tmp), config, config != "ort_all", disabled[config])
                 for _ in range(warmup):
                     sess.run(None, feeds)
                 wall = []
@@ -95,30 +97,32 @@ def _is_conv(op: str) -> bool:
 
 
 def format_breakdown(result: dict, batch: int, threads: int) -> str:
-    ours, theirs = result["im2win"], result["ort_all"]
-    ops = sorted(set(ours["ops"]) | set(theirs["ops"]),
-                 key=lambda op: -max(ours["ops"].get(op, {}).get("ms", 0), theirs["ops"].get(op, {}).get("ms", 0)))
-    lines = [f"ms per run, batch {batch}, {threads} thread(s) (ORT's profiler; nodes are op types)",
-             "| | ORT ENABLE_ALL | com.im2win::Conv | difference |", "|---|---|---|---|"]
+    sides = [result[c] for c in CONFIGS]
+    ops = sorted(set().union(*(side["ops"] for side in sides)),
+                 key=lambda op: -max(side["ops"].get(op, {}).get("ms", 0) for side in sides))
+    lines = [f"ms per run, batch {batch}, {threads} thread(s) (ORT's profiler; nodes are op types; the "
+             f"differences are against ORT ENABLE_ALL)",
+             "| | ORT ENABLE_ALL | com.im2win::Conv | difference | channels-last regions | difference |",
+             "|---|---|---|---|---|---|"]
 
-    def row(label, a, b):
-        lines.append(f"| {label} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+    def row(label, values):
+        a, b, c = values
+        lines.append(f"| {label} | {a:.3f} | {b:.3f} | {b - a:+.3f} | {c:.3f} | {c - a:+.3f} |")
 
     def cell(side, op):
         entry = side["ops"].get(op)
         return (entry["ms"], entry["nodes"]) if entry else (0.0, 0)
 
     for op in ops:
-        (a, na), (b, nb) = cell(theirs, op), cell(ours, op)
-        row(f"{op} ({na} / {nb} nodes)", a, b)
-    conv_a = sum(v["ms"] for op, v in theirs["ops"].items() if _is_conv(op))
-    conv_b = sum(v["ms"] for op, v in ours["ops"].items() if _is_conv(op))
-    row("all convolutions", conv_a, conv_b)
-    row("everything else", theirs["nodes_ms"] - conv_a, ours["nodes_ms"] - conv_b)
-    row("sum of the nodes", theirs["nodes_ms"], ours["nodes_ms"])
-    row("executor (run - nodes)", theirs["run_ms"] - theirs["nodes_ms"], ours["run_ms"] - ours["nodes_ms"])
-    row("run (profiled)", theirs["run_ms"], ours["run_ms"])
-    row("run (median wall time)", theirs["median_wall_ms"], ours["median_wall_ms"])
+        cells = [cell(side, op) for side in sides]
+        row(f"{op} ({' / '.join(str(n) for _, n in cells)} nodes)", [ms for ms, _ in cells])
+    convs = [sum(v["ms"] for op, v in side["ops"].items() if _is_conv(op)) for side in sides]
+    row("all convolutions", convs)
+    row("everything else", [side["nodes_ms"] - conv for side, conv in zip(sides, convs)])
+    row("sum of the nodes", [side["nodes_ms"] for side in sides])
+    row("executor (run - nodes)", [side["run_ms"] - side["nodes_ms"] for side in sides])
+    row("run (profiled)", [side["run_ms"] for side in sides])
+    row("run (median wall time)", [side["median_wall_ms"] for side in sides])
     return "\n".join(lines)
 
 
