@@ -16,6 +16,7 @@
 #include "conv/plan_cache.h"
 #include "conv/plan_measure.h"
 #include "kernels/microkernel.h"
+#include "ort/kernel_io.h"
 #include "conv/weight_pack.h"
 
 namespace im2win {
@@ -93,11 +94,5 @@ class OrtConvKernel {
   mutable std::shared_ptr<const NhwcPlan> nhwc_plan_;
   mutable Packing packed_nhwc_;
 };
-
-// The node's name as ORT knows it ("" when it has none).
-std::string KernelNodeName(const OrtApi& api, const OrtKernelInfo* info);
-
-// Formats "com.im2win::Conv node 'NAME': MESSAGE" as an ORT status.
-OrtStatus* MakeNodeError(const OrtApi& api, const std::string& node_name, const std::string& message);
 
 }  // namespace im2win

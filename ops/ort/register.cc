@@ -1,5 +1,6 @@
-// Registration of com.im2win::Conv with ONNX Runtime: the op's schema (inputs, types, versions,
-// output shape, in-place pair) and the library's single exported entry point, RegisterCustomOps.
+// Registration of com.im2win::Conv, and of the channels-last MaxPool and AveragePool, with ONNX
+// Runtime: the ops' schemas (inputs, types, versions, output shape, in-place pair) and the library's
+// single exported entry point, RegisterCustomOps.
 #include <onnxruntime_c_api.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include "ort/conv_kernel.h"
+#include "ort/pool_kernel.h"
 #include "ort/shape_inference.h"
 
 namespace im2win {
@@ -72,6 +74,44 @@ struct ConvOp : OrtCustomOp {
   KernelOptions options;          // the pool the kernels cut their work for, how they choose plans
 };
 
+// com.im2win::MaxPool and AveragePool: X -> Y, float32, channels-last.
+struct PoolOp : OrtCustomOp {
+  explicit PoolOp(PoolKind pool_kind) : OrtCustomOp{}, kind(pool_kind) {
+    version = ORT_API_VERSION;
+    GetName = [](const OrtCustomOp* op) { return PoolOpName(static_cast<const PoolOp*>(op)->kind); };
+    GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // CPU
+    GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
+    GetInputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
+    GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
+    GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
+    GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
+    GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
+    GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
+    GetStartVersion = [](const OrtCustomOp*) { return 1; };
+    GetEndVersion = [](const OrtCustomOp*) { return INT_MAX; };
+    CreateKernelV2 = [](const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info,
+                        void** kernel) -> OrtStatusPtr {
+      const PoolKind k = static_cast<const PoolOp*>(op)->kind;
+      try {
+        *kernel = new OrtPoolKernel(*api, info, k);
+        return nullptr;
+      } catch (const std::exception& e) {
+        return MakeNodeError(*api, KernelNodeName(*api, info), e.what(), PoolOpName(k));
+      }
+    };
+    KernelComputeV2 = [](void* kernel, OrtKernelContext* context) -> OrtStatusPtr {
+      return static_cast<const OrtPoolKernel*>(kernel)->Compute(context);
+    };
+    KernelDestroy = [](void* kernel) { delete static_cast<OrtPoolKernel*>(kernel); };
+    InferOutputShapeFn = [](const OrtCustomOp* op, OrtShapeInferContext* context) -> OrtStatusPtr {
+      const PoolOp* pool = static_cast<const PoolOp*>(op);
+      return InferPoolOutputShape(*pool->api, context, pool->kind);
+    };
+  }
+  const OrtApi* api = nullptr;
+  PoolKind kind;
+};
+
 // A session config entry's value, or "" when the session has none.
 std::string ConfigEntry(const OrtApi* api, const OrtSessionOptions* options, const char* key) {
   char value[64] = {0};
@@ -124,6 +164,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   // that uses it.
   struct Registered {
     std::unique_ptr<im2win::ConvOp> op;
+    std::unique_ptr<im2win::PoolOp> pools[2];
     OrtCustomOpDomain* domain = nullptr;
   };
   static std::map<std::pair<int, im2win::PlanMode>, Registered> registered;
@@ -149,6 +190,16 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     if (OrtStatus* st = api->CustomOpDomain_Add(domain, entry.op.get())) {
       api->ReleaseCustomOpDomain(domain);
       return st;
+    }
+    const im2win::PoolKind kinds[2] = {im2win::PoolKind::kMax, im2win::PoolKind::kAverage};
+    for (int i = 0; i < 2; ++i) {
+      entry.pools[i] = std::make_unique<im2win::PoolOp>(kinds[i]);
+      entry.pools[i]->api = api;
+      if (!im2win::ShapeInferenceIsSafe(api_base)) entry.pools[i]->InferOutputShapeFn = nullptr;
+      if (OrtStatus* st = api->CustomOpDomain_Add(domain, entry.pools[i].get())) {
+        api->ReleaseCustomOpDomain(domain);
+        return st;
+      }
     }
     entry.domain = domain;
   }

@@ -6,6 +6,7 @@
 
 #include "conv/conv_nhwc.h"
 #include "conv/conv_params.h"
+#include "conv/pool_nhwc.h"
 
 namespace im2win {
 namespace {
@@ -138,6 +139,41 @@ OrtStatusPtr InferConvOutputShape(const OrtApi& api, OrtShapeInferContext* conte
   y.names.assign(out.size(), "");
   y.names[0] = x.names[0];
   if (nhwc) y.values = NchwToNhwcDims(y.values);
+  return SetOutput(api, context, y);
+}
+
+OrtStatusPtr InferPoolOutputShape(const OrtApi& api, OrtShapeInferContext* context, PoolKind kind) {
+  Dims x;
+  if (!ReadInputDims(api, context, 0, &x)) return nullptr;
+  if (x.values.size() < 3 || x.values.size() > 4) return nullptr;
+  if (x.values[0] < 0 && x.names[0].empty()) return nullptr;
+  for (size_t i = 1; i < x.values.size(); ++i)
+    if (x.values[i] < 0) return nullptr;  // a symbolic H, W or C: left to the kernel
+  std::vector<int64_t> out;
+  try {
+    const ConvAttributes conv = ReadAttributes(api, context);
+    PoolAttributes a;
+    a.auto_pad = conv.auto_pad;
+    a.kernel_shape = conv.kernel_shape;
+    a.pads = conv.pads;
+    a.strides = conv.strides;
+    a.dilations = conv.dilations;
+    std::vector<int64_t> flag;
+    if (ReadAttribute(api, context, "ceil_mode", ORT_OP_ATTR_INT, &flag) && flag.size() == 1) a.ceil_mode = flag[0];
+    if (ReadAttribute(api, context, "count_include_pad", ORT_OP_ATTR_INT, &flag) && flag.size() == 1)
+      a.count_include_pad = flag[0];
+    ValidatePoolAttributes(kind, a);
+    std::vector<int64_t> x_dims = x.values;
+    x_dims[0] = 1;
+    out = PoolOutputDims(ResolvePoolShape(a, x_dims));
+  } catch (const ConvError&) {
+    return nullptr;  // the kernel reports it, naming the node
+  }
+  Dims y;
+  y.values = out;
+  y.values[0] = x.values[0];
+  y.names.assign(out.size(), "");
+  y.names[0] = x.names[0];
   return SetOutput(api, context, y);
 }
 

@@ -1,0 +1,100 @@
+"""com.im2win::MaxPool and AveragePool: ONNX pooling on channels-last tensors, checked against ORT's
+own MaxPool and AveragePool on the same values (transposed), over every attribute: auto_pad, pads,
+strides, dilations, ceil_mode, count_include_pad, and 1-D and 2-D."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from helpers import DOMAIN, ONNX_OPSET, make_session
+from im2win_ort._ir_version import make_model
+
+
+def _model(op, x_shape, domain, **attrs):
+    node = helper.make_node(op, ["X"], ["Y"], name="pool", domain=domain, **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    opsets = [helper.make_opsetid("", ONNX_OPSET)] + ([helper.make_opsetid(DOMAIN, 1)] if domain else [])
+    return make_model(graph, opset_imports=opsets)
+
+
+def _check(op, x, threads=1, **attrs):
+    ours_model = _model(op, [x.shape[0], *x.shape[2:], x.shape[1]], DOMAIN, **attrs)
+    try:
+        want = ort.InferenceSession(_model(op, x.shape, "", **attrs).SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    except Exception:  # no oracle for what ORT refuses (a 1x1 SAME window a stride past X: "negative padding")
+        assume(False)
+    (y,) = make_session(ours_model, threads=threads).run(None, {"X": np.ascontiguousarray(np.moveaxis(x, 1, -1))})
+    got = np.moveaxis(y, -1, 1)
+    assert got.shape == want.shape, (attrs, got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"{op} {attrs}")
+
+
+CASES = [
+    ("MaxPool", (1, 64, 112, 112), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),  # ResNet's stem
+    ("MaxPool", (2, 16, 14, 14), dict(kernel_shape=[2, 2], strides=[2, 2])),  # VGG's
+    ("AveragePool", (1, 128, 14, 14), dict(kernel_shape=[2, 2], strides=[2, 2])),  # DenseNet's transitions
+    ("MaxPool", (1, 5, 9, 10), dict(kernel_shape=[3, 2], strides=[2, 3], ceil_mode=1)),
+    ("AveragePool", (1, 5, 9, 10), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1,
+                                        count_include_pad=1)),
+    ("AveragePool", (1, 7, 8, 8), dict(kernel_shape=[3, 3], pads=[1, 0, 2, 1])),
+    ("MaxPool", (1, 3, 11, 12), dict(kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2])),
+    ("MaxPool", (1, 4, 7, 7), dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER", strides=[2, 2])),
+    ("AveragePool", (1, 4, 7, 7), dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER")),
+    ("MaxPool", (2, 6, 20), dict(kernel_shape=[4], strides=[3], pads=[1, 2])),  # 1-D: N x W x C
+    ("AveragePool", (1, 3, 5, 5), dict(kernel_shape=[5, 5])),  # the whole plane
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_pools_match_ort(case):
+    op, shape, attrs = CASES[case]
+    x = np.random.default_rng(case).standard_normal(shape).astype(np.float32)
+    for threads in (1, 3):
+        _check(op, x, threads, **attrs)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_pools_random_attributes(data):
+    op = data.draw(st.sampled_from(["MaxPool", "AveragePool"]))
+    kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    dh, dw = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))) if op == "MaxPool" else (1, 1)
+    attrs = dict(kernel_shape=[kh, kw], strides=[data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))])
+    if (dh, dw) != (1, 1):
+        attrs["dilations"] = [dh, dw]
+    same = ["SAME_UPPER", "SAME_LOWER"] if (dh, dw) == (1, 1) else []  # refused with dilations (see below)
+    auto_pad = data.draw(st.sampled_from(["NOTSET", "NOTSET", "VALID", *same]))
+    if auto_pad == "NOTSET":
+        attrs["pads"] = [data.draw(st.integers(0, k - 1)) for k in (kh, kw, kh, kw)]
+        attrs["ceil_mode"] = data.draw(st.integers(0, 1))
+    else:
+        attrs["auto_pad"] = auto_pad
+    if op == "AveragePool":
+        attrs["count_include_pad"] = data.draw(st.integers(0, 1))
+    h = data.draw(st.integers((kh - 1) * dh + 1, 16))
+    w = data.draw(st.integers((kw - 1) * dw + 1, 16))
+    x = np.random.default_rng(data.draw(st.integers(0, 2**31))).standard_normal(
+        (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 20)), h, w)).astype(np.float32)
+    _check(op, x, data.draw(st.sampled_from([1, 2])), **attrs)
+
+
+def test_pool_errors_name_the_node():
+    x = np.ones((1, 5, 5, 4), np.float32)
+    for attrs, says in ((dict(), "kernel_shape' is required"),
+                        (dict(kernel_shape=[2, 2], storage_order=1), "storage_order"),
+                        (dict(kernel_shape=[2, 2], layout="NCHW"), "'layout' must be"),
+                        (dict(kernel_shape=[2, 2], ceil_mode=2), "ceil_mode")):
+        with pytest.raises(Exception, match=f"com.im2win::MaxPool node 'pool'.*{says}"):
+            make_session(_model("MaxPool", x.shape, DOMAIN, **attrs)).run(None, {"X": x})
+    with pytest.raises(Exception, match="com.im2win::MaxPool node 'pool'.*SAME_UPPER with dilations"):
+        make_session(_model("MaxPool", x.shape, DOMAIN, kernel_shape=[2, 2], dilations=[2, 2],
+                            auto_pad="SAME_UPPER")).run(None, {"X": x})
+    with pytest.raises(Exception, match="com.im2win::AveragePool node 'pool'.*dilations"):
+        make_session(_model("AveragePool", x.shape, DOMAIN, kernel_shape=[2, 2], dilations=[2, 2])).run(None, {"X": x})
