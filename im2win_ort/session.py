@@ -225,8 +225,30 @@ def _add_opset(opset_import) -> None:
         opset_import.append(helper.make_opsetid(PYTHON_OP_DOMAIN, 1))
 
 
+def _pools_through_onnx(graph) -> None:
+    """com.im2win's channels-last MaxPool / AveragePool as ONNX's pool between two Transposes: the
+    same answer, with no compiled code."""
+    nodes = []
+    for node in graph.node:
+        if node.domain != DOMAIN or node.op_type not in ("MaxPool", "AveragePool"):
+            nodes.append(node)
+            continue
+        rank = len(next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [])) + 2
+        to_nchw, to_nhwc = [0, rank - 1, *range(1, rank - 1)], [0, *range(2, rank), 1]
+        x_nchw, y_nchw = f"{node.output[0]}__pool_x_nchw", f"{node.output[0]}__pool_y_nchw"
+        attrs = [a for a in node.attribute if a.name != "layout"]
+        pool = helper.make_node(node.op_type, [node.input[0]], [y_nchw], name=node.name)
+        pool.input[0] = x_nchw
+        pool.attribute.extend(attrs)
+        nodes += [helper.make_node("Transpose", [node.input[0]], [x_nchw], perm=to_nchw), pool,
+                  helper.make_node("Transpose", [y_nchw], [node.output[0]], perm=to_nhwc)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 def _map_graph(graph, token: str) -> bool:
     """Maps the com.im2win::Conv nodes of graph and of its subgraphs; True when there were any."""
+    _pools_through_onnx(graph)
     used = _map_nodes(graph.node, token)
     for node in graph.node:
         for attr in node.attribute:

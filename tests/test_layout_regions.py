@@ -18,7 +18,8 @@ from im2win_ort.rewriter.layout_regions import to_channels_last
 
 def _graph_model(nodes, inits, outputs, x_shape=(1, 8, 10, 10)):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                              [helper.make_tensor_value_info(o, TensorProto.INT64 if o == "idx" else TensorProto.FLOAT,
+                                                             None) for o in outputs],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
     return make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
 
@@ -81,9 +82,29 @@ def test_a_lone_conv_and_separate_chains():
              helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("Conv", ["p", "w2"], ["b"], pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["b", "w3"], ["y"], pads=[1, 1, 1, 1])]
+    nodes[1] = helper.make_node("Softmax", ["a"], ["p"], axis=1)  # not a region op: a border
     rewritten, report = _check(_graph_model(nodes, inits, ["y"]), transposes=2, regions=1)
     assert [name for name, _ in report.kept_nchw] and "1 conv" in report.kept_nchw[0][1]
     _check(_graph_model(nodes, inits, ["y"]), transposes=4, regions=2, min_convs=1)
+
+
+def test_pools_between_convs_join_their_region():
+    """MaxPool and AveragePool between convs run channels-last too (com.im2win's pools): VGG's and
+    DenseNet's shape, one region; a pool whose Indices output is read stays ONNX's, a border."""
+    rng = np.random.default_rng(5)
+    inits = {"w1": _w(rng, 8, 8, 3), "w2": _w(rng, 8, 8, 3), "w3": _w(rng, 8, 8, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("MaxPool", ["ar"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["b"], ["q"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1),
+             helper.make_node("Conv", ["q", "w3"], ["y"])]
+    rewritten, report = _check(_graph_model(nodes, inits, ["y"]), transposes=2, regions=1)
+    assert report.pools == 2 and "2 pool(s)" in report.summary()
+    assert sorted(n.op_type for n in rewritten.graph.node if n.domain == im2win_ort.DOMAIN) == \
+        ["AveragePool", "Conv", "Conv", "Conv", "MaxPool"]
+    nodes[2] = helper.make_node("MaxPool", ["ar"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2])
+    _, report = _check(_graph_model(nodes, inits, ["y", "idx"]), transposes=2, regions=1)
+    assert report.pools == 1
 
 
 def test_nothing_to_do_leaves_the_model_as_it_was():
@@ -110,7 +131,7 @@ def test_rewrite_cli_layout_nhwc(tmp_path):
                            str(tmp_path / "out.onnx"), "--layout", "nhwc", "--validate", "--report"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "channels-last: 1 region(s), 2 conv(s), 2 transpose(s)" in done.stdout
+    assert "channels-last: 1 region(s), 2 conv(s), 0 pool(s), 2 transpose(s)" in done.stdout
     out = onnx.load(str(tmp_path / "out.onnx"))
     assert [n.op_type for n in out.graph.node] == ["Transpose", "Conv", "Conv", "Transpose"]
     bad = subprocess.run([sys.executable, "-m", "im2win_ort", "rewrite", str(tmp_path / "m.onnx"), "--layout", "nchwc"],
@@ -118,3 +139,20 @@ def test_rewrite_cli_layout_nhwc(tmp_path):
     assert bad.returncode != 0 and "--layout" in bad.stderr
     with pytest.raises(ValueError, match="layout must be one of"):
         im2win_ort.rewrite(_graph_model(nodes, inits, ["y"]), layout="NHWC")
+
+
+def test_the_python_backend_runs_channels_last_regions():
+    """backend="python" runs a model rewritten with channels-last regions, pools included (ONNX's pool
+    between two Transposes), as ORT runs the original."""
+    pytest.importorskip("onnxruntime_extensions")
+    rng = np.random.default_rng(6)
+    inits = {"w1": _w(rng, 8, 8, 3), "w2": _w(rng, 8, 8, 3)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    model = _graph_model(nodes, inits, ["y"])
+    x = np.random.default_rng(1).standard_normal((1, 8, 10, 10)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    rewritten = im2win_ort.rewrite(model, layout="nhwc")
+    (got,) = im2win_ort.InferenceSession(rewritten, backend="python").run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

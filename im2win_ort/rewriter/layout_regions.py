@@ -1,8 +1,9 @@
 """Channels-last regions: connected com.im2win::Conv nodes of a rewritten model switched to
 layout="NHWC", with a Transpose only where a value enters or leaves a region.
 
-A region is a set of 2-D com.im2win::Conv nodes joined by the values one writes and another reads
-(as X or as the residual Z). Every value read from outside a region is transposed to NHWC once;
+A region is a set of 2-D com.im2win::Conv nodes, and of the ONNX MaxPool and AveragePool nodes
+between them (which become com.im2win's channels-last pools), joined by the values one writes and
+another reads (as X or as the residual Z). Every value read from outside a region is transposed to NHWC once;
 every value a region writes that something outside reads (another node, a graph output) is
 transposed back under its own name, so the rest of the graph, and every graph output, keeps its
 NCHW shape and meaning. Regions of fewer than `min_convs` convs stay NCHW (two transposes would
@@ -28,12 +29,13 @@ TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 class LayoutReport:
     regions: list[list[str]] = field(default_factory=list)  # node names of each region made NHWC
     transposes: int = 0
+    pools: int = 0  # ONNX pools moved into the regions (com.im2win::MaxPool / AveragePool)
     kept_nchw: list[tuple[str, str]] = field(default_factory=list)  # (node, why)
 
     def summary(self) -> str:
-        convs = sum(len(r) for r in self.regions)
-        return (f"channels-last: {len(self.regions)} region(s), {convs} conv(s), {self.transposes} transpose(s); "
-                f"{len(self.kept_nchw)} conv(s) kept NCHW")
+        nodes = sum(len(r) for r in self.regions)
+        return (f"channels-last: {len(self.regions)} region(s), {nodes - self.pools} conv(s), {self.pools} pool(s), "
+                f"{self.transposes} transpose(s); {len(self.kept_nchw)} conv(s) kept NCHW")
 
 
 def _attr(node, name, default=None):
@@ -47,9 +49,40 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
+POOLS = ("MaxPool", "AveragePool")
+
+
+def _is_conv(node) -> bool:
+    return node.domain == DOMAIN and node.op_type == "Conv"
+
+
+def _region_inputs(node) -> tuple[int, ...]:
+    """The input slots that carry activations in a region: a conv's X and Z, a pool's X."""
+    return (0, 3) if _is_conv(node) else (0,)
+
+
+def _pool_candidate(node) -> str | None:
+    """Why an ONNX pool cannot run channels-last (com.im2win::MaxPool / AveragePool), or None."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in POOLS:
+        return "not a pool"
+    if len([o for o in node.output if o]) != 1:
+        return "MaxPool's Indices output is read"
+    kernel = list(_attr(node, "kernel_shape", []) or [])
+    if len(kernel) != 2:
+        return "not a 2-D pool"
+    if int(_attr(node, "storage_order", 0)) != 0:
+        return "storage_order is set"
+    dilated = any(d != 1 for d in (_attr(node, "dilations", []) or []))
+    if dilated and (node.op_type == "AveragePool" or _text(_attr(node, "auto_pad", b"NOTSET")).startswith("SAME")):
+        return "dilations the channels-last pool does not take"
+    return None
+
+
 def _candidate(node, initializers) -> str | None:
     """Why `node` cannot run channels-last, or None when it can."""
-    if node.domain != DOMAIN or node.op_type != "Conv":
+    if node.op_type in POOLS:
+        return _pool_candidate(node)
+    if not _is_conv(node):
         return "not com.im2win::Conv"
     if _text(_attr(node, "layout", b"NCHW")) != "NCHW":
         return "already channels-last"
@@ -93,7 +126,7 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2) -> LayoutReport
 
     producer = {out: i for i, node in candidates.items() for out in node.output[:1]}
     for i, node in candidates.items():
-        for slot in (0, 3):
+        for slot in _region_inputs(node):
             if slot < len(node.input) and node.input[slot] in producer:
                 a, b = find(i), find(producer[node.input[slot]])
                 if a != b:
@@ -104,9 +137,11 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2) -> LayoutReport
     graph_outputs = {o.name for o in graph.output}
     converted: set[int] = set()
     for members in regions.values():
-        if len(members) < min_convs:
+        convs = sum(1 for i in members if _is_conv(graph.node[i]))
+        if convs < min_convs:
             for i in members:
-                report.kept_nchw.append((graph.node[i].name, f"a region of {len(members)} conv(s)"))
+                if _is_conv(graph.node[i]):
+                    report.kept_nchw.append((graph.node[i].name, f"a region of {convs} conv(s)"))
             continue
         converted.update(members)
         report.regions.append([graph.node[i].name for i in sorted(members)])
@@ -127,10 +162,11 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2) -> LayoutReport
         return name
 
     inside_outputs = {graph.node[i].output[0]: i for i in converted}
+    report.pools = sum(1 for i in converted if not _is_conv(graph.node[i]))
     first_reader = {}
     for i in sorted(converted):
         node = graph.node[i]
-        for slot in (0, 3):
+        for slot in _region_inputs(node):
             if slot >= len(node.input) or not node.input[slot]:
                 continue
             value = node.input[slot]
@@ -143,20 +179,31 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2) -> LayoutReport
                     "Transpose", [value], [entered[value]], name=fresh(f"{value}_to_nhwc"), perm=TO_NHWC))
                 report.transposes += 1
             node.input[slot] = entered[value]
+    def inside(reader, slot):
+        return reader in converted and slot in _region_inputs(graph.node[reader])
+
     for value, i in inside_outputs.items():
         node = graph.node[i]
-        outside = [r for r in readers.get(value, []) if r[0] not in converted or r[1] not in (0, 3)]
+        outside = [r for r in readers.get(value, []) if not inside(*r)]
         nhwc_name = fresh(f"{value}_nhwc")
         node.output[0] = nhwc_name
         for reader, slot in readers.get(value, []):
-            if reader in converted and slot in (0, 3):
+            if inside(reader, slot):
                 graph.node[reader].input[slot] = nhwc_name
         if outside or value in graph_outputs:  # leaves the region under its own name, NCHW again
             after.setdefault(i, []).append(helper.make_node(
                 "Transpose", [nhwc_name], [value], name=fresh(f"{value}_to_nchw"), perm=TO_NCHW))
             report.transposes += 1
-        node.attribute.append(helper.make_attribute("layout", "NHWC"))
-        _store_plain_weights(graph, node, initializers, readers)
+        if _is_conv(node):
+            node.attribute.append(helper.make_attribute("layout", "NHWC"))
+            _store_plain_weights(graph, node, initializers, readers)
+        else:  # ONNX's pool -> com.im2win's channels-last one, the same attributes
+            node.domain = DOMAIN
+            kept = [a for a in node.attribute if a.name != "storage_order"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+            node.attribute.append(helper.make_attribute("layout", "NHWC"))
+            del node.output[1:]
     # The region's values changed shape: their recorded shapes no longer hold.
     stale = set(inside_outputs)
     kept_info = [v for v in graph.value_info if v.name not in stale]
