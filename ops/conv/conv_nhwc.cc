@@ -73,9 +73,13 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     for (int64_t kw = 0; kw < (merge ? 1 : s.kernel_w); ++kw)
       p.taps.push_back(kh * s.dilation_h * p.row_floats + kw * s.dilation_w * s.in_channels);
   p.columns = isa.nhwc_columns;
+  p.columns1 = isa.nhwc_columns1;
   if (const char* cap = std::getenv("IM2WIN_NHWC_COLUMNS")) {
     const int asked = std::atoi(cap);
-    if (asked >= 1 && asked < p.columns) p.columns = asked;
+    if (asked >= 1) {
+      p.columns = std::min(p.columns, asked);
+      p.columns1 = std::min(p.columns1, asked);
+    }
   }
   p.tile_channels = isa.nhwc_channels();
   p.m_tiles = p.depthwise ? 1 : CeilDiv(mg, p.tile_channels);
@@ -176,7 +180,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
         a.channels = s.group;  // depthwise items take every channel (group = C = M)
         a.y = y_n + y_row;
         a.y_col_stride = s.out_channels;
-        a.cols = width;
+        a.cols = s.out_w;
         a.bias = bias;
         a.residual = z_n != nullptr ? z_n + y_row : nullptr;
         a.lo = lo;
@@ -185,7 +189,13 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
       }
     }
     const int64_t reduction = p.reduction();
-    for (int64_t m = m0; m < m1 && !p.depthwise; m += p.tile_channels) {
+    const int64_t narrow = isa.vector_len;  // channels of a one-vector tile
+    for (int64_t m = m0, step = 0; m < m1 && !p.depthwise; m += step) {
+      // The group's last channels, if one vector holds them, take one-vector tiles.
+      const bool one_vector = m1 - m <= narrow && m1 - m < p.tile_channels;
+      step = one_vector ? narrow : p.tile_channels;
+      const int columns = one_vector ? p.columns1 : p.columns;
+      const NhwcTileFn* tile_fns = one_vector ? isa.nhwc_tile1 : isa.nhwc_tile;
       // (One run at least: with no input channels the tiles store B + Z.)
       for (int64_t k0 = 0; k0 == 0 || k0 < reduction; k0 += p.k_run) {
         const int64_t k1 = std::min(reduction, k0 + p.k_run);
@@ -200,7 +210,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
           a.w = packed_w + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
           a.block_stride = k * kChannelBlock;
           a.y_col_stride = s.out_channels;
-          a.channels = std::min(p.tile_channels, m1 - m);
+          a.channels = std::min(step, m1 - m);
           a.bias = bias != nullptr ? bias + g * mg + m : nullptr;
           a.lo = lo;
           a.hi = hi;
@@ -208,7 +218,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
           a.k_end = k1;
           // The row in the fewest tiles, as even as PartSize cuts them (7 on AVX2: 4 + 3, not 6 + 1):
           // a narrow tile has too few accumulators to keep the FMAs busy.
-          const int64_t tiles = CeilDiv(width, p.columns);
+          const int64_t tiles = CeilDiv(width, columns);
           for (int64_t t = 0; t < tiles; ++t) {
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
             a.x = x_row + j * col_stride;
@@ -218,7 +228,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
             float* const tile_sums = sums + (r * width + j) * p.tile_channels;
             a.acc_in = k0 > 0 ? tile_sums : nullptr;
             a.acc_out = k1 < reduction ? tile_sums : nullptr;
-            isa.nhwc_tile[cols](a);
+            tile_fns[cols](a);
           }
         }
       }

@@ -24,7 +24,9 @@ struct NhwcPlan {
   int64_t row_floats = 0;   // floats between input rows in the panel (or X)
   int64_t rows_per_block = 1, row_blocks = 1;
   int64_t tile_channels = 0, m_tiles = 0, m_chunks = 1;  // tiles of output channels per group
-  int columns = 1;  // the most outputs of a row a tile takes (isa->nhwc_columns, or fewer when asked)
+  // The most outputs of a row a tile takes (isa->nhwc_columns, or fewer when asked), and a
+  // one-vector tile (isa->nhwc_columns1, likewise).
+  int columns = 1, columns1 = 1;
   int64_t run = 0;                                      // floats each tap reduces over
   // The reduction (taps x run) in runs of this many k, whose weights stay in L1 across a block's
   // tiles; each tile's sums wait in the workspace between runs.

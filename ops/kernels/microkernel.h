@@ -203,6 +203,10 @@ struct IsaKernels {
   // channel blocks) by nhwc_tile[cols], cols = 1..nhwc_columns outputs of a row.
   int nhwc_vectors = 0, nhwc_columns = 0;
   NhwcTileFn nhwc_tile[kMaxNhwcColumns + 1] = {};
+  // One vector of output channels by nhwc_tile1[cols], cols = 1..nhwc_columns1: the last channels
+  // of a group that a whole tile would mostly compute for nothing (M = 16 or 24 on AVX-512).
+  int nhwc_columns1 = 0;
+  NhwcTileFn nhwc_tile1[kMaxNhwcColumns + 1] = {};
   DepthwiseNhwcFn depthwise_nhwc = nullptr;
   int tile_positions() const { return vector_len * tile_vectors; }
   int nhwc_channels() const { return vector_len * nhwc_vectors; }
