@@ -3,6 +3,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
 #include <optional>
 
 #include "conv/conv_driver.h"
@@ -29,15 +31,24 @@ FloatArray AsFloat32(const py::handle& obj, const char* name) {
   // By equality, not identity: a float32 dtype that came through pickle is another object.
   if (!a.dtype().equal(py::dtype::of<float>()))
     throw py::type_error(std::string(name) + " must be float32, got " + std::string(py::str(a.dtype())));
-  // The C-contiguous copy of a strided or broadcast view may not fit in memory: ensure() then
-  // gives a null handle (and clears NumPy's error), which must never reach the kernels.
-  FloatArray contiguous = FloatArray::ensure(a);
-  if (!contiguous) {
-    const std::string message = std::string(name) + ": a C-contiguous float32 copy of shape " + DimsToString(Dims(a)) +
-                                " could not be made (out of memory)";
+  // The C-contiguous copy of a strided or broadcast view may not fit in memory. A copy larger than
+  // the machine's memory is refused before it is tried (where the system overcommits, the attempt
+  // would succeed and the copy be killed midway); one that fails makes ensure() give a null handle
+  // (NumPy's error cleared), which must never reach the kernels.
+  auto out_of_memory = [&](const std::string& why) {
+    const std::string message =
+        std::string(name) + ": a C-contiguous float32 copy of shape " + DimsToString(Dims(a)) + " " + why;
     PyErr_SetString(PyExc_MemoryError, message.c_str());
-    throw py::error_already_set();
-  }
+    return py::error_already_set();
+  };
+  const bool contiguous_already = a.flags() & py::array::c_style;
+  const double bytes = static_cast<double>(a.size()) * sizeof(float);
+  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (!contiguous_already && memory > 0 && bytes > memory)
+    throw out_of_memory("(" + std::to_string(static_cast<long long>(bytes)) +
+                        " bytes) would not fit in this machine's memory");
+  FloatArray contiguous = FloatArray::ensure(a);
+  if (!contiguous) throw out_of_memory("could not be made (out of memory)");
   return contiguous;
 }
 
