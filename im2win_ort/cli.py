@@ -99,23 +99,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rewrite_command(args) -> int:
     """Reads, rewrites, optionally validates, then writes atomically; errors end with exit code 1."""
-    import math
     from pathlib import Path
 
     import numpy as np
 
-    from .rewriter.model_io import ModelError, load_model, save_model, uses_external_data
+    from . import _args
+    from .rewriter.model_io import ModelError, check_outputs, load_model_with_files, output_files, save_model
     from .rewriter import RewriteError, rewrite_with_report
     from .rewriter.validate import DEFAULT_TOLERANCE, compare, random_inputs
 
     source = Path(args.model)
     target = Path(args.output) if args.output else source.with_name(source.stem + ".im2win.onnx")
     try:
-        if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance >= 0):
-            raise ModelError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
-        if target.resolve() == source.resolve():
-            raise ModelError(f"{target}: the output would overwrite the input model; choose another -o")
-        original = load_model(source)
+        if args.tolerance is not None:
+            _args.number(args.tolerance, "--tolerance", minimum=0)
+        original, inputs = load_model_with_files(source)
+        external = {"yes": True, "no": False}.get(args.external_data)
+        if external is None and len(inputs) > 1:  # auto: the input had external data
+            external = True
+        check_outputs(output_files(target, external), inputs)  # before the work, not after it
         rewritten, report = rewrite_with_report(original, skip_pointwise=args.skip_pointwise,
                                                 skip_depthwise=args.skip_depthwise, prepack=not args.no_prepack,
                                                 plan=args.plan, layout=args.layout)
@@ -140,12 +142,9 @@ def _rewrite_command(args) -> int:
                 print(f"im2win-ort rewrite: validation failed (tolerance {tolerance:g}); nothing written",
                       file=sys.stderr)
                 return 1
-        external = {"yes": True, "no": False}.get(args.external_data)
-        if external is None and uses_external_data(source):
-            external = True
-        save_model(rewritten, target, external_data=external)
+        save_model(rewritten, target, external_data=external, inputs=inputs)
     except (ModelError, RewriteError, ValueError) as e:
-        print(f"im2win-ort rewrite: error: {e}", file=sys.stderr)
+        print(f"im2win-ort rewrite: error: {_args.one_line(e)}", file=sys.stderr)
         return 1
     print(f"wrote {target} ({len(report.replaced)} Conv node(s) on com.im2win::Conv, {len(report.fused)} fused, "
           f"{len(report.left)} left to ORT)")

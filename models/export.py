@@ -32,9 +32,13 @@ from models import specs
 
 def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> str:
     """Writes `model` to `path` through a temporary file in the same directory and os.replace, so
-    that a reader never sees a partial file; returns the path."""
+    that a reader never sees a partial file; returns the path. An existing `path` that is not a
+    regular file (a FIFO, a device, a link) is refused with ModelError, never replaced."""
+    from im2win_ort.rewriter.model_io import check_outputs
+
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    check_outputs([path])
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
@@ -43,6 +47,7 @@ def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
+        check_outputs([path])
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -67,17 +72,21 @@ def export(
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+    from im2win_ort import _args
+
+    try:  # finite too: a width of inf or nan builds no network
+        return _args.number(text, "value", above=0)
+    except _args.ArgumentError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    from im2win_ort import _args
+
+    try:
+        return _args.integer(text, "value", minimum=1, maximum=_args.INT32_MAX)
+    except _args.ArgumentError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         width=args.width, resolution=args.resolution, num_classes=args.num_classes, seed=args.seed,
         fold_bn=args.fold_bn,
     )
+    from im2win_ort.rewriter.model_io import ModelError
+
     for name in names:
         start = time.perf_counter()
         try:
             path = export(name, args.out, backend=backend, **options)
-        except (ValueError, OSError, RuntimeError, ImportError) as e:
+        except (ValueError, OSError, RuntimeError, ImportError, ModelError) as e:
             print(f"error: {e}" if name in str(e) else f"error: {name}: {e}", file=sys.stderr)
             return 1
         size = os.path.getsize(path) / 2**20

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -33,10 +32,11 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
+from .. import _args
+
 DEFAULT_MOUNT = "/models"  # the model repository's path inside the Triton container, by convention
 DEFAULT_MAX_BATCH = 8
 LIBRARY_FILE = "libim2win_ort.so"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 # ONNX element type -> Triton's DataType (model_config.proto).
 TRITON_TYPES = {
@@ -142,29 +142,32 @@ def write_repository(model_path, repo, name: str | None = None, max_batch_size: 
     im2win_ort's ModelError/RewriteError with a one-line message; nothing is left behind then."""
     from .. import get_library_path
     from ..rewriter import rewrite_with_report
-    from ..rewriter.model_io import ModelError, load_model, save_model, uses_external_data
+    from ..rewriter.model_io import ModelError, check_outputs, load_model_with_files, save_model
 
     source = Path(model_path)
-    name = name if name is not None else source.stem
-    if not _NAME.match(name):
-        raise ConfigError(f"model name {name!r}: use letters, digits, '_', '.', '-' (not starting with '.' or '-')")
-    if version < 1:
-        raise ConfigError(f"--version {version}: Triton's model versions are positive integers")
-    if instances < 1:
-        raise ConfigError(f"--instances {instances}: at least one instance is needed")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads}: at least one thread is needed")
-    if max_batch_size is not None and max_batch_size < 0:
-        raise ConfigError(f"--max-batch-size {max_batch_size}: 0 (no batching) or more")
+    try:
+        # Triton's model_config: version int64, max_batch_size and instance count int32.
+        name = _args.name(name, "--name") if name is not None else \
+            _args.name(source.stem, "model name (MODEL's file name)")
+        version = _args.integer(version, "--version", minimum=1)
+        instances = _args.integer(instances, "--instances", minimum=1, maximum=_args.INT32_MAX)
+        if threads is not None:
+            threads = _args.integer(threads, "--threads", minimum=1, maximum=_args.INT32_MAX)
+        if max_batch_size is not None:
+            max_batch_size = _args.integer(max_batch_size, "--max-batch-size", minimum=0, maximum=_args.INT32_MAX)
+    except _args.ArgumentError as e:
+        raise ConfigError(str(e)) from None
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise ConfigError(f"{repo}: exists and is not a directory")
     target = repo / name
-    if target.exists() and not force:
+    if os.path.lexists(target) and not force:
         raise ConfigError(f"{target} exists; remove it or pass --force to replace it")
     library = Path(get_library_path())
 
-    original = load_model(source)
+    original, model_files = load_model_with_files(source)
+    # --force replaces only a real directory, and never one that holds the model it reads.
+    check_outputs([target], model_files, directory=True)
     inputs, outputs = _io_specs(original)
     if max_batch_size is None:
         max_batch_size = DEFAULT_MAX_BATCH if _batchable(inputs + outputs) else 0
@@ -194,11 +197,12 @@ def write_repository(model_path, repo, name: str | None = None, max_batch_size: 
     try:
         (staging / str(version)).mkdir()
         save_model(rewritten, staging / str(version) / "model.onnx",
-                   external_data=True if uses_external_data(source) else None)
+                   external_data=True if len(model_files) > 1 else None)
         shutil.copyfile(library, staging / LIBRARY_FILE)
         (staging / "config.pbtxt").write_text(config)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the server may run as another user
-        if target.exists():  # --force: the old directory goes only once the new one is complete
+        check_outputs([target], model_files, directory=True)
+        if os.path.lexists(target):  # --force: the old directory goes only once the new one is complete
             old = Path(tempfile.mkdtemp(dir=repo, prefix=f".{name}.old."))
             os.replace(target, old / name)
             os.replace(staging, target)
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             library_path=args.library_path, version=args.version, instances=args.instances, threads=args.threads,
             dynamic_batching=args.dynamic_batching, force=args.force, validate=args.validate)
     except (ConfigError, ModelError, RewriteError, FileNotFoundError, ValueError) as e:
-        print(f"im2win-ort triton-config: error: {e}", file=sys.stderr)
+        print(f"im2win-ort triton-config: error: {_args.one_line(e)}", file=sys.stderr)
         return 1
     print(f"wrote {target}: config.pbtxt (max_batch_size {batch}), {args.version}/model.onnx "
           f"({len(report.replaced)} Conv node(s) on com.im2win::Conv, {len(report.left)} left to ORT), {LIBRARY_FILE}")

@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .compare_report import CONFIGS, REFERENCE, format_text, write_atomic, write_report
+from .. import _args
+from .compare_report import CONFIGS, REFERENCE, REPORT_FILES, format_text, write_atomic, write_report
 from .compare_worker import RESULT_MARKER
 from ..rewriter.validate import DEFAULT_TOLERANCE  # largest |difference| / max(1, max |reference|), as `rewrite --validate`
 
@@ -59,12 +60,9 @@ class CompareError(Exception):
 
 def parse_int_list(text: str, option: str) -> list[int]:
     try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise CompareError(f"{option} takes comma-separated positive integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise CompareError(f"{option} takes comma-separated positive integers, got {text!r}")
-    return list(dict.fromkeys(values))
+        return _args.integers(text, option)
+    except _args.ArgumentError as e:
+        raise CompareError(str(e)) from None
 
 
 def parse_input_shapes(items) -> dict[str, list]:
@@ -78,10 +76,15 @@ def parse_input_shapes(items) -> dict[str, list]:
         for d in dims.lower().split("x"):
             if d == "n":
                 parsed.append("N")
-            elif d.isdigit() and int(d) > 0:
-                parsed.append(int(d))
-            else:
-                raise CompareError(f"--input-shape {item}: dimension {d!r} is neither a positive integer nor N")
+                continue
+            try:
+                value = _args.integer(d, "--input-shape", minimum=1)
+            except _args.ArgumentError:
+                raise CompareError(f"--input-shape {item}: dimension {d!r} is neither a positive integer "
+                                   f"nor N") from None
+            if value > _args.INT32_MAX:
+                raise CompareError(f"--input-shape {item}: dimension {d} is over {_args.INT32_MAX}")
+            parsed.append(value)
         shapes[name] = parsed
     return shapes
 
@@ -166,6 +169,36 @@ def plan_inputs(model, batches, overrides: dict[str, list]) -> tuple[list[int], 
     batches = list(batches) if batches is not None else list(DEFAULT_BATCHES)
     plan = {b: {name: [b if d == "N" else d for d in t] for name, t in templates.items()} for b in batches}
     return batches, plan
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_input_sizes(model, batches, plan) -> None:
+    """Refuses batches whose inputs alone would not fit in this machine's memory: every
+    configuration holds them (compare writes them to an .npz first), so no run could finish."""
+    from onnx import helper
+
+    limit = physical_memory()
+    if limit is None:
+        return
+    elements = {v.name: v.type.tensor_type.elem_type for v in graph_inputs(model)}
+
+    def itemsize(elem) -> int:
+        try:
+            return int(np.dtype(helper.tensor_dtype_to_np_dtype(elem)).itemsize)
+        except Exception:
+            return 8
+
+    for batch in batches:
+        size = sum(math.prod(shape) * itemsize(elements.get(name)) for name, shape in plan[batch].items())
+        if size > limit:
+            raise CompareError(f"batch {batch}: the inputs alone would take {size / 2**30:.3g} GiB, more than the "
+                               f"{limit / 2**30:.3g} GiB of memory here; give a smaller --batch or --input-shape")
 
 
 def _fix_shapes(values, shapes: dict[str, list[int]]) -> None:
@@ -491,19 +524,32 @@ def _save_npz_atomic(path: Path, arrays: dict) -> None:
 def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int = 2, out_dir=None,
             arena: bool = True, torch_name: str | None = None, no_torch: bool = False, input_shapes=None,
             configs=None, tolerance: float = DEFAULT_TOLERANCE, progress: bool = True, timeout=None) -> dict:
-    """Runs the comparison and writes the report; returns the report dict (see module docstring)."""
+    """Runs the comparison and writes the report; returns the report dict (see module docstring).
+    Every argument is checked before anything is written."""
     from .bench import machine_info
-    from ..rewriter.model_io import ModelError, load_model, save_model, uses_external_data
+    from ..rewriter.model_io import ModelError, check_outputs, data_file, load_model_with_files, save_model
     from ..rewriter import RewriteError, rewrite_with_report
     from ..rewriter.validate import random_inputs
     from ..session import NCHWC_FREE, _has_onnx_conv
 
+    try:
+        runs = _args.integer(runs, "--runs", minimum=1, maximum=_args.INT32_MAX)
+        warmup = _args.integer(warmup, "--warmup", minimum=0, maximum=_args.INT32_MAX)
+        tolerance = _args.number(tolerance, "--tolerance", minimum=0)
+        if timeout is not None:
+            timeout = _args.number(timeout, "--timeout", above=0, maximum=_args.MAX_TIMEOUT_S)
+        if batches:
+            batches = [_args.integer(b, "--batch", minimum=1, maximum=_args.INT32_MAX) for b in batches]
+        threads = [_args.integer(t, "--threads", minimum=1, maximum=_args.INT32_MAX) for t in threads]
+    except _args.ArgumentError as e:
+        raise CompareError(str(e)) from None
     model_path = Path(model_path)
     try:
-        model = load_model(model_path)
+        model, model_files = load_model_with_files(model_path)
     except ModelError as e:
         raise CompareError(str(e)) from None
     batches, plan = plan_inputs(model, list(batches) if batches else None, input_shapes or {})
+    check_input_sizes(model, batches, plan)
     configs = list(configs or CONFIGS)
     bad = [c for c in configs if c not in CONFIGS]
     if bad:
@@ -522,13 +568,20 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
     out_dir = Path(out_dir) if out_dir else Path(f"im2win-compare-{stem}")
     if out_dir.exists() and not out_dir.is_dir():
         raise CompareError(f"{out_dir}: exists and is not a directory; choose another --out")
+    rewritten_path = out_dir / f"{stem}.im2win.onnx"
+    outputs = [rewritten_path, data_file(rewritten_path)] + [out_dir / f"inputs-b{b}.npz" for b in batches] + \
+              [out_dir / name for name in REPORT_FILES]
+    try:
+        check_outputs(outputs, model_files)
+    except ModelError as e:
+        raise CompareError(str(e)) from None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CompareError(f"{out_dir}: cannot create the output directory ({e.strerror or e})") from None
-    rewritten_path = out_dir / f"{stem}.im2win.onnx"
     try:
-        save_model(rewritten, rewritten_path, external_data=True if uses_external_data(model_path) else None)
+        save_model(rewritten, rewritten_path, external_data=True if len(model_files) > 1 else None,
+                   inputs=model_files)
     except ModelError as e:
         raise CompareError(str(e)) from None
     del rewritten
@@ -630,10 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..rewriter.model_io import ModelError
+
     args = build_parser().parse_args(argv)
     try:
-        if args.runs < 1 or args.warmup < 0:
-            raise CompareError("--runs must be at least 1 and --warmup at least 0")
         batches = parse_int_list(args.batch, "--batch") if args.batch else None
         threads = parse_int_list(args.threads, "--threads")
         configs = [c for c in args.configs.split(",") if c] if args.configs else None
@@ -641,8 +694,8 @@ def main(argv: list[str] | None = None) -> int:
                          out_dir=args.out, arena=not args.no_arena, torch_name=args.torch, no_torch=args.no_torch,
                          input_shapes=parse_input_shapes(args.input_shape), configs=configs,
                          tolerance=args.tolerance, progress=not args.no_progress, timeout=args.timeout)
-    except CompareError as e:
-        print(f"im2win-ort compare: error: {e}", file=sys.stderr)
+    except (CompareError, ModelError) as e:  # ModelError: an output replaced by a link or FIFO while it ran
+        print(f"im2win-ort compare: error: {_args.one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("im2win-ort compare: interrupted", file=sys.stderr)

@@ -22,6 +22,7 @@ CONFIGS = {  # name -> (label, kind); the order of the report
     "torch_im2col": ("PyTorch im2col", "torch"),
 }
 REFERENCE = "ort_all"
+REPORT_FILES = ("report.md", "report.json", "peak_rss.png", "latency.png", "workspace.png")  # all it may write
 MiB = 1024 * 1024
 
 
@@ -33,12 +34,17 @@ def file_mode() -> int:
 
 
 def write_atomic(path: Path, data, binary: bool = False) -> None:
-    """Writes `path` whole or not at all (a temporary file in the same directory, then a rename)."""
+    """Writes `path` whole or not at all (a temporary file in the same directory, then a rename);
+    ModelError if `path` is there and not a regular file (model_io.check_outputs)."""
+    from ..rewriter.model_io import check_outputs
+
+    check_outputs([path])
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             f.write(data)
         os.chmod(tmp, file_mode())
+        check_outputs([path])
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -166,6 +166,8 @@ def _invalid_attributes(node, w_shape) -> str | None:
             return f"{key} {list(attrs[key])} are not all >= {least}"
     if w_shape is None or any(d is None for d in w_shape):
         return None
+    if len(w_shape) < 3:
+        return f"W's shape {list(w_shape)} is not M x C/group x kernel"
     rank = len(w_shape) - 2
     for key, length in (("strides", rank), ("dilations", rank), ("kernel_shape", rank), ("pads", 2 * rank)):
         if key in attrs and len(attrs[key]) != length:
@@ -193,61 +195,129 @@ def _shape(type_proto) -> list | None:
 
 
 class _GraphRewriter:
-    """Rewrites one graph in place (and its subgraphs, each with its own rewriter)."""
+    """Rewrites one graph in place (and its subgraphs, each with its own rewriter).
+
+    Producers and readers of every value are indexed once and kept current by the methods that
+    change the graph (_set_inputs, _set_output, _remove, _add_initializer), so each query is a
+    lookup: a pass over the whole graph per Conv made the rewrite quadratic in the model's size.
+    Removed nodes stay in self.nodes, marked in self.removed, until the final sort writes the list."""
 
     def __init__(self, graph, types, opsets, policy, report, outer_constants):
         self.graph, self.types, self.opsets, self.policy, self.report = graph, types, opsets, policy, report
         self.outer_constants = outer_constants  # name -> TensorProto visible from enclosing graphs
         self.names = {n.name for n in graph.node} | {o for n in graph.node for o in n.output}
         self.names |= {t.name for t in graph.initializer} | {i.name for i in graph.input}
+        self.inits = {t.name: t for t in graph.initializer}
+        self.graph_inputs = {i.name for i in graph.input}
+        self.outputs = {o.name for o in graph.output}
+        self.nodes: list = []
+        self.removed: set[int] = set()  # id() of nodes taken out of the graph
+        self.producers: dict[str, object] = {}
+        self.readers: dict[str, dict[int, list]] = defaultdict(dict)  # value -> {id(node): [node, times read]}
+        self.reads: dict[int, list[str]] = {}  # id(node) -> the names it reads, inputs and subgraphs'
+
+    # --- the index ----------------------------------------------------------------------------
+
+    def build_index(self):
+        self.nodes = list(self.graph.node)
+        for node in self.nodes:
+            self._index(node)
+
+    def _index(self, node):
+        reads = [i for i in node.input if i]
+        for attr in node.attribute:  # subgraphs may read outer values by name
+            for sub in _subgraphs(attr):
+                reads += _names_read(sub)
+        self.reads[id(node)] = reads
+        for value in reads:
+            entry = self.readers[value].setdefault(id(node), [node, 0])
+            entry[1] += 1
+        for o in node.output:
+            if o:
+                self.producers.setdefault(o, node)  # produced twice (ORT refuses that): the first one
+
+    def _unindex(self, node):
+        for value in self.reads.pop(id(node), []):
+            entry = self.readers[value].get(id(node))
+            if entry is not None:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self.readers[value][id(node)]
+        for o in node.output:
+            if o and self.producers.get(o) is node:
+                del self.producers[o]
+
+    def _set_inputs(self, node, inputs):
+        self._unindex(node)
+        del node.input[:]
+        node.input.extend(inputs)
+        self._index(node)
+
+    def _set_output(self, node, index, name):
+        self._unindex(node)
+        node.output[index] = name
+        self._index(node)
+
+    def _remove(self, node):
+        self._unindex(node)
+        self.removed.add(id(node))
+
+    def _add_initializer(self, tensor):
+        self.graph.initializer.append(tensor)
+        self.inits[tensor.name] = self.graph.initializer[-1]
+
+    def _pop_initializer(self, previous):
+        """Takes back the last initializer added; `previous` is what its name named before, or None."""
+        tensor = self.graph.initializer.pop()
+        if previous is not None:
+            self.inits[tensor.name] = previous
+        else:
+            self.inits.pop(tensor.name, None)
+
+    def live_nodes(self) -> list:
+        return [n for n in self.nodes if id(n) not in self.removed]
 
     # --- constants -----------------------------------------------------------------------------
-
-    def initializers(self) -> dict[str, TensorProto]:
-        return {t.name: t for t in self.graph.initializer}
 
     def constant(self, name: str) -> np.ndarray | None:
         """The value if it is a constant (initializer, Constant node or foldable subgraph), else None."""
         if not name:
             return None
-        inits = self.initializers()
-        graph_inputs = {i.name for i in self.graph.input}
-        if name in inits and name not in graph_inputs:  # an initializer that is also an input can be fed
-            return numpy_helper.to_array(inits[name])
+        if name in self.inits and name not in self.graph_inputs:  # an initializer that is also an input can be fed
+            return _array(self.inits[name])
         if name in self.outer_constants:
-            return numpy_helper.to_array(self.outer_constants[name])
+            return _array(self.outer_constants[name])
         if self.fold(name):
-            return numpy_helper.to_array(self.initializers()[name])
+            return _array(self.inits[name])
         return None
 
     def producer(self, name: str):
-        for node in self.graph.node:
-            if name in node.output:
-                return node
-        return None
+        return self.producers.get(name)
 
     def fold(self, name: str) -> bool:
         """Evaluates the constant subgraph that produces `name` into an initializer of that name."""
-        nodes, needed, frontier = [], set(), [name]
-        inits = self.initializers()
-        graph_inputs = {i.name for i in self.graph.input}
+        nodes, seen, needed, frontier = [], set(), set(), [name]
         while frontier:
             value = frontier.pop()
-            if value in needed or (value in inits and value not in graph_inputs) or value in self.outer_constants:
+            if value in needed or (value in self.inits and value not in self.graph_inputs) or \
+                    value in self.outer_constants:
                 continue
             node = self.producer(value)
             if node is None or node.op_type in NONDETERMINISTIC or any(_subgraphs(a) for a in node.attribute):
                 return False
             needed.add(value)
-            if node not in nodes:
+            if id(node) not in seen:
+                seen.add(id(node))
                 nodes.append(node)
             frontier += [i for i in node.input if i]
             if len(nodes) > 64:
                 return False
-        order = [n for n in self.graph.node if n in nodes]  # the graph is topologically sorted
-        used = {i for n in order for i in n.input}
-        sub_inits = [t for t in self.graph.initializer if t.name in used] + \
-                    [t for k, t in self.outer_constants.items() if k in used]
+        # The graph's list order need not be topological (ORT runs such graphs): sort these few.
+        order = _topological_order(nodes, lambda n: [i for i in n.input if i],
+                                   lambda v: p if (p := self.producer(v)) is not None and id(p) in seen else None)
+        used = list(dict.fromkeys(i for n in order for i in n.input if i))
+        sub_inits = [self.inits[k] for k in used if k in self.inits] + \
+                    [self.outer_constants[k] for k in used if k in self.outer_constants]
         out_type = self.types.get(name)
         output = onnx.ValueInfoProto(name=name)
         if out_type is not None:
@@ -257,41 +327,29 @@ class _GraphRewriter:
         value = _evaluate(model)
         if value is None:
             return False
-        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        previous = self.inits.get(name)
+        self._add_initializer(numpy_helper.from_array(np.asarray(value), name))
         for node in reversed(order):  # the producing nodes go when nothing else reads their outputs
-            if not any(o in self.consumers() and o != name for o in node.output) and \
-                    not any(o in self.graph_outputs() for o in node.output):
-                self.graph.node.remove(node)
-        producers_left = self.producer(name)
-        if producers_left is not None:  # still produced by a node whose other outputs are in use
-            self.graph.initializer.pop()
+            if not any(o != name and self.readers.get(o) for o in node.output) and \
+                    not any(o in self.outputs for o in node.output):
+                self._remove(node)
+        if self.producer(name) is not None:  # still produced by a node whose other outputs are in use
+            self._pop_initializer(previous)
             return False
         self.report.folded.append(name)
         return True
 
     # --- graph queries ---------------------------------------------------------------------------
 
-    def consumers(self) -> dict[str, list]:
-        uses = defaultdict(list)
-        for node in self.graph.node:
-            for i in node.input:
-                if i:
-                    uses[i].append(node)
-            for attr in node.attribute:  # subgraphs may read outer values by name
-                for sub in _subgraphs(attr):
-                    for used in _names_read(sub):
-                        uses[used].append(node)
-        return uses
-
-    def graph_outputs(self) -> set[str]:
-        return {o.name for o in self.graph.output}
-
     def single_consumer(self, value: str):
-        """The one node reading `value`, if exactly one does and it is not a graph output."""
-        if value in self.graph_outputs():
+        """The one node reading `value`, if exactly one does, once, as an input, and it is not a graph output."""
+        if value in self.outputs:
             return None
-        readers = self.consumers().get(value, [])
-        return readers[0] if len(readers) == 1 and list(readers[0].input).count(value) == 1 else None
+        readers = self.readers.get(value)
+        if not readers or len(readers) != 1:
+            return None
+        ((node, times),) = readers.values()
+        return node if times == 1 and list(node.input).count(value) == 1 else None
 
     def unique(self, base: str) -> str:
         name, i = base, 1
@@ -303,16 +361,21 @@ class _GraphRewriter:
     # --- the rewrite -----------------------------------------------------------------------------
 
     def run(self):
-        for node in list(self.graph.node):
+        outer = {**self.outer_constants, **self.inits}
+        for node in self.graph.node:
             for attr in node.attribute:
                 for sub in _subgraphs(attr):
-                    outer = {**self.outer_constants, **self.initializers()}
                     _GraphRewriter(sub, self.types, self.opsets, self.policy, self.report, outer).run()
-        for node in list(self.graph.node):
+        self.build_index()  # after the subgraphs' rewrites, which change the outer names they read
+        for node in list(self.nodes):
+            if id(node) in self.removed:  # folded into a constant for an earlier node
+                continue
             if (node.domain in ("", "ai.onnx") and node.op_type == "Conv") or \
                     (node.domain == "com.microsoft" and node.op_type == "FusedConv"):
                 self.convert(node)
-        for node in list(self.graph.node):
+        for node in list(self.nodes):
+            if id(node) in self.removed:
+                continue
             if node.domain == DOMAIN and node.op_type == "Conv":
                 while self.fuse_next(node):
                     pass
@@ -322,7 +385,7 @@ class _GraphRewriter:
         self.drop_unused_initializers()
 
     def convert(self, node):
-        name = node.name or self.unique(f"{node.output[0]}_conv")
+        name = node.name or self.unique(f"{node.output[0] if node.output else 'unnamed'}_conv")
         reason = self.unsupported(node)
         if reason:
             self.report.left.append((name, reason))
@@ -335,14 +398,20 @@ class _GraphRewriter:
         new = helper.make_node("Conv", inputs, list(node.output), name=name, domain=DOMAIN)
         new.attribute.extend(attrs)
         new.doc_string = node.doc_string
-        index = list(self.graph.node).index(node)
-        self.graph.node.remove(node)
-        self.graph.node.insert(index, new)
+        self._unindex(node)
+        node.CopyFrom(new)  # in place: the node keeps its position without a search of the list
+        self._index(node)
         self.report.replaced.append(name)
 
     def unsupported(self, node) -> str | None:
         """Why the op cannot (or by policy should not) run this node, or None."""
-        x, w = node.input[0], node.input[1] if len(node.input) > 1 else ""
+        given = [bool(i) for i in node.input]
+        most = 4 if node.op_type == "FusedConv" else 3  # com.microsoft::FusedConv takes a residual Z too
+        if given[:2] != [True, True] or len(given) > most or len(node.output) != 1 or not node.output[0]:
+            optional = "optional B and Z" if most == 4 else "an optional B"
+            return (f"ORT's {node.op_type} refuses this node too: it takes X, W and {optional} and gives one Y; "
+                    f"this one has {sum(given)} input(s) and {sum(bool(o) for o in node.output)} output(s)")
+        x, w = node.input[0], node.input[1]
         elem = None
         for value in (x, w):
             t = self.types.get(value)
@@ -401,8 +470,8 @@ class _GraphRewriter:
             done = self.fuse_activation(conv, nxt)
         if not done:
             return False
-        conv.output[0] = nxt.output[0]
-        self.graph.node.remove(nxt)
+        self._remove(nxt)
+        self._set_output(conv, 0, nxt.output[0])
         self.report.fused.append(f"{op} '{nxt.name or nxt.output[0]}' into '{conv.name}'")
         return True
 
@@ -419,10 +488,9 @@ class _GraphRewriter:
         inputs = list(conv.input) + [""] * (3 - len(conv.input))
         for index, (value, suffix) in enumerate(((w, "W"), (b, "B")), start=1):
             name = self.unique(f"{conv.name}_{suffix}")
-            self.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+            self._add_initializer(numpy_helper.from_array(value.astype(np.float32), name))
             inputs[index] = name
-        del conv.input[:]
-        conv.input.extend(inputs)
+        self._set_inputs(conv, inputs)
 
     def per_channel(self, value: np.ndarray | None, channels: int, rank: int) -> np.ndarray | None:
         """A constant that broadcasts over Y (N x M x spatial) as one value per channel, as a vector."""
@@ -436,7 +504,8 @@ class _GraphRewriter:
         return None
 
     def fold_batch_norm(self, conv, bn) -> bool:
-        if any(a.name == "training_mode" and a.i for a in bn.attribute) or len([o for o in bn.output if o]) > 1:
+        if any(a.name == "training_mode" and a.i for a in bn.attribute) or len([o for o in bn.output if o]) > 1 \
+                or len(bn.input) != 5:
             return False
         params = [self.constant(name) for name in bn.input[1:5]]
         wb = self.weights(conv)
@@ -501,8 +570,7 @@ class _GraphRewriter:
             return False
         inputs = list(conv.input) + [""] * (4 - len(conv.input))
         inputs[3] = other
-        del conv.input[:]
-        conv.input.extend(inputs)
+        self._set_inputs(conv, inputs)
         return True
 
     def same_shape(self, a: str, b: str) -> bool:
@@ -550,8 +618,8 @@ class _GraphRewriter:
             return
         w = self.constant(conv.input[1])
         x_shape = _shape(self.types.get(conv.input[0]))
-        if w is None or x_shape is None or len(x_shape) != w.ndim or any(d is None for d in x_shape[1:]):
-            return
+        if w is None or not w.size or x_shape is None or len(x_shape) != w.ndim or any(d is None for d in x_shape[1:]):
+            return  # (an empty W has nothing to order)
         try:
             from .. import _kernels
         except ImportError:  # no compiled kernels here: nothing to ask which layout they read
@@ -568,48 +636,69 @@ class _GraphRewriter:
         if layout is None:  # depthwise: its kernels read OIHW as it is
             return
         name = self.unique(f"{conv.name}_W_packed")
-        self.graph.initializer.append(numpy_helper.from_array(pack(w.astype(np.float32), layout, attrs.get("group", 1)),
-                                                              name))
-        conv.input[1] = name
+        self._add_initializer(numpy_helper.from_array(pack(w.astype(np.float32), layout, attrs.get("group", 1)), name))
+        inputs = list(conv.input)
+        inputs[1] = name
+        self._set_inputs(conv, inputs)
         conv.attribute.extend([helper.make_attribute("weight_layout", layout)])
 
     # --- tidying ---------------------------------------------------------------------------------
 
     def sort_topologically(self):
         """Orders nodes so each comes after the producers of what it reads (a fused Z may be later)."""
-        produced = {o: n for n in self.graph.node for o in n.output if o}
-        done, order, visiting = set(), [], set()
-
-        def visit(node):
-            key = id(node)
-            if key in done:
-                return
-            if key in visiting:
-                raise RewriteError(f"the graph has a cycle through node '{node.name}'")
-            visiting.add(key)
-            reads = list(node.input)
-            for attr in node.attribute:
-                for sub in _subgraphs(attr):
-                    reads += list(_names_read(sub))
-            for value in reads:
-                if value in produced and produced[value] is not node:
-                    visit(produced[value])
-            visiting.discard(key)
-            done.add(key)
-            order.append(node)
-
-        for node in list(self.graph.node):
-            visit(node)
+        order = _topological_order(self.live_nodes(), lambda n: self.reads[id(n)], self.producer)
         del self.graph.node[:]
         self.graph.node.extend(order)
 
     def drop_unused_initializers(self):
         """Initializers the rewrite orphaned (W and B replaced by folded copies)."""
-        used = set(self.consumers()) | self.graph_outputs() | {i.name for i in self.graph.input}
+        used = {value for value, readers in self.readers.items() if readers} | self.outputs | self.graph_inputs
         keep = [t for t in self.graph.initializer if t.name in used]
         if len(keep) != len(self.graph.initializer):
             del self.graph.initializer[:]
             self.graph.initializer.extend(keep)
+
+
+def _topological_order(nodes, reads, producer) -> list:
+    """`nodes` ordered so that each comes after the producers (producer(name), None outside the
+    set) of the names it reads: a depth-first walk in list order, which keeps a sorted list as it
+    is. Iterative, so a chain of any length is sorted (Python's recursion stops near 1,000)."""
+    state: dict[int, int] = {}  # id(node) -> 1 on the walk's path, 2 placed
+    order = []
+    for root in nodes:
+        if id(root) in state:
+            continue
+        state[id(root)] = 1
+        stack = [(root, iter(reads(root)))]
+        while stack:
+            node, pending = stack[-1]
+            for value in pending:
+                before = producer(value)
+                if before is None or before is node or state.get(id(before)) == 2:
+                    continue
+                if state.get(id(before)) == 1:
+                    raise RewriteError(f"the graph has a cycle through node '{before.name}'")
+                state[id(before)] = 1
+                stack.append((before, iter(reads(before))))
+                break
+            else:
+                stack.pop()
+                state[id(node)] = 2
+                order.append(node)
+    return order
+
+
+def _array(tensor: TensorProto) -> np.ndarray:
+    """The tensor's value; RewriteError naming it when its bytes cannot be read (onnx raises
+    KeyError, TypeError or ValueError for an unknown element type or a size that is not its shape's)."""
+    if tensor.data_type == TensorProto.UNDEFINED or tensor.data_type not in TensorProto.DataType.values():
+        raise RewriteError(f"tensor '{tensor.name}' has element type {tensor.data_type}, which ONNX does not define")
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        why = lines[0] if lines else type(e).__name__
+        raise RewriteError(f"tensor '{tensor.name}' cannot be read ({why})") from None
 
 
 def _scale_rows(w: np.ndarray, factor: np.ndarray) -> np.ndarray:
