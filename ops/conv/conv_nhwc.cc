@@ -174,7 +174,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
         a.col_stride = col_stride;
         a.taps = p.taps.data();
         a.tap_count = static_cast<int64_t>(p.taps.size());
-        a.rows_of_three = s.kernel_w == 3 && s.stride_w == 1 && s.dilation_w == 1;
+        a.rows_of_three = s.kernel_w == 3 && s.dilation_w == 1 && s.stride_w <= 2 ? static_cast<int>(s.stride_w) : 0;
         a.w = packed_w + g;
         a.w_stride = s.out_channels;
         a.channels = s.group;  // depthwise items take every channel (group = C = M)

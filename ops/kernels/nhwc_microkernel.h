@@ -46,9 +46,10 @@ struct DepthwiseNhwcArgs {
   int64_t col_stride;      // floats between consecutive outputs' windows (stride_w x C)
   const int64_t* taps;     // per tap (kh, kw): offset from x
   int64_t tap_count;
-  // Taps in rows of three adjacent columns, outputs one column apart (3-wide kernel, stride and
-  // dilation 1 along W): each input vector then serves three outputs from registers.
-  bool rows_of_three;
+  // Taps in rows of three adjacent columns (3-wide kernel, dilation 1 along W), outputs this many
+  // columns apart (the stride along W: 1 or 2; 0 otherwise): each input vector then serves every
+  // output whose window holds it from registers.
+  int rows_of_three;
   const float* w;          // weights [tap][channels], channel-contiguous
   int64_t w_stride;        // floats between taps in w (the layer's C)
   int64_t channels;        // channels to compute from x's first
