@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 
@@ -119,7 +118,7 @@ def measure(threads_list, runs: int) -> dict:
 
     weights = _weights()
     rng = np.random.default_rng(1)
-    results = {"machine": _machine(), "runs": runs, "rows": []}
+    results = {"machine": _machine(threads_list), "runs": runs, "rows": []}
     for threads in threads_list:
         peak = _kernels.fma_peak_gflops(threads=threads, seconds=0.3)
         cases = [(name, [(layer, w)]) for layer, w in zip(LAYERS, weights) for name in [layer[0]]]
@@ -228,18 +227,11 @@ def measure_layers(set_names, threads_list, runs: int) -> list[dict]:
     return rows
 
 
-def _machine() -> dict:
-    import onnxruntime as ort
+def _machine(threads_list) -> dict:
+    """The machine section every stored run carries (im2win_ort.sysinfo), FMA probe included."""
+    from ..sysinfo import machine_info
 
-    from .. import _kernels
-
-    model = ""
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model or platform.processor(), "isa": _kernels.selected_isa(), "l2_bytes":
-            _kernels.cache_sizes()["l2_bytes"], "onnxruntime": ort.__version__}
+    return machine_info(threads_list)
 
 
 def _format_row(row) -> str:
@@ -274,10 +266,10 @@ def main(argv=None) -> int:
         if unknown:
             print(f"unknown layer set(s) {', '.join(unknown)}; choose from {', '.join(LAYER_SETS)}", file=sys.stderr)
             return 1
-        results = {"machine": _machine(), "runs": args.runs,
+        results = {"machine": _machine(threads), "runs": args.runs,
                    "rows": measure_layers(args.layers.split(","), threads, args.runs)}
     elif args.models:
-        results = {"machine": _machine(), "runs": args.runs,
+        results = {"machine": _machine(threads), "runs": args.runs,
                    "rows": measure_models(args.models.split(","), threads, args.runs)}
     else:
         results = measure(threads, args.runs)
