@@ -41,6 +41,14 @@ def test_layers_and_models(tmp_path, capsys):
     assert "im2win NHWC" in capsys.readouterr().out
 
 
+def test_bottleneck(tmp_path):
+    out = tmp_path / "bottleneck.json"
+    assert layouts.main(["--threads", "1", "--runs", "1", "--size", "8", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["case"] for r in rows] == [name for name, *_ in layouts.LAYERS] + ["bottleneck (3 convs)"]
+    assert all(r["max_rel_err"] < 1e-4 and r["im2win NHWC"]["gflops"] > 0 for r in rows)
+
+
 def test_bad_arguments(capsys):
     assert layouts.main(["--threads", "0"]) == 1
     assert layouts.main(["--layers", "nosuchset"]) == 1

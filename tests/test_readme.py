@@ -65,6 +65,12 @@ COMMANDS = {
         ("test", "tests/test_compare.py", "compare.main("),
     "im2win-ort bench --sets paper,resnet50,vgg16,mobilenetv2 --threads 1,2 --json bench.json":
         ("test", "tests/test_bench.py", "bench.main("),
+    "python -m im2win_ort.measure.layouts --threads 1,2 --runs 30 --json bottleneck.json":
+        ("test", "tests/test_layouts_measure.py", 'layouts.main(["--threads", "1", "--runs", "1", "--size"'),
+    "python -m im2win_ort.measure.layouts --layers resnet50,mobilenetv2 --threads 1 --json layers.json":
+        ("test", "tests/test_layouts_measure.py", 'layouts.main(["--layers"'),
+    "python -m im2win_ort.measure.layouts --models resnet50.onnx,mobilenet_v2.onnx --threads 1,2 --json networks.json":
+        ("test", "tests/test_layouts_measure.py", 'layouts.main(["--models"'),
     'python -m im2win_ort.measure.report --add im2win-compare-resnet50/report.json --note "What else ran on the '
     'machine."': ("test", "tests/test_performance_doc.py", '"--add"'),
     "python -m im2win_ort.measure.report --check": RUN,

@@ -31,7 +31,7 @@ def _weights(seed: int = 0):
     return [(rng.standard_normal((m, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32) for _, c, m, k, _ in LAYERS]
 
 
-def _onnx_model(layers, nhwc: bool, im2win: bool, block: bool):
+def _onnx_model(layers, nhwc: bool, im2win: bool, block: bool, size: int = SIZE):
     """The block (or one layer when `layers` has one entry) as ONNX: ONNX Conv + Relu (+ Add), or
     com.im2win::Conv with the epilogue fused, in NCHW or NHWC."""
     from onnx import TensorProto, helper, numpy_helper
@@ -40,7 +40,7 @@ def _onnx_model(layers, nhwc: bool, im2win: bool, block: bool):
     from .._library import DOMAIN
 
     c_in = layers[0][0][1]
-    shape = [1, SIZE, SIZE, c_in] if nhwc else [1, c_in, SIZE, SIZE]
+    shape = [1, size, size, c_in] if nhwc else [1, c_in, size, size]
     nodes, inits, value = [], [], "X"
     for i, ((name, c, m, k, pad), w) in enumerate(layers):
         inits.append(numpy_helper.from_array(w, f"W{i}"))
@@ -113,7 +113,7 @@ def _check(sessions, inputs):
     return max(float(np.abs(outs["im2win NCHW"] - want).max()), float(np.abs(nhwc - want).max())) / scale
 
 
-def measure(threads_list, runs: int) -> dict:
+def measure(threads_list, runs: int, size: int = SIZE) -> dict:
     from .. import _kernels
 
     weights = _weights()
@@ -125,12 +125,12 @@ def measure(threads_list, runs: int) -> dict:
         cases.append(("bottleneck (3 convs)", list(zip(LAYERS, weights))))
         for name, layers in cases:
             block = len(layers) > 1
-            x = rng.standard_normal((1, layers[0][0][1], SIZE, SIZE)).astype(np.float32)
+            x = rng.standard_normal((1, layers[0][0][1], size, size)).astype(np.float32)
             inputs = {c: np.ascontiguousarray(np.moveaxis(x, 1, -1)) if c.endswith("NHWC") else x for c in CONFIGS}
-            sessions = _sessions(lambda nhwc, im2win: _onnx_model(layers, nhwc, im2win, block), threads)
+            sessions = _sessions(lambda nhwc, im2win: _onnx_model(layers, nhwc, im2win, block, size), threads)
             error = _check(sessions, inputs)
             seconds = _time(sessions, inputs, runs)
-            flops = sum(2.0 * SIZE * SIZE * c * m * k * k for (_, c, m, k, _), _ in layers)
+            flops = sum(2.0 * size * size * c * m * k * k for (_, c, m, k, _), _ in layers)
             row = {"case": name, "threads": threads, "fma_peak_gflops": peak, "max_rel_err": error}
             for config, t in seconds.items():
                 row[config] = {"seconds": t, "gflops": flops / t / 1e9, "peak_share": flops / t / 1e9 / peak,
@@ -248,16 +248,19 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each session (default 30)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"the bottleneck's height and width (default {SIZE})")
     parser.add_argument("--models", help="comma-separated ONNX files: whole models instead of the bottleneck")
     parser.add_argument("--layers", help="comma-separated layer sets (resnet50, vgg16, mobilenetv2, paper): each "
                                          "layer alone instead of the bottleneck")
     args = parser.parse_args(argv)
     try:
         threads = [int(t) for t in args.threads.split(",")]
-        if not threads or min(threads) < 1 or max(threads) > 1024 or not 1 <= args.runs <= 100000:
+        if (not threads or min(threads) < 1 or max(threads) > 1024 or not 1 <= args.runs <= 100000
+                or not 1 <= args.size <= 1024):
             raise ValueError
     except ValueError:
-        print("--threads takes comma-separated counts from 1 to 1024, --runs 1 to 100000", file=sys.stderr)
+        print("--threads takes comma-separated counts from 1 to 1024, --runs 1 to 100000, --size 1 to 1024",
+              file=sys.stderr)
         return 1
     if args.layers:
         from .layer_sets import LAYER_SETS
@@ -272,7 +275,7 @@ def main(argv=None) -> int:
         results = {"machine": _machine(threads), "runs": args.runs,
                    "rows": measure_models(args.models.split(","), threads, args.runs)}
     else:
-        results = measure(threads, args.runs)
+        results = measure(threads, args.runs, args.size)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
