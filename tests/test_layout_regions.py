@@ -129,13 +129,13 @@ def test_rewrite_cli_layout_nhwc(tmp_path):
     onnx.save(_graph_model(nodes, inits, ["y"]), str(tmp_path / "m.onnx"))
     done = subprocess.run([sys.executable, "-m", "im2win_ort", "rewrite", str(tmp_path / "m.onnx"), "-o",
                            str(tmp_path / "out.onnx"), "--layout", "nhwc", "--validate", "--report"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "channels-last: 1 region(s), 2 conv(s), 0 pool(s), 2 transpose(s)" in done.stdout
     out = onnx.load(str(tmp_path / "out.onnx"))
     assert [n.op_type for n in out.graph.node] == ["Transpose", "Conv", "Conv", "Transpose"]
     bad = subprocess.run([sys.executable, "-m", "im2win_ort", "rewrite", str(tmp_path / "m.onnx"), "--layout", "nchwc"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode != 0 and "--layout" in bad.stderr
     with pytest.raises(ValueError, match="layout must be one of"):
         im2win_ort.rewrite(_graph_model(nodes, inits, ["y"]), layout="NHWC")

@@ -140,7 +140,7 @@ def test_cache_sizes_bound_the_panel_budget():
     assert 0 < caches["panel_budget_bytes"] <= min(512 << 10, caches["l2_bytes"] // 2)
 
 
-def test_plans_for_another_cpus_l2_are_this_l2s_when_forced():
+def test_plans_for_another_cpus_l2_are_this_l2s_when_forced(tmp_path):
     """workspace_bytes(l2_bytes=...) plans as a CPU with that L2 would: the plan a process forced to that
     L2 by IM2WIN_L2_BYTES makes (what the op runs); values outside what an x86 core has are refused
     by the argument and ignored by the variable."""
@@ -153,7 +153,7 @@ def test_plans_for_another_cpus_l2_are_this_l2s_when_forced():
               f"_kernels.workspace_bytes({shape[0]}, {shape[1]}, pads=[1, 1, 1, 1], threads=4)]))")
     for l2 in (512 << 10, 1 << 20, 2 << 20):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, IM2WIN_L2_BYTES=str(l2)))
+                              env=dict(os.environ, IM2WIN_L2_BYTES=str(l2)), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         forced_l2, forced = json.loads(done.stdout)
         assert forced_l2 == l2
@@ -161,7 +161,7 @@ def test_plans_for_another_cpus_l2_are_this_l2s_when_forced():
     native = _kernels.cache_sizes()["l2_bytes"]
     for bad in ("1", "abc", "1048576x", str(1 << 30), ""):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, IM2WIN_L2_BYTES=bad))
+                              env=dict(os.environ, IM2WIN_L2_BYTES=bad), cwd=tmp_path)
         assert done.returncode == 0 and json.loads(done.stdout)[0] == native, (bad, done.stdout, done.stderr)
     for bad in (-1, 1000, 1 << 30):
         with pytest.raises(_kernels.ConvError, match="l2_bytes must be 0"):
