@@ -221,7 +221,7 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2) -> LayoutReport
 
 def _store_plain_weights(graph, node, initializers, readers) -> None:
     """W as ONNX gives it (OIHW) for an NHWC node; a packed one unpacked."""
-    layout = _text(_attr(node, "layout_w_unused", b"")) or _text(_attr(node, "weight_layout", OIHW.encode()))
+    layout = _text(_attr(node, "weight_layout", OIHW.encode()))
     if layout == OIHW:
         return
     w_name = node.input[1]

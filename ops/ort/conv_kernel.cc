@@ -56,9 +56,10 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
     weights_constant_ = true;
     // With X's channels and spatial size known (the batch may be symbolic), the shapes are checked
     // now and the weights packed for the tile family the runs will use.
+    // (Channels-last weights are packed at the first run: their packing needs no input size.)
     std::vector<int64_t> x_dims = StaticInputDims(api, info, 0);
-    if (nhwc_) x_dims = NhwcToNchwDims(x_dims);
-    if (!nhwc_ && !w_prepacked_ && x_dims.size() == wv.dims.size() && x_dims[1] > 0 && x_dims[2] > 0 && x_dims.back() > 0) {
+    if (!nhwc_ && !w_prepacked_ && x_dims.size() == wv.dims.size() && x_dims[1] > 0 && x_dims[2] > 0 &&
+        x_dims.back() > 0) {
       x_dims[0] = 1;
       const ConvShape shape = ResolveConvShape(attrs_, x_dims, wv.dims);
       PackedConstantWeights(ChooseTileFamily(*isa_, shape, tile_preference_), wv.data);
@@ -261,7 +262,7 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
 
   float* y = static_cast<float*>(y_data);
   if (nhwc_) {
-    ComputeNhwc(context, x.data, x.dims, w.data, w.dims, bias, residual, y, shape);
+    ComputeNhwc(context, x.data, w.data, w.dims, bias, residual, y, shape);
     return;
   }
   bool y_done = false;
@@ -271,10 +272,9 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   RunConv(*plan, x.data, weights.data, bias, residual, y, OrtRunner(api_, context));
 }
 
-void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const std::vector<int64_t>& x_dims,
-                                const float* w, const std::vector<int64_t>& w_dims, const float* bias,
-                                const float* residual, float* y, const ConvShape& shape) const {
-  (void)x_dims;
+void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const float* w,
+                                const std::vector<int64_t>& w_dims, const float* bias, const float* residual,
+                                float* y, const ConvShape& shape) const {
   std::shared_ptr<const NhwcPlan> plan;
   {
     std::lock_guard<std::mutex> lock(plan_mutex_);

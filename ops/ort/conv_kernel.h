@@ -88,9 +88,8 @@ class OrtConvKernel {
   mutable std::mutex measure_mutex_;  // one timing at a time: concurrent first runs wait for it
   // Channels-last: the last shape's plan (cheap to make: no timing, no tables) and the constant
   // weights packed for it once.
-  void ComputeNhwc(OrtKernelContext* context, const float* x, const std::vector<int64_t>& x_dims, const float* w,
-                   const std::vector<int64_t>& w_dims, const float* bias, const float* residual, float* y,
-                   const ConvShape& shape) const;
+  void ComputeNhwc(OrtKernelContext* context, const float* x, const float* w, const std::vector<int64_t>& w_dims,
+                   const float* bias, const float* residual, float* y, const ConvShape& shape) const;
   mutable std::shared_ptr<const NhwcPlan> nhwc_plan_;
   mutable Packing packed_nhwc_;
 };
