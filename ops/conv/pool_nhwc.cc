@@ -7,10 +7,11 @@
 
 namespace im2win {
 
-void ValidatePoolAttributes(PoolKind kind, const PoolAttributes& a) {
+void ValidatePoolAttributes(PoolKind kind, const PoolAttributes& attrs) {
+  const ConvAttributes& a = attrs.window;
   if (a.kernel_shape.empty()) throw ConvError("attribute 'kernel_shape' is required");
-  if (a.ceil_mode != 0 && a.ceil_mode != 1) throw ConvError("attribute 'ceil_mode' must be 0 or 1");
-  if (a.count_include_pad != 0 && a.count_include_pad != 1)
+  if (attrs.ceil_mode != 0 && attrs.ceil_mode != 1) throw ConvError("attribute 'ceil_mode' must be 0 or 1");
+  if (attrs.count_include_pad != 0 && attrs.count_include_pad != 1)
     throw ConvError("attribute 'count_include_pad' must be 0 or 1");
   const bool dilated = std::any_of(a.dilations.begin(), a.dilations.end(), [](int64_t d) { return d != 1; });
   if (kind == PoolKind::kAverage && dilated) throw ConvError("AveragePool takes no dilations other than 1");
@@ -18,34 +19,26 @@ void ValidatePoolAttributes(PoolKind kind, const PoolAttributes& a) {
   // than answered differently from one of them.
   if (dilated && (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER"))
     throw ConvError("auto_pad " + a.auto_pad + " with dilations is not supported: give pads instead");
-  ConvAttributes conv;
-  conv.auto_pad = a.auto_pad;
-  conv.kernel_shape = a.kernel_shape;
-  conv.pads = a.pads;
-  conv.strides = a.strides;
-  conv.dilations = a.dilations;
+  ConvAttributes conv = a;
+  conv.group = 1;
   ValidateAttributes(conv);
 }
 
-PoolShape ResolvePoolShape(const PoolAttributes& a, const std::vector<int64_t>& x_dims_nhwc) {
+PoolShape ResolvePoolShape(const PoolAttributes& attrs, const std::vector<int64_t>& x_dims_nhwc) {
+  const ConvAttributes& a = attrs.window;
   const std::vector<int64_t> x = NhwcToNchwDims(x_dims_nhwc);
   if (x.size() != a.kernel_shape.size() + 2)
     throw ConvError("X has rank " + std::to_string(x_dims_nhwc.size()) + " but kernel_shape has " +
                     std::to_string(a.kernel_shape.size()) + " spatial axes");
-  ConvAttributes conv;
-  conv.auto_pad = a.auto_pad;
-  conv.kernel_shape = a.kernel_shape;
-  conv.pads = a.pads;
-  conv.strides = a.strides;
-  conv.dilations = a.dilations;
+  ConvAttributes conv = a;
   conv.group = std::max<int64_t>(1, x[1]);
   std::vector<int64_t> w{x[1], 1};
   w.insert(w.end(), a.kernel_shape.begin(), a.kernel_shape.end());
   PoolShape p;
   p.geometry = ResolveConvShape(conv, x, w);
-  p.count_include_pad = a.count_include_pad != 0;
+  p.count_include_pad = attrs.count_include_pad != 0;
   ConvShape& s = p.geometry;
-  if (a.ceil_mode != 0 && (a.auto_pad.empty() || a.auto_pad == "NOTSET")) {
+  if (attrs.ceil_mode != 0 && (a.auto_pad.empty() || a.auto_pad == "NOTSET")) {
     // Rounded up, as ONNX's ceil_mode, but the last window still starts inside X or its leading
     // padding (ORT's and PyTorch's rule).
     auto ceil_axis = [](int64_t in, int64_t k, int64_t st, int64_t d, int64_t begin, int64_t end) {

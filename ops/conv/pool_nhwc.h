@@ -14,9 +14,9 @@ namespace im2win {
 
 enum class PoolKind { kMax, kAverage };
 
+// The window attributes are a Conv's (its group is ignored: a pool's group is X's channels).
 struct PoolAttributes {
-  std::string auto_pad = "NOTSET";
-  std::vector<int64_t> kernel_shape, pads, strides, dilations;
+  ConvAttributes window;
   int64_t ceil_mode = 0, count_include_pad = 0;
 };
 

@@ -19,11 +19,7 @@ namespace im2win {
 OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const KernelOptions& options)
     : api_(api), threads_(options.threads) {
   node_name_ = KernelNodeName(api, info);
-  attrs_.auto_pad = GetString(api, info, "auto_pad", "NOTSET");
-  attrs_.dilations = GetList<int64_t>(api, info, "dilations");
-  attrs_.kernel_shape = GetList<int64_t>(api, info, "kernel_shape");
-  attrs_.pads = GetList<int64_t>(api, info, "pads");
-  attrs_.strides = GetList<int64_t>(api, info, "strides");
+  attrs_ = GetWindowAttributes(api, info);
   attrs_.group = GetInt(api, info, "group", 1);
   ValidateAttributes(attrs_);
   epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetList<float>(api, info, "activation_params"));

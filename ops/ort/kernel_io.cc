@@ -96,6 +96,16 @@ int64_t GetInt(const OrtApi& api, const OrtKernelInfo* info, const char* name, i
   return value;
 }
 
+ConvAttributes GetWindowAttributes(const OrtApi& api, const OrtKernelInfo* info) {
+  ConvAttributes a;
+  a.auto_pad = GetString(api, info, "auto_pad", "NOTSET");
+  a.kernel_shape = GetList<int64_t>(api, info, "kernel_shape");
+  a.pads = GetList<int64_t>(api, info, "pads");
+  a.strides = GetList<int64_t>(api, info, "strides");
+  a.dilations = GetList<int64_t>(api, info, "dilations");
+  return a;
+}
+
 int64_t TensorView::elements() const {
   int64_t n = 1;
   for (int64_t d : dims) n = CheckedMul(n, d, [this] { return "element count of " + DimsToString(dims); });

@@ -29,6 +29,10 @@ std::vector<T> GetList(const OrtApi& api, const OrtKernelInfo* info, const char*
 std::string GetString(const OrtApi& api, const OrtKernelInfo* info, const char* name, const std::string& def);
 int64_t GetInt(const OrtApi& api, const OrtKernelInfo* info, const char* name, int64_t def);
 
+// The sliding-window attributes a Conv and a pool share: auto_pad, kernel_shape, pads, strides,
+// dilations (group is left at 1; Conv reads its own).
+ConvAttributes GetWindowAttributes(const OrtApi& api, const OrtKernelInfo* info);
+
 struct TensorView {
   std::vector<int64_t> dims;
   ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;

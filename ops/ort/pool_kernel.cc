@@ -9,11 +9,7 @@ const char* PoolOpName(PoolKind kind) { return kind == PoolKind::kMax ? "MaxPool
 
 OrtPoolKernel::OrtPoolKernel(const OrtApi& api, const OrtKernelInfo* info, PoolKind kind) : api_(api), kind_(kind) {
   node_name_ = KernelNodeName(api, info);
-  attrs_.auto_pad = GetString(api, info, "auto_pad", "NOTSET");
-  attrs_.kernel_shape = GetList<int64_t>(api, info, "kernel_shape");
-  attrs_.pads = GetList<int64_t>(api, info, "pads");
-  attrs_.strides = GetList<int64_t>(api, info, "strides");
-  attrs_.dilations = GetList<int64_t>(api, info, "dilations");
+  attrs_.window = GetWindowAttributes(api, info);
   attrs_.ceil_mode = GetInt(api, info, "ceil_mode", 0);
   attrs_.count_include_pad = kind == PoolKind::kAverage ? GetInt(api, info, "count_include_pad", 0) : 0;
   if (kind == PoolKind::kMax && GetInt(api, info, "storage_order", 0) != 0)

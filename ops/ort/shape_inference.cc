@@ -151,13 +151,8 @@ OrtStatusPtr InferPoolOutputShape(const OrtApi& api, OrtShapeInferContext* conte
     if (x.values[i] < 0) return nullptr;  // a symbolic H, W or C: left to the kernel
   std::vector<int64_t> out;
   try {
-    const ConvAttributes conv = ReadAttributes(api, context);
     PoolAttributes a;
-    a.auto_pad = conv.auto_pad;
-    a.kernel_shape = conv.kernel_shape;
-    a.pads = conv.pads;
-    a.strides = conv.strides;
-    a.dilations = conv.dilations;
+    a.window = ReadAttributes(api, context);
     std::vector<int64_t> flag;
     if (ReadAttribute(api, context, "ceil_mode", ORT_OP_ATTR_INT, &flag) && flag.size() == 1) a.ceil_mode = flag[0];
     if (ReadAttribute(api, context, "count_include_pad", ORT_OP_ATTR_INT, &flag) && flag.size() == 1)
