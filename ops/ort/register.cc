@@ -25,23 +25,30 @@ constexpr const char* kDomain = "com.im2win";
 constexpr const char* kThreadsEntry = "im2win.intra_op_num_threads";
 constexpr const char* kPlanEntry = "im2win.plan";
 
-struct ConvOp : OrtCustomOp {
-  explicit ConvOp(const KernelOptions& kernel_options) : OrtCustomOp{}, options(kernel_options) {
+// What every op of the library declares alike: CPU, float32 inputs, one float32 output, any opset.
+struct Float32CpuOp : OrtCustomOp {
+  Float32CpuOp() : OrtCustomOp{} {
     version = ORT_API_VERSION;
-    GetName = [](const OrtCustomOp*) { return "Conv"; };
     GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // CPU
-    // X, W, optional B, optional Z -> Y; float32 throughout.
-    GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 4; };
     GetInputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
-    GetInputCharacteristic = [](const OrtCustomOp*, size_t i) {
-      return i < 2 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
-    };
+    GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
     GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
     GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
     GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
-    GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
     GetStartVersion = [](const OrtCustomOp*) { return 1; };
     GetEndVersion = [](const OrtCustomOp*) { return INT_MAX; };
+  }
+  const OrtApi* api = nullptr;  // for shape inference, which ORT calls with the op alone
+};
+
+struct ConvOp : Float32CpuOp {
+  explicit ConvOp(const KernelOptions& kernel_options) : options(kernel_options) {
+    GetName = [](const OrtCustomOp*) { return "Conv"; };
+    // X, W, optional B, optional Z -> Y.
+    GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 4; };
+    GetInputCharacteristic = [](const OrtCustomOp*, size_t i) {
+      return i < 2 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+    };
     CreateKernelV2 = [](const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info,
                         void** kernel) -> OrtStatusPtr {
       try {
@@ -70,25 +77,15 @@ struct ConvOp : OrtCustomOp {
       delete[] output_index;
     };
   };
-  const OrtApi* api = nullptr;  // for shape inference, which ORT calls with the op alone
   KernelOptions options;          // the pool the kernels cut their work for, how they choose plans
 };
 
 // com.im2win::MaxPool and AveragePool: X -> Y, float32, channels-last.
-struct PoolOp : OrtCustomOp {
-  explicit PoolOp(PoolKind pool_kind) : OrtCustomOp{}, kind(pool_kind) {
-    version = ORT_API_VERSION;
+struct PoolOp : Float32CpuOp {
+  explicit PoolOp(PoolKind pool_kind) : kind(pool_kind) {
     GetName = [](const OrtCustomOp* op) { return PoolOpName(static_cast<const PoolOp*>(op)->kind); };
-    GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };  // CPU
     GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
-    GetInputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
     GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
-    GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
-    GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
-    GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
-    GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
-    GetStartVersion = [](const OrtCustomOp*) { return 1; };
-    GetEndVersion = [](const OrtCustomOp*) { return INT_MAX; };
     CreateKernelV2 = [](const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info,
                         void** kernel) -> OrtStatusPtr {
       const PoolKind k = static_cast<const PoolOp*>(op)->kind;
@@ -108,7 +105,6 @@ struct PoolOp : OrtCustomOp {
       return InferPoolOutputShape(*pool->api, context, pool->kind);
     };
   }
-  const OrtApi* api = nullptr;
   PoolKind kind;
 };
 
