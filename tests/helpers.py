@@ -81,6 +81,19 @@ def conv_model(
     return make_model(graph, opset_imports=opsets)
 
 
+def conv_relu_model(channels=16, size=12, seed=3) -> onnx.ModelProto:
+    """Conv (3 -> channels, 3x3, pad 1, bias) + Relu on [N, 3, size, size]: the CLI and file tests' model."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((channels, 3, 3, 3)) * 0.3).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "B")]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, size, size])],
+                              inits)
+    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def small_net(batch="N", height=16, width=16) -> onnx.ModelProto:
     """Conv+BN+Relu, a depthwise Conv+Clip, a 1x1 Conv with a residual Add, then pooled logits [batch, 8]."""
     rng = np.random.default_rng(3)

@@ -41,6 +41,8 @@ from im2win_ort._ir_version import make_model
 from im2win_ort.cli import main
 from im2win_ort.measure import compare
 
+from helpers import conv_relu_model
+
 EXAMPLES = int(os.environ.get("IM2WIN_FUZZ_CLI_EXAMPLES", "100"))
 SEED = int(os.environ.get("IM2WIN_FUZZ_SEED", "20261126"))
 SETTINGS = dict(max_examples=EXAMPLES, deadline=None, derandomize="IM2WIN_FUZZ_SEED" not in os.environ,
@@ -54,15 +56,7 @@ STAGING = re.compile(r"^\..+\.[a-z0-9_]{8}(\.tmp)?$")
 # --------------------------------------------------------------------------------------------
 
 def _conv_model(channels=4, size=6) -> onnx.ModelProto:
-    rng = np.random.default_rng(5)
-    inits = [numpy_helper.from_array((rng.standard_normal((channels, 3, 3, 3)) * 0.3).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "B")]
-    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["y"], name="relu")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, size, size])],
-                              inits)
-    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return conv_relu_model(channels, size, seed=5)
 
 
 MODEL_BYTES = _conv_model().SerializeToString()

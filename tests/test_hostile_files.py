@@ -30,6 +30,8 @@ from im2win_ort.measure import compare
 from im2win_ort.rewriter import RewriteError, rewrite_with_report
 from im2win_ort.rewriter.model_io import ModelError, load_model, save_model
 
+from helpers import conv_relu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,15 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def small_model(channels=16, size=8) -> onnx.ModelProto:
     """Conv (3 -> channels, 3x3) + Relu; W is 1.7 KB, over save_model's 1 KiB external threshold."""
-    rng = np.random.default_rng(7)
-    inits = [numpy_helper.from_array((rng.standard_normal((channels, 3, 3, 3)) * 0.3).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "B")]
-    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["y"], name="relu")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, size, size])],
-                              inits)
-    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return conv_relu_model(channels, size, seed=7)
 
 
 def save_with_data(model: onnx.ModelProto, path: Path, location: str) -> None:

@@ -12,23 +12,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from im2win_ort.cli import main
-from im2win_ort._ir_version import make_model
 from im2win_ort.rewriter.model_io import save_model
+
+from helpers import conv_relu_model
 
 
 def small_model(channels=16, size=12) -> onnx.ModelProto:
-    rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array((rng.standard_normal((channels, 3, 3, 3)) * 0.3).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "B")]
-    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["y"], name="relu")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, size, size])],
-                              inits)
-    return make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return conv_relu_model(channels, size, seed=3)
 
 
 def digest(path: Path) -> str:
