@@ -97,7 +97,8 @@ def test_end_to_end_writes_the_report(run):
     assert "batch 2" in result.stderr  # the progress bar named the steps
     for column in ("peak RSS MiB", "after load MiB", "latency ms", "max rel err"):
         assert column in result.stdout
-    for label in ("ORT ENABLE_ALL", "ORT ENABLE_EXTENDED", "im2win (rewritten)"):
+    for label in ("ORT ENABLE_ALL", "ORT ENABLE_EXTENDED", "im2win (rewritten)",
+                  "im2win channels-last (rewritten --layout nhwc)"):
         assert label in result.stdout
     for name in ("report.md", "report.json", "peak_rss.png", "latency.png", "workspace.png", "inputs-b1.npz",
                  "inputs-b2.npz"):
@@ -107,6 +108,11 @@ def test_end_to_end_writes_the_report(run):
     assert not list(out.glob(".*"))  # no temporary files left behind
     rewritten = onnx.load(str(next(out.glob("*.im2win.onnx"))))
     assert any(n.domain == "com.im2win" for n in rewritten.graph.node)
+    channels_last = onnx.load(str(next(out.glob("*.im2win-nhwc.onnx"))))
+    layouts = [next((a.s for a in n.attribute if a.name == "layout"), b"NCHW") for n in channels_last.graph.node
+               if n.domain == "com.im2win" and n.op_type == "Conv"]
+    assert layouts and set(layouts) == {b"NHWC"}  # the network's convs are one connected region
+    assert not any(a.name == "layout" for n in rewritten.graph.node for a in n.attribute)
     markdown = (out / "report.md").read_text()
     assert "| configuration |" in markdown and "## Conv layers" in markdown and "![peak_rss.png]" in markdown
 
@@ -115,7 +121,7 @@ def test_report_holds_the_measurements(run):
     _, out = run
     report = json.loads((out / "report.json").read_text())
     results = report["results"]
-    expected = {"ort_all", "ort_extended", "im2win"}
+    expected = {"ort_all", "ort_extended", "im2win", "im2win_nhwc"}
     # PyTorch runs for a network of models/ (found by its metadata) whenever torch is installed.
     with_torch = HAVE_MODELS and importlib.util.find_spec("torch") is not None
     assert ("network" in report["torch"]) == with_torch, report["torch"]

@@ -38,18 +38,23 @@ def _machine(cpu_class="amd-epyc-zen3-avx2"):
             "onnx": "1.23.2", "numpy": "2.4.6", "python": "3.11.7", "fma_peak_gflops": {"1": 80.0, "2": 160.0}}
 
 
-def _compare_run(model="/somewhere/resnet50.onnx", created="2026-12-04T10:00:00+00:00", ours=(0.060, 0.035)):
+def _compare_run(model="/somewhere/resnet50.onnx", created="2026-12-04T10:00:00+00:00", ours=(0.060, 0.035),
+                 nhwc=None):
+    """A compare run; with `nhwc` (latencies at 1 and 2 threads) it measured the channels-last rewrite too."""
     results = []
-    for threads, (ort_all, ort_ext, im2win) in zip((1, 2), ((0.050, 0.070, ours[0]), (0.030, 0.040, ours[1]))):
-        for config, latency, peak in (("ort_all", ort_all, 300 * 2**20), ("ort_extended", ort_ext, 280 * 2**20),
-                                      ("im2win", im2win, 165 * 2**20)):
+    configs = ["ort_all", "ort_extended", "im2win"] + (["im2win_nhwc"] if nhwc else [])
+    for t, threads in enumerate((1, 2)):
+        latencies = {"ort_all": (0.050, 0.030)[t], "ort_extended": (0.070, 0.040)[t], "im2win": ours[t],
+                     "im2win_nhwc": nhwc[t] if nhwc else None}
+        for config in configs:
+            peak = {"ort_all": 300, "ort_extended": 280}.get(config, 165) * 2**20
             results.append({"config": config, "label": config, "batch": 1, "threads": threads, "ok": True,
-                            "latency_s": latency, "peak_rss_bytes": peak, "max_abs_err": 0.0,
-                            "max_rel_err": 2e-6 if config == "im2win" else 0.0})
+                            "latency_s": latencies[config], "peak_rss_bytes": peak, "max_abs_err": 0.0,
+                            "max_rel_err": 2e-6 if config.startswith("im2win") else 0.0})
     return {"kind": "compare", "model": model, "rewritten_model": "/somewhere/out/resnet50.im2win.onnx",
             "created": created, "machine": _machine(),
             "settings": {"batches": [1], "threads": [1, 2], "runs": 10, "warmup": 2, "arena": True,
-                         "configs": ["ort_all", "ort_extended", "im2win"], "tolerance": 1e-3},
+                         "configs": configs, "tolerance": 1e-3},
             "torch": {"skipped": "--no-torch"}, "results": results,
             "files": {"markdown": "/somewhere/out/report.md", "json": "/somewhere/out/report.json", "charts": []}}
 
@@ -75,7 +80,7 @@ def repo(tmp_path):
 
 def test_add_stores_runs_by_class_and_date_and_generates_the_tables(repo, capsys):
     runs = []
-    for i, run in enumerate((_compare_run(), _compare_run(created="2026-12-04T11:00:00+00:00", ours=(0.055, 0.033)),
+    for i, run in enumerate((_compare_run(nhwc=(0.045, 0.036)), _compare_run(created="2026-12-04T11:00:00+00:00", ours=(0.055, 0.033)),
                              _compare_run(model="mobilenet_v2.onnx"), _bench_run())):
         path = repo / f"run{i}.json"
         path.write_text(json.dumps(run))
@@ -88,16 +93,20 @@ def test_add_stores_runs_by_class_and_date_and_generates_the_tables(repo, capsys
                       "amd-epyc-zen3-avx2_2026-12-05_bench-resnet50.json"]
     kept = json.loads((repo / "benchmarks" / "results" / stored[2]).read_text())
     assert kept["model"] == "resnet50.onnx" and kept["note"] == "Shared machine."  # no local paths kept
-    assert kept["results"] == _compare_run()["results"]  # the measurements as they were
+    assert kept["results"] == _compare_run(nhwc=(0.045, 0.036))["results"]  # the measurements as they were
 
     doc = (repo / "docs" / "performance.md").read_text()
     assert doc.startswith("# P\n\nbefore\n") and doc.endswith("\nafter\n") and "\nold\n" not in doc
     assert "### AMD EPYC Zen 3, AVX2 (`amd-epyc-zen3-avx2`)" in doc
-    # ResNet-50, 1 thread: ours 60 ms against ORT ALL's 50 (1.20x) and EXTENDED's 70; 165 MiB against 300.
-    assert "| 2 | ResNet-50 | 1 | 1 | 50.0 | 60.0 | **1.20x** | 70.0 | 0.86x | 300.0 | 165.0 | **-45%** | 2.0e-06 |" in doc
+    # ResNet-50, 1 thread: ours 60 ms against ORT ALL's 50 (1.20x) and EXTENDED's 70, channels-last 45 ms;
+    # 165 MiB against 300.
+    assert ("| 2 | ResNet-50 | 1 | 1 | 50.0 | 60.0 | **1.20x** | 45.0 | 0.90x | 70.0 | 0.86x | 300.0 | 165.0 | "
+            "**-45%** | 2.0e-06 |") in doc
+    assert "| 3 | ResNet-50 | 1 | 1 | 50.0 | 55.0 | **1.10x** | - | - | 70.0 |" in doc  # a run without NHWC
     assert doc.index("| 2 | ResNet-50 |") < doc.index("| 3 | ResNet-50 |") < doc.index("| 1 | MobileNetV2 |")
     assert "\n3. 2026-12-04, [`amd-epyc-zen3-avx2_2026-12-04_compare-resnet50-2.json`]" in doc
     assert "`im2win-ort compare resnet50.onnx --batch 1 --threads 1,2 --runs 10 --no-torch`" in doc
+    assert "`im2win-ort compare resnet50.onnx --batch 1 --threads 1,2 --runs 10 --configs ort_all,ort_extended,im2win --no-torch`" in doc
     assert "| resnet50 | 2 | 23 | 1.200 | 0.950 | 1.70 (resnet50.17, batch 1) | 70% | 1.70x (1.80x) |" in doc
     assert "Layer sets (run 4, " in doc
     assert "`im2win-ort bench --sets resnet50 --threads 1,2 --no-torch`" in doc
@@ -105,11 +114,12 @@ def test_add_stores_runs_by_class_and_date_and_generates_the_tables(repo, capsys
 
     readme = (repo / "README.md").read_text()
     # The headline takes the runs of the newest date per network, their median and range: ResNet-50's
-    # two runs (60 and 55 ms against 50; 35 and 33 against 30), MobileNetV2's one.
+    # two runs (60 and 55 ms against 50; 35 and 33 against 30), MobileNetV2's one; only the first
+    # ResNet-50 run measured the channels-last layout.
     assert ("| AMD EPYC (`amd-epyc-zen3-avx2`), 2026-12-04 | ResNet-50 | 1 | 2 | 1.15x (1.10-1.20x) | "
-            "1.13x (1.10-1.17x) | -45% / -45% |") in readme
+            "1.13x (1.10-1.17x) | 0.90x (45.0 vs 50.0 ms) | 1.20x (36.0 vs 30.0 ms) | -45% / -45% |") in readme
     assert ("| AMD EPYC (`amd-epyc-zen3-avx2`), 2026-12-04 | MobileNetV2 | 1 | 1 | 1.20x (60.0 vs 50.0 ms) | "
-            "1.17x (35.0 vs 30.0 ms) | -45% / -45% |") in readme
+            "1.17x (35.0 vs 30.0 ms) | - | - | -45% / -45% |") in readme
     assert readme.index("ResNet-50") < readme.index("MobileNetV2")
 
     assert report.main(["--root", str(repo), "--check"]) == 0

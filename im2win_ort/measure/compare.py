@@ -9,6 +9,8 @@ memory is its own:
   ort_extended  MODEL in ORT at ORT_ENABLE_EXTENDED (im2col + SGEMM Conv, ORT's leanest)
   im2win        MODEL rewritten once here (im2win_ort.rewrite), in ORT at ORT_ENABLE_ALL without its NCHWc
                 transformer when every Conv is ours (as im2win_ort.InferenceSession runs it)
+  im2win_nhwc   the same, rewritten with layout="nhwc" (`rewrite --layout nhwc`): connected convs and
+                the pools between them run channels-last, transposed only at the regions' borders
   torch_onednn  the same network in PyTorch, oneDNN enabled (PyTorch's default dispatch)
   torch_im2col  the same network in PyTorch with oneDNN (and NNPACK) off: its im2col + GEMM path
 The PyTorch ones run when torch is importable and the model is a network of models/ (named by
@@ -35,7 +37,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -561,6 +562,7 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
     stem = model_path.name[:-len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
     try:
         rewritten, rewrite_report = rewrite_with_report(model)
+        rewritten_nhwc = rewrite_with_report(model, layout="nhwc")[0] if "im2win_nhwc" in configs else None
         # As InferenceSession does: with every Conv on ours, no NCHWc reorders around the pools.
         nchwc_free = [] if _has_onnx_conv(rewritten.graph) else NCHWC_FREE
     except (RewriteError, ModelError, ValueError) as e:
@@ -568,9 +570,12 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
     out_dir = Path(out_dir) if out_dir else Path(f"im2win-compare-{stem}")
     if out_dir.exists() and not out_dir.is_dir():
         raise CompareError(f"{out_dir}: exists and is not a directory; choose another --out")
-    rewritten_path = out_dir / f"{stem}.im2win.onnx"
-    outputs = [rewritten_path, data_file(rewritten_path)] + [out_dir / f"inputs-b{b}.npz" for b in batches] + \
-              [out_dir / name for name in REPORT_FILES]
+    rewritten_paths = {"im2win": out_dir / f"{stem}.im2win.onnx"}
+    if rewritten_nhwc is not None:
+        rewritten_paths["im2win_nhwc"] = out_dir / f"{stem}.im2win-nhwc.onnx"
+    rewritten_path = rewritten_paths["im2win"]
+    outputs = [f for path in rewritten_paths.values() for f in (path, data_file(path))] + \
+              [out_dir / f"inputs-b{b}.npz" for b in batches] + [out_dir / name for name in REPORT_FILES]
     try:
         check_outputs(outputs, model_files)
     except ModelError as e:
@@ -580,11 +585,13 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
     except OSError as e:
         raise CompareError(f"{out_dir}: cannot create the output directory ({e.strerror or e})") from None
     try:
-        save_model(rewritten, rewritten_path, external_data=True if len(model_files) > 1 else None,
-                   inputs=model_files)
+        for config, proto in (("im2win", rewritten), ("im2win_nhwc", rewritten_nhwc)):
+            if proto is not None:
+                save_model(proto, rewritten_paths[config], external_data=True if len(model_files) > 1 else None,
+                           inputs=model_files)
     except ModelError as e:
         raise CompareError(str(e)) from None
-    del rewritten
+    del rewritten, rewritten_nhwc
     left = {name for name, _ in rewrite_report.left}
 
     from .._library import get_library_path
@@ -612,10 +619,11 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
                     spec = {"config": config, "kind": kind, "batch": batch, "threads": t, "runs": runs,
                             "warmup": warmup, "inputs": str(inputs_path.resolve()), "outputs": str(outputs)}
                     if kind == "ort":
-                        spec.update(model=str((rewritten_path if config == "im2win" else model_path).resolve()),
+                        ours = config in rewritten_paths
+                        spec.update(model=str((rewritten_paths[config] if ours else model_path).resolve()),
                                     level="extended" if config == "ort_extended" else "all", arena=arena,
-                                    library=library if config == "im2win" else None,
-                                    disabled_optimizers=nchwc_free if config == "im2win" else [])
+                                    library=library if ours else None,
+                                    disabled_optimizers=nchwc_free if ours else [])
                     else:
                         spec.update(models_root=twin["models_root"], network=twin["network"],
                                     options=twin["options"], mkldnn=config == "torch_onednn")
@@ -634,6 +642,7 @@ def compare(model_path, batches=None, threads=(1,), runs: int = 10, warmup: int 
 
     report = {
         "kind": "compare", "model": str(model_path), "rewritten_model": str(rewritten_path),
+        **({"rewritten_model_nhwc": str(rewritten_paths["im2win_nhwc"])} if "im2win_nhwc" in rewritten_paths else {}),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(list(threads)),
         "settings": {"batches": batches, "threads": list(threads), "runs": runs, "warmup": warmup, "arena": arena,
@@ -657,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="im2win-ort compare",
         description="Peak memory, latency and agreement of a model in ORT (ENABLE_ALL, ENABLE_EXTENDED), "
-                    "rewritten to com.im2win::Conv, and in PyTorch (oneDNN on and off) for networks of models/; "
+                    "rewritten to com.im2win::Conv (NCHW and channels-last), and in PyTorch (oneDNN on and off) for networks of models/; "
                     "each configuration in a fresh process.")
     parser.add_argument("model", help="the ONNX model (never modified)")
     parser.add_argument("--batch", help="comma-separated batch sizes (default 1,16; a model with a fixed batch: "

@@ -18,6 +18,7 @@ CONFIGS = {  # name -> (label, kind); the order of the report
     "ort_all": ("ORT ENABLE_ALL", "ort"),
     "ort_extended": ("ORT ENABLE_EXTENDED", "ort"),
     "im2win": ("im2win (rewritten)", "ort"),
+    "im2win_nhwc": ("im2win channels-last (rewritten --layout nhwc)", "ort"),
     "torch_onednn": ("PyTorch oneDNN", "torch"),
     "torch_im2col": ("PyTorch im2col", "torch"),
 }
@@ -178,7 +179,9 @@ def format_markdown(report: dict, charts: list[str]) -> str:
     s, m = report["settings"], report["machine"]
     rw = report["rewrite"]
     lines = [f"# im2win-ort compare: {Path(report['model']).name}", "",
-             f"- model: `{report['model']}`; rewritten: `{report['rewritten_model']}` "
+             f"- model: `{report['model']}`; rewritten: `{report['rewritten_model']}`"
+             + (f", channels-last: `{report['rewritten_model_nhwc']}`" if report.get("rewritten_model_nhwc") else "")
+             + " "
              f"({len(rw['replaced'])} Conv node(s) on com.im2win::Conv, {len(rw['fused'])} fusion(s), "
              f"{len(rw['left'])} node(s) left to ORT)",
              f"- machine: {m['cpu']} ({m['cores']} cores; {' '.join(m['features'])}); ISA {m['isa']}; "
@@ -287,6 +290,7 @@ def write_report(report: dict, out_dir: Path, stem: str) -> dict:
         report["charts_note"] = why
     files = {"markdown": str(out_dir / "report.md"), "json": str(out_dir / "report.json"),
              "charts": [str(out_dir / c) for c in charts], "rewritten_model": report["rewritten_model"],
+             **({"rewritten_model_nhwc": report["rewritten_model_nhwc"]} if report.get("rewritten_model_nhwc") else {}),
              "inputs": [str(out_dir / f"inputs-b{b}.npz") for b in report["settings"]["batches"]]}
     report["files"] = files
     write_atomic(out_dir / "report.md", format_markdown(report, charts))

@@ -169,7 +169,7 @@ def compare_command(run: dict) -> str:
         words.append("--no-arena")
     configs = s.get("configs", [])
     ort_configs = [c for c in configs if not c.startswith("torch")]
-    if ort_configs != ["ort_all", "ort_extended", "im2win"]:
+    if ort_configs != ["ort_all", "ort_extended", "im2win", "im2win_nhwc"]:
         words += ["--configs", ",".join(configs)]
     if "skipped" in run.get("torch", {}) and not any(c.startswith("torch") for c in configs):
         words.append("--no-torch")
@@ -204,9 +204,12 @@ def compare_rows(run: dict, number: int) -> list[list[str]]:
             if ref is None or ours is None:
                 continue
             ext = _ok(run, "ort_extended", batch, threads)
+            nhwc = _ok(run, "im2win_nhwc", batch, threads)
             rows.append([
                 str(number), name, str(batch), str(threads), _ms(ref["latency_s"]), _ms(ours["latency_s"]),
                 f"**{ours['latency_s'] / ref['latency_s']:.2f}x**",
+                _ms(nhwc["latency_s"]) if nhwc else "-",
+                f"{nhwc['latency_s'] / ref['latency_s']:.2f}x" if nhwc else "-",
                 _ms(ext["latency_s"]) if ext else "-",
                 f"{ours['latency_s'] / ext['latency_s']:.2f}x" if ext else "-",
                 _mib(ref["peak_rss_bytes"]), _mib(ours["peak_rss_bytes"]),
@@ -216,7 +219,8 @@ def compare_rows(run: dict, number: int) -> list[list[str]]:
     return rows
 
 
-COMPARE_COLUMNS = ("run", "network", "batch", "threads", "ORT ALL ms", "im2win ms", "time vs ALL", "ORT EXTENDED ms",
+COMPARE_COLUMNS = ("run", "network", "batch", "threads", "ORT ALL ms", "im2win ms", "time vs ALL", "NHWC ms",
+                   "NHWC vs ALL", "ORT EXTENDED ms",
                    "time vs EXTENDED", "ORT ALL peak RSS MiB", "im2win peak RSS MiB", "peak RSS vs ALL",
                    "max rel err")
 BENCH_COLUMNS = ("layer set", "threads", "layers", "geomean time / ORT ALL", "/ ORT EXTENDED",
@@ -317,12 +321,13 @@ def _median(values: list[float]) -> float:
     return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
-def headline_ratios(group: list[dict], threads: int) -> tuple[list[float], list[float], list[tuple[float, float]]]:
+def headline_ratios(group: list[dict], threads: int,
+                    config: str = "im2win") -> tuple[list[float], list[float], list[tuple[float, float]]]:
     """(time ratios, peak RSS ratios, (ours, ORT's) latencies) at the smallest batch of each run."""
     times, peaks, latencies = [], [], []
     for run in group:
         batch = min(run["settings"]["batches"])
-        ref, ours = _ok(run, "ort_all", batch, threads), _ok(run, "im2win", batch, threads)
+        ref, ours = _ok(run, "ort_all", batch, threads), _ok(run, config, batch, threads)
         if ref and ours:
             times.append(ours["latency_s"] / ref["latency_s"])
             peaks.append(ours["peak_rss_bytes"] / ref["peak_rss_bytes"])
@@ -338,8 +343,11 @@ def render_headline(runs: list[tuple[str, dict]]) -> str:
     if not groups:
         return "No stored runs yet."
     threads = sorted({t for group in groups for run in group for t in run["settings"]["threads"]})
+    # The channels-last columns appear once a stored run measured that layout.
+    layouts = [("im2win", "")] + ([("im2win_nhwc", ", NHWC")] if any(
+        r["config"] == "im2win_nhwc" for group in groups for run in group for r in run["results"]) else [])
     columns = (["CPU (class), date", "network", "batch", "runs"]
-               + [f"time vs ORT, {t} thread{'s' if t != 1 else ''}" for t in threads]
+               + [f"time vs ORT{label}, {t} thread{'s' if t != 1 else ''}" for _, label in layouts for t in threads]
                + ["peak memory vs ORT (" + " / ".join(map(str, threads)) + " threads)"])
     rows = []
     for group in groups:
@@ -348,18 +356,18 @@ def render_headline(runs: list[tuple[str, dict]]) -> str:
                NETWORKS.get(network_of(first), network_of(first)), str(min(first["settings"]["batches"])),
                str(len(group))]
         peaks = []
-        for t in threads:
-            times, peak, latencies = headline_ratios(group, t)
-            if not times:
-                row.append("-")
-                peaks.append("-")
-            elif len(times) == 1:
-                ours, ort = latencies[0]
-                row.append(f"{times[0]:.2f}x ({_ms(ours)} vs {_ms(ort)} ms)")
-                peaks.append(_pct(peak[0]))
-            else:
-                row.append(f"{_median(times):.2f}x ({min(times):.2f}-{max(times):.2f}x)")
-                peaks.append(_pct(_median(peak)))
+        for config, _ in layouts:
+            for t in threads:
+                times, peak, latencies = headline_ratios(group, t, config)
+                if not times:
+                    row.append("-")
+                elif len(times) == 1:
+                    ours, ort = latencies[0]
+                    row.append(f"{times[0]:.2f}x ({_ms(ours)} vs {_ms(ort)} ms)")
+                else:
+                    row.append(f"{_median(times):.2f}x ({min(times):.2f}-{max(times):.2f}x)")
+                if config == "im2win":
+                    peaks.append("-" if not times else _pct(peak[0] if len(times) == 1 else _median(peak)))
         row.append(" / ".join(peaks))
         rows.append(row)
     return "\n".join(_table(columns, rows))
