@@ -156,3 +156,102 @@ def test_the_python_backend_runs_channels_last_regions():
     rewritten = im2win_ort.rewrite(model, layout="nhwc")
     (got,) = im2win_ort.InferenceSession(rewritten, backend="python").run(None, {"x": x})
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _two_regions():
+    """Two chains of two convs, split by a Softmax (not a region op): two regions, and a side output
+    read from inside the first."""
+    rng = np.random.default_rng(7)
+    inits = {f"w{i}": _w(rng, 8, 8, 3) for i in range(1, 5)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["a", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["a"], ["side"]),
+             helper.make_node("Softmax", ["b"], ["s"], axis=1),
+             helper.make_node("Conv", ["s", "w3"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c", "w4"], ["y"], pads=[1, 1, 1, 1])]
+    return _graph_model(nodes, inits, ["y", "side"], x_shape=("N", 8, 10, 10))
+
+
+def test_a_chooser_decides_region_by_region():
+    """to_channels_last asks `choose` about each region of enough convs: None converts it, a reason
+    keeps its convs NCHW with that reason."""
+    rewritten = im2win_ort.rewrite(_two_regions())
+    asked = []
+
+    def choose(model, members, convs):
+        asked.append(([model.graph.node[i].name for i in members], convs))
+        return None if len(asked) == 1 else "kept for the test"
+
+    report = to_channels_last(rewritten, choose=choose)
+    assert [convs for _, convs in asked] == [2, 2]
+    assert len(report.regions) == 1 and report.regions[0] == asked[0][0]
+    assert [why for _, why in report.kept_nchw] == ["kept for the test"] * 2
+    assert report.transposes == 3  # into the first region; out of it to Sigmoid and to Softmax
+
+
+def test_a_region_cut_out_as_a_model_of_its_own():
+    """region_model: the region's nodes, the initializers they read, the values entering it as inputs
+    at static shapes (a symbolic batch is 1), the values read outside as outputs; it runs in ORT
+    as the same nodes do in the whole model. A symbolic non-batch dim cannot be measured."""
+    from im2win_ort.rewriter.graph_rewrite import _value_types
+    from im2win_ort.rewriter.layout_choice import region_model
+
+    original = _two_regions()
+    types = _value_types(original)
+    rewritten = im2win_ort.rewrite(original)
+    members = [i for i, n in enumerate(rewritten.graph.node) if n.op_type == "Conv"][:2]
+    region = region_model(rewritten, members, types)
+    assert [v.name for v in region.graph.input] == ["x"]
+    assert [d.dim_value for d in region.graph.input[0].type.tensor_type.shape.dim] == [1, 8, 10, 10]
+    assert [v.name for v in region.graph.output] == ["a", "b"]  # a: read by Sigmoid; b: by Softmax
+    read = {name for i in members for name in rewritten.graph.node[i].input[1:] if name}
+    assert sorted(t.name for t in region.graph.initializer) == sorted(read) and len(read) == 2  # packed W
+    x = np.random.default_rng(0).standard_normal((1, 8, 10, 10)).astype(np.float32)
+    a, b = make_session(region).run(None, {"x": x})
+    (side,) = make_session(rewritten).run(["side"], {"x": x})  # Sigmoid(a) in the whole model
+    assert a.shape == b.shape == (1, 8, 10, 10)
+    np.testing.assert_allclose(1 / (1 + np.exp(-a)), side, rtol=1e-5, atol=1e-6)
+    types["x"] = helper.make_tensor_type_proto(TensorProto.FLOAT, ["N", 8, "H", 10])
+    assert "not static" in region_model(rewritten, members, types)
+
+
+def test_layout_auto_keeps_a_region_channels_last_only_where_it_timed_faster():
+    """layout="auto" times each region both ways and converts the ones NHWC ran faster in; the
+    report names every timing, the model keeps ORT's answers either way. With plan="heuristic"
+    it keeps NCHW (no timing)."""
+    model = _two_regions()
+    rewritten, report = im2win_ort.rewrite_with_report(model, layout="auto", threads=2)
+    timings = [line for line in report.channels_last.splitlines() if line.startswith("region of")]
+    assert len(timings) == 2 and all("at 2 thread(s)" in t for t in timings), report.channels_last
+    chosen = [t.rsplit(": ", 1)[1] for t in timings]
+    convs = [n for n in rewritten.graph.node if n.op_type == "Conv"]
+    layouts = [next((a.s.decode() for a in n.attribute if a.name == "layout"), "NCHW") for n in convs]
+    assert layouts == [chosen[0]] * 2 + [chosen[1]] * 2
+    x = np.random.default_rng(2).standard_normal((2, 8, 10, 10)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for g, w in zip(make_session(rewritten).run(None, {"x": x}), want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    heuristic, report = im2win_ort.rewrite_with_report(model, layout="auto", plan="heuristic")
+    assert not any(a.name == "layout" for n in heuristic.graph.node for a in n.attribute)
+    assert "keeps NCHW" in report.channels_last
+    with pytest.raises(ValueError, match="threads"):
+        im2win_ort.rewrite(model, layout="auto", threads=0)
+
+
+def test_rewrite_cli_layout_auto_is_the_default(tmp_path):
+    """The CLI times the regions by default (--layout auto) at --threads; a bad --threads is refused
+    before anything is written."""
+    import subprocess
+    import sys
+
+    onnx.save(_two_regions(), str(tmp_path / "m.onnx"))
+    done = subprocess.run([sys.executable, "-m", "im2win_ort", "rewrite", str(tmp_path / "m.onnx"), "-o",
+                           str(tmp_path / "out.onnx"), "--validate", "--report"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("region of 2 conv(s)") == 2 and "at 1 thread(s)" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "im2win_ort", "rewrite", str(tmp_path / "m.onnx"), "-o",
+                          str(tmp_path / "bad.onnx"), "--threads", "0"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 1 and "--threads must be at least 1" in bad.stderr
+    assert not (tmp_path / "bad.onnx").exists()

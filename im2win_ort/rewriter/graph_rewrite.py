@@ -42,7 +42,7 @@ class RewriteReport:
     fused: list[str] = field(default_factory=list)  # what was fused into which node
     folded: list[str] = field(default_factory=list)  # constant subgraphs folded to initializers
     left: list[tuple[str, str]] = field(default_factory=list)  # (node, why it stays on ORT)
-    channels_last: str = ""  # what layout="nhwc" did (layout_regions.LayoutReport.summary)
+    channels_last: str = ""  # what layout="nhwc" or "auto" did (LayoutReport.summary, region timings)
 
     def to_dict(self) -> dict:
         return {"replaced": self.replaced, "fused": self.fused, "folded": self.folded,
@@ -75,11 +75,11 @@ def rewrite(model, **options) -> onnx.ModelProto:
 REWRITE_PLANS = ("measure", "heuristic")
 
 
-REWRITE_LAYOUTS = ("nchw", "nhwc")
+REWRITE_LAYOUTS = ("nchw", "nhwc", "auto")
 
 
 def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False, prepack: bool = True,
-                        plan: str = "measure", layout: str = "nchw"):
+                        plan: str = "measure", layout: str = "nchw", threads: int = 1):
     """Rewrites a model given as a path, bytes or onnx.ModelProto; returns (ModelProto, RewriteReport).
 
     prepack: store each constant W in the packed order the op's kernels read for the input size
@@ -90,8 +90,11 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     planner's rules, the same output on every run of a CPU class.
 
     layout="nhwc" then runs each region of two or more connected convs channels-last, with a
-    Transpose only where a value enters or leaves it (layout_regions.py); "nchw" (the default:
-    on the CPUs measured it is the faster, see docs/experiments.md) keeps ONNX's layout.
+    Transpose only where a value enters or leaves it (layout_regions.py); "nchw" (the default)
+    keeps ONNX's layout; "auto" times each region both ways on this CPU at `threads` intra-op
+    threads and makes it channels-last only where that is faster (layout_choice.py). With
+    plan="heuristic", auto keeps NCHW: no CPU measured runs whole networks clearly faster
+    channels-last at one thread (docs/performance.md), and heuristic output never depends on timing.
     """
     from .layout_regions import to_channels_last
     from .model_io import load_model
@@ -100,6 +103,8 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
         raise ValueError(f"plan must be one of {', '.join(REWRITE_PLANS)}, got {plan!r}")
     if layout not in REWRITE_LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(REWRITE_LAYOUTS)}, got {layout!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
+        raise ValueError(f"threads must be an integer from 1 to 1024, got {threads!r}")
     original = load_model(model)
     out = copy.deepcopy(original)
     report = RewriteReport()
@@ -110,6 +115,13 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
         out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     if layout == "nhwc":
         report.channels_last = to_channels_last(out).summary()
+    elif layout == "auto" and plan == "measure":
+        from .layout_choice import MeasuredChoice
+
+        choice = MeasuredChoice(types, threads)
+        report.channels_last = "\n".join([to_channels_last(out, choose=choice).summary(), *choice.describe()])
+    elif layout == "auto":
+        report.channels_last = "channels-last: none (layout auto with plan heuristic keeps NCHW)"
     return out, report
 
 

@@ -92,8 +92,12 @@ def _candidate(node, initializers) -> str | None:
     return None
 
 
-def to_channels_last(model: onnx.ModelProto, min_convs: int = 2) -> LayoutReport:
-    """Switches the regions of `model`'s main graph to NHWC, in place; returns what was done."""
+def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) -> LayoutReport:
+    """Switches the regions of `model`'s main graph to NHWC, in place; returns what was done.
+
+    choose(model, members, convs), when given, is asked about each region of min_convs or more
+    convs (members: its node indices): None converts it, a string keeps it NCHW and says why
+    (layout_choice.MeasuredChoice times it both ways)."""
     graph = model.graph
     report = LayoutReport()
     initializers = {t.name: t for t in graph.initializer}
@@ -138,10 +142,12 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2) -> LayoutReport
     converted: set[int] = set()
     for members in regions.values():
         convs = sum(1 for i in members if _is_conv(graph.node[i]))
-        if convs < min_convs:
+        why = f"a region of {convs} conv(s)" if convs < min_convs else \
+            choose(model, sorted(members), convs) if choose is not None else None
+        if why is not None:
             for i in members:
                 if _is_conv(graph.node[i]):
-                    report.kept_nchw.append((graph.node[i].name, f"a region of {convs} conv(s)"))
+                    report.kept_nchw.append((graph.node[i].name, why))
             continue
         converted.update(members)
         report.regions.append([graph.node[i].name for i in sorted(members)])
