@@ -111,6 +111,26 @@ def test_non_contiguous_inputs(isa):
     assert_close(_kernels.conv(x_t, w_s, b, isa=isa), reference_conv(x, w, b))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("x_shape, m", [((1, 2048, 7, 7), 512), ((2, 512, 7, 7), 64), ((1, 600, 13, 11), 48),
+                                        ((1, 1024, 14, 14), 32)])
+def test_pointwise_column_strips(x_shape, m, isa):
+    """1x1 channel tiles over a long reduction on a small plane copy the block as strips of one tile's
+    columns (ConvPlan::strip_panel), the tail tile's columns in a strip of their own: blocks of
+    unequal rows (7 rows as 4 + 3) start their tail off a strip's edge, with bias, residual and Relu,
+    on one thread and on three (the rule keeps strips only where one item runs a block's tiles)."""
+    rng = np.random.default_rng(11)
+    x, w, b = random_conv_inputs(rng, x_shape, (m, x_shape[1], 1, 1))
+    z = rng.standard_normal((x_shape[0], m, *x_shape[2:])).astype(np.float32)
+    plan = _kernels.workspace_bytes(x_shape, w.shape, isa=isa, tiles="channels")
+    if plan["tile_family"] != "channels":
+        pytest.skip(f"{isa} has no channel tiles")
+    assert plan["strip_panel"] and plan["tile"].endswith("strips"), plan
+    want = reference_conv(x, w, b, z, activation="Relu")
+    for threads in (1, 3):
+        assert_close(_kernels.conv(x, w, b, z, activation="Relu", isa=isa, tiles="channels", threads=threads), want)
+
+
 def test_batch_zero():
     x = np.zeros((0, 3, 8, 8), np.float32)
     w = np.ones((4, 3, 3, 3), np.float32)

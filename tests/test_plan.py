@@ -459,13 +459,13 @@ def test_avx512_rows_of_14_run_in_one_tile():
     plan = _kernels.workspace_bytes([1, 256, 14, 14], [256, 256, 3, 3], pads=[1, 1, 1, 1], isa="avx512")
     assert plan["tile"] == "32x1x14", plan
     plan = _kernels.workspace_bytes([1, 1024, 14, 14], [256, 1024, 1, 1], isa="avx512")
-    assert plan["tile"] == "32x1x14 direct", plan
+    assert plan["tile"] == "32x1x14 strips", plan  # copied as strips of 14 columns (long reduction)
     plan = _kernels.workspace_bytes([1, 512, 7, 7], [512, 512, 3, 3], pads=[1, 1, 1, 1], isa="avx512")
     assert plan["tile"] == "32x1x7", plan  # 7-wide rows keep one-row tiles
     for l2 in L2_CLASSES.values():  # a 7x7 1x1's flat run of 49 (of 28 where the L2 takes 4 rows a block)
         plan = _kernels.workspace_bytes([1, 2048, 7, 7], [512, 2048, 1, 1], isa="avx512", l2_bytes=l2)
         tail = plan["rows_per_block"] * 7 % 14
-        assert plan["tile"] == "32x1x14" + (f" + 1x{tail}" if tail else "") + " direct", plan
+        assert plan["tile"] == "32x1x14" + (f" + 1x{tail}" if tail else "") + " strips", plan
 
 
 def test_avx2_seven_high_one_column_tails_run_four_and_three_rows():

@@ -49,10 +49,11 @@ struct BlockInput {
   int64_t tail_start;      // the position (or column) where the copied tile starts
   int64_t tail_stride;
   int64_t strip_floats = 0; // x is a strip panel of strips this long (ConvPlan::strip_panel); 0: none
+  int64_t strip_positions = 0;
   // Where a tile starting at `start` (offset `offset` in a plane) reads, and its channel stride.
   std::pair<const float*, int64_t> At(int64_t start, int64_t offset) const {
-    if (strip_floats > 0) return {x + start / kStripPositions * strip_floats + start % kStripPositions, channel_stride};
     if (tail != nullptr && start == tail_start) return {tail, tail_stride};
+    if (strip_floats > 0) return {x + start / strip_positions * strip_floats + start % strip_positions, channel_stride};
     return {x + offset, channel_stride};
   }
 };
@@ -222,19 +223,26 @@ void ApplyActivationAfter(const ConvPlan& p, const BlockWork& b) {
 }
 
 // The strip panel of a 1x1 block: for strip k and channel c, the block's positions
-// [k * kStripPositions, (k + 1) * kStripPositions) of channel c, the last strip's rest zeroed.
-void BuildStripPanel(const ConvPlan& p, const float* x_group, int64_t first_row, int64_t rows, float* panel) {
+// [k * strip, (k + 1) * strip) of channel c (strip = ConvPlan::strip_positions) up to `tail_start`,
+// the last strip's rest zeroed; then the positions from tail_start on (a channel tail tile's
+// columns, which need not begin on a strip) as one strip of their own, returned.
+const float* BuildStripPanel(const ConvPlan& p, const float* x_group, int64_t first_row, int64_t rows, float* panel,
+                             int64_t tail_start) {
   const ConvShape& s = p.shape;
   const int64_t channels = p.layout.channels, run = rows * s.out_w, plane = s.in_h * s.in_w;
+  const int64_t strip = p.strip_positions, tail = run - tail_start;
+  float* const tail_panel = panel + CeilDiv(tail_start, strip) * strip * channels;
   for (int64_t c = 0; c < channels; ++c) {
     const float* src = x_group + c * plane + first_row * s.in_w;
-    for (int64_t at = 0; at < run; at += kStripPositions) {
-      float* dst = panel + (at * channels + c * kStripPositions);
-      const int64_t n = std::min(kStripPositions, run - at);
+    for (int64_t at = 0; at < tail_start; at += strip) {
+      float* dst = panel + (at * channels + c * strip);
+      const int64_t n = std::min(strip, tail_start - at);
       std::copy(src + at, src + at + n, dst);
-      std::fill(dst + n, dst + kStripPositions, 0.0f);
+      std::fill(dst + n, dst + strip, 0.0f);
     }
+    std::copy(src + tail_start, src + run, tail_panel + c * tail);
   }
+  return tail_panel;
 }
 
 // The block's inputs: X itself for a direct (1x1, stride-1, unpadded) conv, else the window panel
@@ -249,9 +257,18 @@ BlockInput PrepareInput(const ConvPlan& p, const float* x_group, int64_t first_r
   const ConvShape& s = p.shape;
   const WindowLayout& L = p.layout;
   if (p.strip_panel) {
-    BuildStripPanel(p, x_group, first_row, rows, workspace);
-    BlockInput in{workspace, kStripPositions, nullptr, 0, 0};
-    in.strip_floats = L.channels * kStripPositions;
+    // Channel tiles: the block's tail tile (ConvPlan::tail_cols) gets a strip of its own.
+    const int64_t run = rows * s.out_w;
+    const int64_t tail_start = p.family == TileFamily::kChannels ? run - std::min<int64_t>(p.tail_cols, run) : run;
+    const float* tail = BuildStripPanel(p, x_group, first_row, rows, workspace, tail_start);
+    BlockInput in{workspace, p.strip_positions, nullptr, 0, 0};
+    in.strip_floats = L.channels * p.strip_positions;
+    in.strip_positions = p.strip_positions;
+    if (tail_start < run) {
+      in.tail = tail;
+      in.tail_start = tail_start;
+      in.tail_stride = run - tail_start;
+    }
     return in;
   }
   if (!p.direct) {

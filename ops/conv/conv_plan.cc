@@ -408,8 +408,16 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   // in ResNet-50 (ORT's profiler, 1 thread) its 256->64 and 512->128 convs 0.88-1.00x. In place of
   // X read where it lies, strips gained on 64->256 on 56x56 and 128->512 on 28x28 alone (0.89-0.94x)
   // and not inside the network, where X comes from the conv before it in L2.
-  p.strip_panel = p.family == TileFamily::kPositions && CanReadInPlace(s) && !p.direct &&
-                  !p.shared_panel && kStripPositions % isa.tile_positions() == 0;
+  // Channel tiles copy a 1x1 block as strips of their columns where the reduction is long over a
+  // small plane and one item runs all the block's channel tiles. Measured on Zen 3 (AVX2), ORT
+  // sessions of one Conv + Relu interleaved, against X read in place: 1 thread, 1024->256 on 14x14
+  // 0.88-0.97x the time, 2048->512 on 7x7 0.85-0.90x, 512->2048 on 7x7 0.91-0.94x, 1024->512 on
+  // 14x14 0.92x; not kept where it did not gain: 256->1024 on 14x14 0.98-1.00x, 512->128 on 28x28
+  // 0.98-1.02x, 256->64 on 56x56 1.12x, and at 2 threads with the block's channel tiles split
+  // between items, 1024->256 on 14x14 1.09x and 256->1024 1.07x.
+  const bool column_strips = s.channels_per_group() >= 512 && s.in_h * s.in_w <= 14 * 14 && p.m_chunks == 1;
+  p.strip_panel = CanReadInPlace(s) && !p.shared_panel &&
+                  (p.family == TileFamily::kChannels ? column_strips : !p.direct && kStripPositions % isa.tile_positions() == 0);
   // A shared panel holds every output row of the image; an item reads its rows at an offset.
   const int64_t panel_rows = p.shared_panel ? s.out_h : rows;
   if (p.family == TileFamily::kChannels) {
@@ -419,6 +427,7 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   } else {
     p.layout = MakeWindowLayout(s, panel_rows, 0, isa.tile_positions());
   }
+  if (p.strip_panel) p.strip_positions = p.family == TileFamily::kChannels ? p.tile_cols : kStripPositions;
   // A 1x1 conv's channel tiles reduce over C in runs of kChannelRun channels, so that the run's
   // weights stay in L1 for every tile of the block instead of streaming from L2 for each tile.
   // (3x3 tiles were measured too, runs of 14-64 channels: 0.95-1.08x, so they keep one run.)

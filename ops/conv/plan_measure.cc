@@ -111,7 +111,7 @@ std::string TileName(const ConvPlan& plan) {
   } else {
     tile = std::to_string(kTileM) + "x" + std::to_string(plan.isa->tile_positions());
   }
-  return plan.direct ? tile + " direct" : plan.strip_panel ? tile + " strips" : tile;
+  return plan.strip_panel ? tile + " strips" : plan.direct ? tile + " direct" : tile;
 }
 
 }  // namespace im2win
