@@ -301,8 +301,14 @@ def render_performance(runs: list[tuple[str, dict]]) -> str:
     return "\n".join(out).rstrip("\n")
 
 
+def _measured_configs(run: dict) -> int:
+    return len({r["config"] for r in run["results"] if r.get("ok")})
+
+
 def headline_groups(runs: list[tuple[str, dict]]) -> list[list[dict]]:
-    """Per (CPU class, network), the compare runs of the newest date, oldest first."""
+    """Per (CPU class, network), the compare runs of the newest date, oldest first; of those, the
+    ones that measured the most configurations (a run of an older compare, without the
+    channels-last configuration, is superseded by the same day's runs that have it)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for _, run in runs:
         if run_kind(run) == "compare":
@@ -310,7 +316,9 @@ def headline_groups(runs: list[tuple[str, dict]]) -> list[list[dict]]:
     chosen = []
     for key in sorted(groups, key=lambda k: (k[0], _network_order(groups[k][0]))):
         newest = max(run.get("created", "")[:10] for run in groups[key])
-        chosen.append(sorted((run for run in groups[key] if run.get("created", "")[:10] == newest),
+        day = [run for run in groups[key] if run.get("created", "")[:10] == newest]
+        most = max(_measured_configs(run) for run in day)
+        chosen.append(sorted((run for run in day if _measured_configs(run) == most),
                              key=lambda run: run.get("created", "")))
     return chosen
 
