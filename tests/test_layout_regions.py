@@ -4,6 +4,8 @@ the model answering as ORT answers the original."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -107,6 +109,76 @@ def test_pools_between_convs_join_their_region():
     assert report.pools == 1
 
 
+def _bn(rng, name, c, inits):
+    inits.update({f"{name}_s": (rng.random(c) + 0.5).astype(np.float32),
+                  f"{name}_b": rng.standard_normal(c).astype(np.float32),
+                  f"{name}_m": rng.standard_normal(c).astype(np.float32),
+                  f"{name}_v": (rng.random(c) + 0.5).astype(np.float32)})
+    return [f"{name}_s", f"{name}_b", f"{name}_m", f"{name}_v"]
+
+
+def test_a_dense_block_is_one_region_through_concat_batchnorm_and_relu():
+    """DenseNet's pre-activation block: Concat -> BatchNormalization -> Relu -> 1x1 conv -> BN -> Relu ->
+    3x3 conv -> Concat. The Concats run on axis 3, each BatchNormalization becomes a depthwise 1x1
+    channels-last com.im2win::Conv with the Relu after it folded in, and the region has two borders."""
+    rng = np.random.default_rng(8)
+    inits = {"w1": _w(rng, 16, 8, 1), "w2": _w(rng, 4, 16, 3), "w3": _w(rng, 16, 12, 1), "w4": _w(rng, 4, 16, 3)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1])]
+    inits["w0"] = _w(rng, 8, 8, 3)
+    nodes += [helper.make_node("BatchNormalization", ["c0", *_bn(rng, "n1", 8, inits)], ["n1"], epsilon=1e-3),
+              helper.make_node("Relu", ["n1"], ["r1"]),
+              helper.make_node("Conv", ["r1", "w1"], ["c1"]),
+              helper.make_node("BatchNormalization", ["c1", *_bn(rng, "n2", 16, inits)], ["n2"]),
+              helper.make_node("Relu", ["n2"], ["r2"]),
+              helper.make_node("Conv", ["r2", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+              helper.make_node("Concat", ["c0", "c2"], ["cat"], axis=1),
+              helper.make_node("BatchNormalization", ["cat", *_bn(rng, "n3", 12, inits)], ["n3"]),
+              helper.make_node("Relu", ["n3"], ["r3"]),
+              helper.make_node("Conv", ["r3", "w3"], ["c3"]),
+              helper.make_node("Relu", ["c3"], ["r4"]),
+              helper.make_node("Conv", ["r4", "w4"], ["c4"], pads=[1, 1, 1, 1]),
+              helper.make_node("Concat", ["cat", "c4"], ["y"], axis=-3)]
+    rewritten, report = _check(_graph_model(nodes, inits, ["y"]), transposes=2, regions=1)
+    # n2 and its Relu were folded into the 1x1 conv before them by the rewrite; two BN, their two
+    # Relus and the two Concats remain for the region.
+    assert report.other_ops == 6 and "6 other op(s)" in report.summary()
+    ops = [(n.domain, n.op_type) for n in rewritten.graph.node]
+    assert ("", "BatchNormalization") not in ops and ("", "Relu") not in ops
+    assert ops.count((im2win_ort.DOMAIN, "Conv")) == 5 + 2
+    assert [next(a.i for a in n.attribute if a.name == "axis") for n in rewritten.graph.node
+            if n.op_type == "Concat"] == [3, 3]
+    names = {t.name for t in rewritten.graph.initializer}
+    assert not names & {f"{n}_{p}" for n in ("n1", "n2", "n3") for p in "sbmv"}  # the BN parameters are gone
+    if importlib.util.find_spec("onnxruntime_extensions") is not None:  # the Python backend runs it too
+        model = _graph_model(nodes, inits, ["y"])
+        x = np.random.default_rng(3).standard_normal((1, 8, 10, 10)).astype(np.float32)
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        (got,) = im2win_ort.InferenceSession(rewritten, backend="python").run(None, {"x": x})
+        np.testing.assert_allclose(got, want[0], rtol=1e-4, atol=1e-4)
+
+
+def test_what_cannot_run_channels_last_is_a_border():
+    """A Concat off the channel axis, and a BatchNormalization whose parameters are computed, stay
+    ONNX's, outside the region, with a transpose where the region's value leaves for them."""
+    rng = np.random.default_rng(9)
+    inits = {"w1": _w(rng, 8, 8, 3), "w2": _w(rng, 8, 8, 3), "w3": _w(rng, 8, 8, 3)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["a", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["b", "b"], ["c"], axis=2),
+             helper.make_node("Conv", ["c", "w3"], ["y"], pads=[1, 1, 1, 1])]
+    _, report = _check(_graph_model(nodes, inits, ["y"]), transposes=2, regions=1)
+    assert [why for _, why in report.kept_nchw] == ["a region of 1 conv(s)"]
+    inits["w3"] = _w(rng, 8, 16, 3)
+    params = _bn(rng, "n", 16, inits)
+    nodes[2:] = [helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+                 helper.make_node("ReduceMean", ["c"], ["s"], axes=[0, 2, 3], keepdims=0),
+                 helper.make_node("BatchNormalization", ["c", "s", *params[1:]], ["n"]),
+                 helper.make_node("Conv", ["n", "w3"], ["y"], pads=[1, 1, 1, 1])]
+    rewritten, report = _check(_graph_model(nodes, inits, ["y"]), transposes=2, regions=1)
+    assert report.other_ops == 1  # the Concat; the BatchNormalization stays ONNX's
+    assert [n.op_type for n in rewritten.graph.node if n.domain == ""].count("BatchNormalization") == 1
+
+
 def test_nothing_to_do_leaves_the_model_as_it_was():
     rng = np.random.default_rng(3)
     model = _graph_model([helper.make_node("Conv", ["x", "w1"], ["y"])], {"w1": _w(rng, 4, 8, 1)}, ["y"])
@@ -131,7 +203,7 @@ def test_rewrite_cli_layout_nhwc(tmp_path):
                            str(tmp_path / "out.onnx"), "--layout", "nhwc", "--validate", "--report"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "channels-last: 1 region(s), 2 conv(s), 0 pool(s), 2 transpose(s)" in done.stdout
+    assert "channels-last: 1 region(s), 2 conv(s), 0 pool(s), 0 other op(s), 2 transpose(s)" in done.stdout
     out = onnx.load(str(tmp_path / "out.onnx"))
     assert [n.op_type for n in out.graph.node] == ["Transpose", "Conv", "Conv", "Transpose"]
     bad = subprocess.run([sys.executable, "-m", "im2win_ort", "rewrite", str(tmp_path / "m.onnx"), "--layout", "nchwc"],

@@ -1,9 +1,12 @@
 """Channels-last regions: connected com.im2win::Conv nodes of a rewritten model switched to
 layout="NHWC", with a Transpose only where a value enters or leaves a region.
 
-A region is a set of 2-D com.im2win::Conv nodes, and of the ONNX MaxPool and AveragePool nodes
-between them (which become com.im2win's channels-last pools), joined by the values one writes and
-another reads (as X or as the residual Z). Every value read from outside a region is transposed to NHWC once;
+A region is a set of 2-D com.im2win::Conv nodes and of the ops between them that run channels-last
+too: ONNX MaxPool and AveragePool (which become com.im2win's channels-last pools), element-wise
+ops of one input (Relu, Clip, ...: unchanged), Concat on the channel axis (then on axis 3) and
+inference BatchNormalization (a depthwise 1x1 channels-last com.im2win::Conv), joined by the values
+one writes and another reads (as X, as the residual Z, as a Concat's input). Every value read from
+outside a region is transposed to NHWC once;
 every value a region writes that something outside reads (another node, a graph output) is
 transposed back under its own name, so the rest of the graph, and every graph output, keeps its
 NCHW shape and meaning. Regions of fewer than `min_convs` convs stay NCHW (two transposes would
@@ -30,12 +33,14 @@ class LayoutReport:
     regions: list[list[str]] = field(default_factory=list)  # node names of each region made NHWC
     transposes: int = 0
     pools: int = 0  # ONNX pools moved into the regions (com.im2win::MaxPool / AveragePool)
+    other_ops: int = 0  # element-wise ops, Concats and BatchNormalizations (as depthwise convs) inside
     kept_nchw: list[tuple[str, str]] = field(default_factory=list)  # (node, why)
 
     def summary(self) -> str:
         nodes = sum(len(r) for r in self.regions)
-        return (f"channels-last: {len(self.regions)} region(s), {nodes - self.pools} conv(s), {self.pools} pool(s), "
-                f"{self.transposes} transpose(s); {len(self.kept_nchw)} conv(s) kept NCHW")
+        return (f"channels-last: {len(self.regions)} region(s), {nodes - self.pools - self.other_ops} conv(s), "
+                f"{self.pools} pool(s), {self.other_ops} other op(s), {self.transposes} transpose(s); "
+                f"{len(self.kept_nchw)} conv(s) kept NCHW")
 
 
 def _attr(node, name, default=None):
@@ -50,6 +55,13 @@ def _text(value) -> str:
 
 
 POOLS = ("MaxPool", "AveragePool")
+# Element-wise ops of one activation input: the same in any layout (Clip's bounds are scalars).
+UNARY = ("Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus",
+         "Identity")
+
+
+def _onnx_op(node, *types) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type in types
 
 
 def _is_conv(node) -> bool:
@@ -57,8 +69,13 @@ def _is_conv(node) -> bool:
 
 
 def _region_inputs(node) -> tuple[int, ...]:
-    """The input slots that carry activations in a region: a conv's X and Z, a pool's X."""
-    return (0, 3) if _is_conv(node) else (0,)
+    """The input slots that carry activations in a region: a conv's X and Z, every input of a
+    Concat, the one data input of the other ops."""
+    if _is_conv(node):
+        return (0, 3)
+    if _onnx_op(node, "Concat"):
+        return tuple(range(len(node.input)))
+    return (0,)
 
 
 def _pool_candidate(node) -> str | None:
@@ -78,10 +95,27 @@ def _pool_candidate(node) -> str | None:
     return None
 
 
+def _batch_norm_candidate(node, initializers) -> str | None:
+    """Why a BatchNormalization cannot become a channels-last depthwise 1x1 com.im2win::Conv."""
+    if len([o for o in node.output if o]) != 1 or int(_attr(node, "training_mode", 0)) != 0:
+        return "training-mode BatchNormalization"
+    params = [initializers.get(name) for name in node.input[1:5]]
+    if len(params) != 4 or any(t is None or len(t.dims) != 1 for t in params) or \
+            len({int(t.dims[0]) for t in params}) != 1:
+        return "BatchNormalization without constant per-channel parameters"
+    return None
+
+
 def _candidate(node, initializers) -> str | None:
     """Why `node` cannot run channels-last, or None when it can."""
     if node.op_type in POOLS:
         return _pool_candidate(node)
+    if _onnx_op(node, *UNARY):
+        return None if len([o for o in node.output if o]) == 1 else "more than one output"
+    if _onnx_op(node, "Concat"):
+        return None if int(_attr(node, "axis", 1)) in (1, -3) else "a Concat off the channel axis"
+    if _onnx_op(node, "BatchNormalization"):
+        return _batch_norm_candidate(node, initializers)
     if not _is_conv(node):
         return "not com.im2win::Conv"
     if _text(_attr(node, "layout", b"NCHW")) != "NCHW":
@@ -168,7 +202,10 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
         return name
 
     inside_outputs = {graph.node[i].output[0]: i for i in converted}
-    report.pools = sum(1 for i in converted if not _is_conv(graph.node[i]))
+    bn_params: set[str] = set()
+    bn_convs: set[int] = set()  # the BatchNormalizations made depthwise convs (id of the node)
+    report.pools = sum(1 for i in converted if graph.node[i].op_type in POOLS)
+    report.other_ops = sum(1 for i in converted if not _is_conv(graph.node[i]) and graph.node[i].op_type not in POOLS)
     first_reader = {}
     for i in sorted(converted):
         node = graph.node[i]
@@ -203,6 +240,14 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
         if _is_conv(node):
             node.attribute.append(helper.make_attribute("layout", "NHWC"))
             _store_plain_weights(graph, node, initializers, readers)
+        elif _onnx_op(node, *UNARY):
+            pass  # the same op on the same values, in another order
+        elif _onnx_op(node, "Concat"):
+            _set_attr(node, "axis", 3)
+        elif _onnx_op(node, "BatchNormalization"):
+            bn_params.update(node.input[1:5])
+            _batch_norm_to_conv(graph, node, initializers, fresh)
+            bn_convs.add(id(node))
         else:  # ONNX's pool -> com.im2win's channels-last one, the same attributes
             node.domain = DOMAIN
             kept = [a for a in node.attribute if a.name != "storage_order"]
@@ -210,6 +255,15 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
             node.attribute.extend(kept)
             node.attribute.append(helper.make_attribute("layout", "NHWC"))
             del node.output[1:]
+    # BatchNormalization parameters that only the converted nodes read are gone with them.
+    read = {name for node in graph.node for name in node.input}
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                read.update(name for n in sub.node for name in n.input)
+    unused = [t for t in graph.initializer if t.name not in read and t.name in bn_params]
+    for t in unused:
+        graph.initializer.remove(t)
     # The region's values changed shape: their recorded shapes no longer hold.
     stale = set(inside_outputs)
     kept_info = [v for v in graph.value_info if v.name not in stale]
@@ -221,8 +275,54 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
         ordered.append(node)
         ordered.extend(after.get(i, []))
     del graph.node[:]
-    graph.node.extend(ordered)
+    graph.node.extend(_fuse_relu_after(ordered, bn_convs, graph_outputs | {
+        name for node in ordered for a in node.attribute
+        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))
+        for n in sub.node for name in n.input}))
     return report
+
+
+def _fuse_relu_after(nodes: list, convs: set, kept: set) -> list:
+    """The nodes with each Relu that alone reads one of `convs`' outputs folded into that conv
+    (activation="Relu"); `kept`: values that must stay (graph outputs, values subgraphs read)."""
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    dropped = set()
+    for node in nodes:
+        if id(node) not in convs or node.output[0] in kept:
+            continue
+        after = readers.get(node.output[0], [])
+        if len(after) == 1 and _onnx_op(after[0], "Relu"):
+            node.attribute.append(helper.make_attribute("activation", "Relu"))
+            node.output[0] = after[0].output[0]
+            dropped.add(id(after[0]))
+    return [node for node in nodes if id(node) not in dropped]
+
+
+def _set_attr(node, name, value) -> None:
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def _batch_norm_to_conv(graph, node, initializers, fresh) -> None:
+    """Inference BatchNormalization, y = (x - mean) * scale / sqrt(var + epsilon) + B, as the depthwise
+    1x1 channels-last com.im2win::Conv with W = scale / sqrt(var + epsilon), bias B - mean * W."""
+    import numpy as np
+
+    scale, b, mean, var = (numpy_helper.to_array(initializers[name]).astype(np.float64) for name in node.input[1:5])
+    epsilon = float(_attr(node, "epsilon", 1e-5))
+    w = scale / np.sqrt(var + epsilon)
+    channels = w.shape[0]
+    w_name, b_name = fresh(f"{node.name or node.output[0]}_dw_W"), fresh(f"{node.name or node.output[0]}_dw_B")
+    graph.initializer.extend([numpy_helper.from_array(w.astype(np.float32).reshape(channels, 1, 1, 1), w_name),
+                              numpy_helper.from_array((b - mean * w).astype(np.float32), b_name)])
+    replacement = helper.make_node("Conv", [node.input[0], w_name, b_name], list(node.output), name=node.name,
+                                   domain=DOMAIN, group=channels, kernel_shape=[1, 1], layout="NHWC")
+    node.CopyFrom(replacement)
 
 
 def _store_plain_weights(graph, node, initializers, readers) -> None:
