@@ -327,3 +327,16 @@ def test_rewrite_cli_layout_auto_is_the_default(tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode == 1 and "--threads must be at least 1" in bad.stderr
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_layout_auto_does_not_time_a_region_its_shapes_make_huge():
+    """Sizes from a model are untrusted: a region whose inputs would take over a GiB is not timed
+    (it keeps NCHW, the report says why), and nothing is allocated for it."""
+    from im2win_ort.rewriter.layout_choice import time_region
+
+    rng = np.random.default_rng(10)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Conv", ["a", "w2"], ["y"])]
+    region = _graph_model(nodes, {"w1": _w(rng, 8, 8, 1), "w2": _w(rng, 8, 8, 1)}, ["y"],
+                          x_shape=(1, 8, 20000, 20000))
+    region = im2win_ort.rewrite(region, plan="heuristic")
+    assert time_region(region) == "its inputs would take 11.9 GiB"

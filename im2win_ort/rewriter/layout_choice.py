@@ -13,6 +13,7 @@ which regions got it depends on the CPU the rewrite ran on, as the measured tile
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ from onnx import helper
 
 MARGIN = 0.03  # NHWC must take under 97% of NCHW's time: within the noise, ONNX's layout stays
 MIN_RUNS, MAX_RUNS, BUDGET_S = 5, 40, 0.5  # timed runs of each layout: at least 5, then until the budget
+# Shapes come from the model, untrusted: a region whose inputs would take more than this, or whose
+# first run takes longer than SLOW_RUN_S, is not timed (it keeps ONNX's layout).
+MAX_INPUT_BYTES = 1 << 30
+SLOW_RUN_S = 5.0
+
+
+class _TooSlow(Exception):
+    pass
 
 
 @dataclass
@@ -96,7 +105,10 @@ def region_model(model: onnx.ModelProto, members: list[int], types: dict, batch:
 
 def _median_times(sessions, feeds) -> list[float]:
     for session in sessions:  # warm-up: the first run packs weights and sizes the workspace
+        t0 = time.perf_counter()
         session.run(None, feeds)
+        if time.perf_counter() - t0 > SLOW_RUN_S:
+            raise _TooSlow
         session.run(None, feeds)
     times = [[] for _ in sessions]
     start = time.perf_counter()
@@ -114,6 +126,12 @@ def time_region(model: onnx.ModelProto, threads: int = 1) -> tuple[float, float]
     from .layout_regions import to_channels_last
     from .validate import random_inputs
 
+    size = 0
+    for value in model.graph.input:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        size += 4 * math.prod(dims)
+    if size > MAX_INPUT_BYTES:
+        return f"its inputs would take {size / 2**30:.3g} GiB"
     nhwc = copy.deepcopy(model)
     to_channels_last(nhwc)
     try:
@@ -121,6 +139,8 @@ def time_region(model: onnx.ModelProto, threads: int = 1) -> tuple[float, float]
         sessions = [InferenceSession(m.SerializeToString(), threads=threads, rewrite=False,
                                      disabled_optimizers=NCHWC_FREE) for m in (model, nhwc)]
         nchw_s, nhwc_s = _median_times(sessions, feeds)
+    except _TooSlow:
+        return f"one run took over {SLOW_RUN_S:g} s"
     except Exception as e:  # noqa: BLE001 - any failure keeps the region as ONNX lays it out
         return f"it could not be timed ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     return nchw_s, nhwc_s
