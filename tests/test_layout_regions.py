@@ -5,11 +5,14 @@ the model answering as ORT answers the original."""
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import im2win_ort
@@ -340,3 +343,62 @@ def test_layout_auto_does_not_time_a_region_its_shapes_make_huge():
                           x_shape=(1, 8, 20000, 20000))
     region = im2win_ort.rewrite(region, plan="heuristic")
     assert time_region(region) == "its inputs would take 11.9 GiB"
+
+
+REGION_FUZZ_EXAMPLES = int(os.environ.get("IM2WIN_REGION_FUZZ_EXAMPLES", "30"))
+
+
+@st.composite
+def _random_network(draw):
+    """A random graph of the ops a region takes: convs (1x1, 3x3, depthwise, strided), BatchNormalization,
+    Relu, Concat of two values of one size, MaxPool; each value's channels and size tracked."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    c0, size = draw(st.sampled_from([3, 8])), draw(st.sampled_from([6, 9, 12]))
+    values = [("x", c0, size)]
+    nodes, inits = [], {}
+    for i in range(draw(st.integers(2, 9))):
+        name, c, hw = values[draw(st.integers(0, len(values) - 1))]
+        out = f"v{i}"
+        kind = draw(st.sampled_from(["conv", "conv", "conv3", "dw", "bn", "relu", "concat", "pool"]))
+        if kind in ("conv", "conv3", "dw"):
+            k = 1 if kind == "conv" else 3
+            m, group = (c, c) if kind == "dw" else (draw(st.sampled_from([4, 8, 16])), 1)
+            stride = draw(st.sampled_from([1, 1, 2])) if hw >= 4 else 1
+            inits[f"w{i}"] = (rng.standard_normal((m, c // group, k, k)) / np.sqrt(c * k * k / group)).astype(np.float32)
+            nodes.append(helper.make_node("Conv", [name, f"w{i}"], [out], group=group, strides=[stride, stride],
+                                          pads=[k // 2] * 4))
+            values.append((out, m, (hw + 2 * (k // 2) - k) // stride + 1))
+        elif kind == "bn":
+            nodes.append(helper.make_node("BatchNormalization", [name, *_bn(rng, f"n{i}", c, inits)], [out]))
+            values.append((out, c, hw))
+        elif kind == "relu":
+            nodes.append(helper.make_node("Relu", [name], [out]))
+            values.append((out, c, hw))
+        elif kind == "concat":
+            same = [v for v in values if v[2] == hw]
+            other = same[draw(st.integers(0, len(same) - 1))]
+            nodes.append(helper.make_node("Concat", [name, other[0]], [out], axis=1))
+            values.append((out, c + other[1], hw))
+        elif hw >= 2:
+            nodes.append(helper.make_node("MaxPool", [name], [out], kernel_shape=[2, 2], strides=[2, 2]))
+            values.append((out, c, hw // 2))
+    outputs = [v[0] for v in values[1:] if v[0] not in {i for n in nodes for i in n.input}] or [values[-1][0]]
+    return _graph_model(nodes, inits, outputs, x_shape=(2, c0, size, size))
+
+
+@settings(max_examples=REGION_FUZZ_EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck), database=None)
+@given(_random_network())
+def test_random_networks_agree_with_ort_in_both_layouts(model):
+    """Random graphs of convs, BatchNormalization, Relu, Concat and MaxPool, rewritten in both layouts,
+    answer as ORT answers the original (1 and 2 threads)."""
+    x = np.random.default_rng(4).standard_normal(
+        [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for layout in ("nchw", "nhwc"):
+        rewritten = im2win_ort.rewrite(model, layout=layout, plan="heuristic")
+        for threads in (1, 2):
+            got = make_session(rewritten, threads=threads).run(None, {"x": x})
+            for g, w in zip(got, want):
+                assert g.shape == w.shape
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(w).max())))
