@@ -223,14 +223,14 @@ void ApplyActivationAfter(const ConvPlan& p, const BlockWork& b) {
 }
 
 // The strip panel of a 1x1 block: for strip k and channel c, the block's positions
-// [k * strip, (k + 1) * strip) of channel c (strip = ConvPlan::strip_positions) up to `tail_start`,
+// [k * strip, (k + 1) * strip) of channel c (strip = ConvPlan::StripPositions()) up to `tail_start`,
 // the last strip's rest zeroed; then the positions from tail_start on (a channel tail tile's
 // columns, which need not begin on a strip) as one strip of their own, returned.
 const float* BuildStripPanel(const ConvPlan& p, const float* x_group, int64_t first_row, int64_t rows, float* panel,
                              int64_t tail_start) {
   const ConvShape& s = p.shape;
   const int64_t channels = p.layout.channels, run = rows * s.out_w, plane = s.in_h * s.in_w;
-  const int64_t strip = p.strip_positions, tail = run - tail_start;
+  const int64_t strip = p.StripPositions(), tail = run - tail_start;
   float* const tail_panel = panel + CeilDiv(tail_start, strip) * strip * channels;
   for (int64_t c = 0; c < channels; ++c) {
     const float* src = x_group + c * plane + first_row * s.in_w;
@@ -261,9 +261,9 @@ BlockInput PrepareInput(const ConvPlan& p, const float* x_group, int64_t first_r
     const int64_t run = rows * s.out_w;
     const int64_t tail_start = p.family == TileFamily::kChannels ? run - std::min<int64_t>(p.tail_cols, run) : run;
     const float* tail = BuildStripPanel(p, x_group, first_row, rows, workspace, tail_start);
-    BlockInput in{workspace, p.strip_positions, nullptr, 0, 0};
-    in.strip_floats = L.channels * p.strip_positions;
-    in.strip_positions = p.strip_positions;
+    BlockInput in{workspace, p.StripPositions(), nullptr, 0, 0};
+    in.strip_floats = L.channels * p.StripPositions();
+    in.strip_positions = p.StripPositions();
     if (tail_start < run) {
       in.tail = tail;
       in.tail_start = tail_start;

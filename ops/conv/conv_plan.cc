@@ -427,7 +427,6 @@ ConvPlan MakeConvPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   } else {
     p.layout = MakeWindowLayout(s, panel_rows, 0, isa.tile_positions());
   }
-  if (p.strip_panel) p.strip_positions = p.family == TileFamily::kChannels ? p.tile_cols : kStripPositions;
   // A 1x1 conv's channel tiles reduce over C in runs of kChannelRun channels, so that the run's
   // weights stay in L1 for every tile of the block instead of streaming from L2 for each tile.
   // (3x3 tiles were measured too, runs of 14-64 channels: 0.95-1.08x, so they keep one run.)

@@ -74,14 +74,14 @@ struct ConvPlan {
   // the lanes kernel's; no workspace.
   bool depthwise_stride2 = false;
   bool direct = false;          // 1x1, stride 1, no padding: X is read in place, no panel
-  // A 1x1, stride-1, unpadded conv that copies its block copies it as strips of strip_positions
-  // positions, all channels of a strip together: a tile then reads one contiguous run of C/group x
-  // its positions rather than C/group lines a plane apart. Position tiles that do not read X in
-  // place (not direct, no shared panel) take strips of kStripPositions; channel tiles (no shared
-  // panel) always copy, in strips of one tile's columns (tile_cols), so that each step of their
-  // reduction broadcasts from the floats right after the last step's.
+  // A 1x1, stride-1, unpadded conv that copies its block may copy it as strips of
+  // StripPositions() positions, all channels of a strip together: a tile then reads one contiguous
+  // run of C/group x its positions rather than C/group lines a plane apart. Position tiles that do
+  // not read X in place (not direct, no shared panel) take strips of kStripPositions; channel tiles,
+  // where conv_plan.cc's rule takes them (long reductions over small planes), strips of one tile's
+  // columns, so that each step of their reduction broadcasts from the floats right after the last's.
   bool strip_panel = false;
-  int64_t strip_positions = 0;
+  int64_t StripPositions() const { return family == TileFamily::kChannels ? tile_cols : kStripPositions; }
   int64_t groups_per_item = 1;
   int threads = 1;              // the pool size the items are cut for
   // One window panel per image and group, built once by all threads and read by every item (a
@@ -144,8 +144,8 @@ struct ConvPlan {
     const int64_t tail = family == TileFamily::kChannels ? tile_cols : isa->tile_positions();
     if (strip_panel) {  // channel tiles: the tail tile's columns in a strip of their own
       if (family == TileFamily::kChannels)
-        return (CeilDiv(TileWidth(layout.rows), strip_positions) * strip_positions + tail_cols) * layout.channels;
-      return CeilDiv(layout.positions(layout.rows), strip_positions) * strip_positions * layout.channels;
+        return (CeilDiv(TileWidth(layout.rows), tile_cols) * tile_cols + tail_cols) * layout.channels;
+      return CeilDiv(layout.positions(layout.rows), kStripPositions) * kStripPositions * layout.channels;
     }
     return direct ? layout.channels * tail : layout.panel_floats();
   }

@@ -198,7 +198,7 @@ py::dict Workspace(const std::vector<int64_t>& x_dims, const std::vector<int64_t
   d["channel_chunks"] = plan.m_chunks;
   d["channel_run"] = plan.channel_run;  // input channels per run of channel tiles (0: all in one)
   d["prefetch_weights"] = plan.prefetch_weights;  // the next run's weights fetched during this one's
-  d["strip_panel"] = plan.strip_panel;  // a 1x1 block copied as strips of positions (ConvPlan::strip_positions), all channels together
+  d["strip_panel"] = plan.strip_panel;  // a 1x1 block copied as strips of positions (ConvPlan::StripPositions()), all channels together
   d["work_items"] = plan.work_items();
   d["threads"] = plan.threads;
   d["balance"] = plan.Balance();
