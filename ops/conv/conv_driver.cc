@@ -48,12 +48,13 @@ struct BlockInput {
   const float* tail;       // null: no copy
   int64_t tail_start;      // the position (or column) where the copied tile starts
   int64_t tail_stride;
-  int64_t strip_floats = 0; // x is a strip panel of strips this long (ConvPlan::strip_panel); 0: none
-  int64_t strip_positions = 0;
+  // x is a strip panel of strips this long (ConvPlan::strip_panel), each channel_stride positions
+  // wide; 0: none.
+  int64_t strip_floats = 0;
   // Where a tile starting at `start` (offset `offset` in a plane) reads, and its channel stride.
   std::pair<const float*, int64_t> At(int64_t start, int64_t offset) const {
     if (tail != nullptr && start == tail_start) return {tail, tail_stride};
-    if (strip_floats > 0) return {x + start / strip_positions * strip_floats + start % strip_positions, channel_stride};
+    if (strip_floats > 0) return {x + start / channel_stride * strip_floats + start % channel_stride, channel_stride};
     return {x + offset, channel_stride};
   }
 };
@@ -263,7 +264,6 @@ BlockInput PrepareInput(const ConvPlan& p, const float* x_group, int64_t first_r
     const float* tail = BuildStripPanel(p, x_group, first_row, rows, workspace, tail_start);
     BlockInput in{workspace, p.StripPositions(), nullptr, 0, 0};
     in.strip_floats = L.channels * p.StripPositions();
-    in.strip_positions = p.StripPositions();
     if (tail_start < run) {
       in.tail = tail;
       in.tail_start = tail_start;
