@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
+from .layout_regions import subgraph_reads, to_channels_last
+
 MARGIN = 0.03  # NHWC must take under 97% of NCHW's time: within the noise, ONNX's layout stays
 MIN_RUNS, MAX_RUNS, BUDGET_S = 5, 40, 0.5  # timed runs of each layout: at least 5, then until the budget
 # Shapes come from the model, untrusted: a region whose inputs would take more than this, or whose
@@ -73,13 +75,10 @@ def region_model(model: onnx.ModelProto, members: list[int], types: dict, batch:
     nodes = [copy.deepcopy(graph.node[i]) for i in sorted(members)]
     produced = {o for n in nodes for o in n.output if o}
     initializers = {t.name: t for t in graph.initializer}
-    read_outside = {o.name for o in graph.output}
+    read_outside = {o.name for o in graph.output} | subgraph_reads(graph.node)
     for i, node in enumerate(graph.node):
         if i not in inside:
             read_outside.update(node.input)
-        for a in node.attribute:  # subgraphs read outer values by name
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                read_outside.update(name for n in sub.node for name in n.input)
     inputs, inits, seen = [], [], set()
     for node in nodes:
         for name in node.input:
@@ -123,7 +122,6 @@ def _median_times(sessions, feeds) -> list[float]:
 def time_region(model: onnx.ModelProto, threads: int = 1) -> tuple[float, float] | str:
     """(NCHW, NHWC) median seconds of a region model (region_model), or why it could not run."""
     from ..session import NCHWC_FREE, InferenceSession
-    from .layout_regions import to_channels_last
     from .validate import random_inputs
 
     size = 0

@@ -23,6 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .._library import DOMAIN
+from .graph_rewrite import _subgraphs
 from .weight_layout import OIHW, unpack
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
@@ -140,12 +141,9 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
         for slot, name in enumerate(node.input):
             if name:
                 readers.setdefault(name, []).append((i, slot))
-    for node in graph.node:  # subgraphs read outer values by name: count them as outside readers
-        for a in node.attribute:
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                for n in sub.node:
-                    for name in n.input:
-                        readers.setdefault(name, []).append((-1, -1))
+    read_in_subgraphs = subgraph_reads(graph.node)  # the conversion leaves subgraphs as they are
+    for name in read_in_subgraphs:  # subgraphs read outer values by name: outside readers
+        readers.setdefault(name, []).append((-1, -1))
     candidates = {}
     for i, node in enumerate(graph.node):
         why = _candidate(node, initializers)
@@ -256,11 +254,7 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
             node.attribute.append(helper.make_attribute("layout", "NHWC"))
             del node.output[1:]
     # BatchNormalization parameters that only the converted nodes read are gone with them.
-    read = {name for node in graph.node for name in node.input}
-    for node in graph.node:
-        for a in node.attribute:
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                read.update(name for n in sub.node for name in n.input)
+    read = {name for node in graph.node for name in node.input} | read_in_subgraphs
     unused = [t for t in graph.initializer if t.name not in read and t.name in bn_params]
     for t in unused:
         graph.initializer.remove(t)
@@ -275,11 +269,14 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
         ordered.append(node)
         ordered.extend(after.get(i, []))
     del graph.node[:]
-    graph.node.extend(_fuse_relu_after(ordered, bn_convs, graph_outputs | {
-        name for node in ordered for a in node.attribute
-        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))
-        for n in sub.node for name in n.input}))
+    graph.node.extend(_fuse_relu_after(ordered, bn_convs, graph_outputs | read_in_subgraphs))
     return report
+
+
+def subgraph_reads(nodes) -> set[str]:
+    """The names the subgraphs of `nodes` (If, Loop, Scan bodies) read: outer values they use."""
+    return {name for node in nodes for a in node.attribute for sub in _subgraphs(a)
+            for n in sub.node for name in n.input}
 
 
 def _fuse_relu_after(nodes: list, convs: set, kept: set) -> list:
