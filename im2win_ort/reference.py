@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .rewriter.weight_layout import LAYOUT_TILES, unpack
+from .rewriter.weight_layout import LAYOUT_TILES, NHWC_LAYOUT, unpack, unpack_nhwc
 
 ACTIVATIONS = {  # name -> default activation_params (also their required number)
     "": (), "Relu": (), "Clip": (-np.inf, np.inf), "LeakyRelu": (0.01,), "Sigmoid": (),
@@ -166,8 +166,9 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout == "NHWC":
-        if weight_layout != "OIHW":
-            raise ValueError("layout NHWC takes W as ONNX gives it (weight_layout OIHW)")
+        _check_nhwc_weight_layout(weight_layout)
+        if weight_layout == NHWC_LAYOUT:
+            w = unpack_nhwc(np.asarray(w), group)
         if np.ndim(x) < 3 or (z is not None and np.ndim(z) < 3):
             raise ValueError(f"X must have rank >= 3, got {np.shape(x)}")
         y = conv(np.moveaxis(np.asarray(x), -1, 1), w, b, None if z is None else np.moveaxis(np.asarray(z), -1, 1),
@@ -223,8 +224,10 @@ def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1
     """Raises ValueError, naming the problem, for attributes com.im2win::Conv does not accept."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    if layout == "NHWC" and weight_layout != "OIHW":
-        raise ValueError("layout NHWC takes W as ONNX gives it (weight_layout OIHW)")
+    if layout == "NHWC":
+        _check_nhwc_weight_layout(weight_layout)
+    elif weight_layout == NHWC_LAYOUT:
+        raise ValueError(f"weight_layout {NHWC_LAYOUT} is the channels-last order: it needs layout NHWC")
     if auto_pad not in AUTO_PADS:
         raise ValueError(f"auto_pad must be one of {', '.join(AUTO_PADS)}, got {auto_pad!r}")
     if auto_pad != "NOTSET" and pads and any(pads):
@@ -240,10 +243,16 @@ def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1
         if rank > 2:
             raise ValueError(f"{name} {values} describe spatial rank {rank}: 3-D convolution is not supported "
                              f"by com.im2win::Conv; spatial rank 1 and 2 are")
-    if weight_layout != "OIHW" and weight_layout not in LAYOUT_TILES:
-        raise ValueError(f"weight_layout {weight_layout!r} is not supported: 'OIHW' (ONNX's) or a packed "
-                         f"layout ({', '.join(LAYOUT_TILES)})")
+    if weight_layout not in ("OIHW", NHWC_LAYOUT) and weight_layout not in LAYOUT_TILES:
+        raise ValueError(f"weight_layout {weight_layout!r} is not supported: 'OIHW' (ONNX's), a packed "
+                         f"layout ({', '.join(LAYOUT_TILES)}) or, with layout NHWC, {NHWC_LAYOUT}")
     _activation_params(activation, activation_params)
+
+
+def _check_nhwc_weight_layout(weight_layout: str) -> None:
+    if weight_layout in LAYOUT_TILES:
+        raise ValueError(f"layout NHWC takes W as ONNX gives it (weight_layout OIHW) or as {NHWC_LAYOUT}: "
+                         f"{weight_layout} is an NCHW tile order")
 
 
 def _activation_params(activation: str, params: Sequence[float]) -> tuple:

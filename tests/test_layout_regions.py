@@ -19,6 +19,7 @@ import im2win_ort
 from helpers import ONNX_OPSET, make_session
 from im2win_ort._ir_version import make_model
 from im2win_ort.rewriter.layout_regions import to_channels_last
+from im2win_ort.rewriter.weight_layout import NHWC_LAYOUT, nhwc_packable
 
 
 def _graph_model(nodes, inits, outputs, x_shape=(1, 8, 10, 10)):
@@ -33,6 +34,23 @@ def _w(rng, m, c, k):
     return (rng.standard_normal((m, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
 
 
+def _check_nhwc_weights(model, rewritten):
+    """NHWC convs whose W the channels-last order permutes carry it packed (im2win.nhwc16), the
+    others OIHW; the model holds no more weight floats than the original (one copy each)."""
+    inits = {t.name: t for t in rewritten.graph.initializer}
+    for node in rewritten.graph.node:
+        if node.op_type == "Conv" and any(a.name == "layout" for a in node.attribute):
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            w = inits.get(node.input[1])
+            packable = w is not None and nhwc_packable(list(w.dims), attrs.get("group", 1))
+            assert attrs.get("weight_layout", b"OIHW").decode() == (NHWC_LAYOUT if packable else "OIHW"), node
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    before = sum(np.prod(t.dims) for t in model.graph.initializer if t.name in conv_weights)
+    after = sum(np.prod(inits[n.input[1]].dims) for n in rewritten.graph.node
+                if n.op_type == "Conv" and n.input[1] in inits and not n.input[1].endswith("_dw_W"))
+    assert after <= before
+
+
 def _check(model, transposes, regions, min_convs=2):
     x = np.random.default_rng(9).standard_normal([d.dim_value for d in
                                                   model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
@@ -42,9 +60,7 @@ def _check(model, transposes, regions, min_convs=2):
     assert report.transposes == transposes and len(report.regions) == regions, report
     kinds = [n.op_type for n in rewritten.graph.node]
     assert kinds.count("Transpose") == transposes, kinds
-    for node in rewritten.graph.node:
-        if node.op_type == "Conv" and any(a.name == "layout" for a in node.attribute):
-            assert not any(a.name == "weight_layout" for a in node.attribute)  # OIHW for NHWC nodes
+    _check_nhwc_weights(model, rewritten)
     assert [o.name for o in rewritten.graph.output] == [o.name for o in model.graph.output]
     for threads in (1, 3):
         got = make_session(rewritten, threads=threads).run(None, {"x": x})
@@ -221,7 +237,7 @@ def test_the_python_backend_runs_channels_last_regions():
     between two Transposes), as ORT runs the original."""
     pytest.importorskip("onnxruntime_extensions")
     rng = np.random.default_rng(6)
-    inits = {"w1": _w(rng, 8, 8, 3), "w2": _w(rng, 8, 8, 3)}
+    inits = {"w1": _w(rng, 16, 8, 3), "w2": _w(rng, 8, 16, 3)}  # w1 stored in the channels-last order
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
              helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["p", "w2"], ["y"], pads=[1, 1, 1, 1])]
@@ -397,6 +413,7 @@ def test_random_networks_agree_with_ort_in_both_layouts(model):
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     for layout in ("nchw", "nhwc"):
         rewritten = im2win_ort.rewrite(model, layout=layout, plan="heuristic")
+        _check_nhwc_weights(model, rewritten)
         for threads in (1, 2):
             got = make_session(rewritten, threads=threads).run(None, {"x": x})
             for g, w in zip(got, want):

@@ -153,7 +153,8 @@ def test_nhwc_op_errors_name_the_node():
     from helpers import make_session
 
     w = np.ones((6, 4, 3, 3), np.float32)
-    with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*layout NHWC takes W as ONNX gives it"):
+    with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*layout NHWC takes W as ONNX gives it .* or as "
+                                        "im2win.nhwc16: im2win.channels16 is an NCHW tile order"):
         make_session(_nhwc_model([1, 5, 5, 4], w, weight_layout="im2win.channels16"))
     with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*attribute 'layout' must be"):
         model = _nhwc_model([1, 5, 5, 4], w)
@@ -164,6 +165,75 @@ def test_nhwc_op_errors_name_the_node():
     assert y.shape == (1, 5, 5, 6)
     with pytest.raises(Exception, match="com.im2win::Conv node 'c'"):  # NCHW fed where NHWC is declared
         make_session(_nhwc_model(["N", "H", "W", "C"], w)).run(None, {"X": np.ones((1, 4, 5, 5), np.float32)})
+
+
+PACKED_CASES = [  # whole blocks of 16 output channels per group, not depthwise
+    ([1, 8, 9, 11], [32, 8, 3, 3], dict(pads=[1, 1, 1, 1])),
+    ([2, 24, 7, 7], [48, 24, 1, 1], {}),  # a flat 1x1, 3 blocks
+    ([1, 8, 10, 10], [32, 4, 3, 3], dict(pads=[1, 1, 1, 1], group=2, strides=[2, 2])),
+    ([1, 6, 20], [16, 6, 5], dict(pads=[2, 2])),  # 1-D
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_nhwc_weights_stored_packed(isa, monkeypatch):
+    """W stored in the channels-last order (weight_layout im2win.nhwc16, as the rewriter writes it)
+    answers exactly as W as ONNX gives it, constant or fed at run time, on every pool size."""
+    from onnx import TensorProto, helper
+
+    from helpers import make_session
+    from im2win_ort.rewriter.weight_layout import NHWC_LAYOUT, pack_nhwc, unpack_nhwc
+
+    monkeypatch.setenv("IM2WIN_ISA", isa)
+    rng = np.random.default_rng(11)
+    for x_shape, w_shape, attrs in PACKED_CASES:
+        x = to_nhwc(rng.standard_normal(x_shape).astype(np.float32))
+        w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+        b = rng.standard_normal(w_shape[0]).astype(np.float32)
+        packed = pack_nhwc(w, attrs.get("group", 1))
+        assert packed.shape == w.shape and not np.array_equal(packed, w)
+        np.testing.assert_array_equal(unpack_nhwc(packed, attrs.get("group", 1)), w)
+        (want,) = make_session(_nhwc_model(["N", *x.shape[1:]], w, b, activation="Relu", **attrs)).run(None, {"X": x})
+        fed = _nhwc_model(["N", *x.shape[1:]], packed, b, activation="Relu", weight_layout=NHWC_LAYOUT, **attrs)
+        fed.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, list(w.shape)))
+        del fed.graph.initializer[0]  # W an input of the graph: not constant
+        for threads in (1, 3):
+            model = _nhwc_model(["N", *x.shape[1:]], packed, b, activation="Relu", weight_layout=NHWC_LAYOUT, **attrs)
+            (y,) = make_session(model, threads=threads).run(None, {"X": x})
+            np.testing.assert_array_equal(y, want)
+            (y,) = make_session(fed, threads=threads).run(None, {"X": x, "W": packed})
+            np.testing.assert_array_equal(y, want)
+
+
+def test_nhwc_packed_weights_refused_where_they_cannot_be():
+    from helpers import make_session
+    from im2win_ort import reference
+    from im2win_ort.rewriter.weight_layout import NHWC_LAYOUT
+
+    cases = [  # x (NHWC), W, attributes, the message
+        ([1, 5, 5, 4], (24, 4, 3, 3), {}, "needs whole blocks of 16 output channels per group, got M/group = 24"),
+        ([1, 5, 5, 8], (32, 4, 3, 3), dict(group=2), "got M/group = 16"),  # fine: 16 per group
+        ([1, 5, 5, 16], (16, 1, 3, 3), dict(group=16), "a depthwise conv reads W as ONNX gives it"),
+    ]
+    for x_shape, w_shape, attrs, message in cases:
+        model = _nhwc_model(x_shape, np.ones(w_shape, np.float32), weight_layout=NHWC_LAYOUT, **attrs)
+        if "= 16" in message:
+            (y,) = make_session(model).run(None, {"X": np.ones(x_shape, np.float32)})
+            assert y.shape == (1, 3, 3, w_shape[0])
+            continue
+        with pytest.raises(Exception, match=f"com.im2win::Conv node 'c'.*{message}"):
+            make_session(model)
+    nchw = _nhwc_model([1, 5, 5, 4], np.ones((16, 4, 3, 3), np.float32), weight_layout=NHWC_LAYOUT)
+    next(a for a in nchw.graph.node[0].attribute if a.name == "layout").s = b"NCHW"
+    with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*im2win.nhwc16 is the channels-last order: "
+                                        "it needs layout NHWC"):
+        make_session(nchw)
+    with pytest.raises(ValueError, match="it needs layout NHWC"):
+        reference.conv(np.ones((1, 4, 5, 5), np.float32), np.ones((16, 4, 3, 3), np.float32),
+                       weight_layout=NHWC_LAYOUT)
+    with pytest.raises(ValueError, match="needs whole blocks of 16"):
+        reference.conv(np.ones((1, 5, 5, 4), np.float32), np.ones((24, 4, 3, 3), np.float32),
+                       weight_layout=NHWC_LAYOUT, layout="NHWC")
 
 
 def test_nhwc_in_the_numpy_reference_and_the_python_backend():
@@ -180,6 +250,17 @@ def test_nhwc_in_the_numpy_reference_and_the_python_backend():
     ours = reference.conv(to_nhwc(x), w, b, pads=[1, 1, 1, 1], group=2, activation="Relu", layout="NHWC")
     np.testing.assert_allclose(to_nchw(ours), want, rtol=1e-5, atol=1e-5)
     model = _nhwc_model(["N", 9, 8, 6], w, b, pads=[1, 1, 1, 1], group=2, activation="Relu")
+    for backend in ("python", "native"):
+        (y,) = im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": to_nhwc(x)})
+        np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+    # W stored in the channels-last order (16 output channels per group)
+    from im2win_ort.rewriter.weight_layout import NHWC_LAYOUT, pack_nhwc
+
+    w = (rng.standard_normal((32, 3, 3, 3)) / 5).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    want = reference_conv(x, w, b, pads=[1, 1, 1, 1], group=2, activation="Relu")
+    model = _nhwc_model(["N", 9, 8, 6], pack_nhwc(w, 2), b, pads=[1, 1, 1, 1], group=2, activation="Relu",
+                        weight_layout=NHWC_LAYOUT)
     for backend in ("python", "native"):
         (y,) = im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": to_nhwc(x)})
         np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)

@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 
 from .._library import DOMAIN
 from .graph_rewrite import _subgraphs
-from .weight_layout import OIHW, unpack
+from .weight_layout import NHWC_LAYOUT, OIHW, nhwc_packable, pack_nhwc, unpack
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
@@ -237,7 +237,7 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
             report.transposes += 1
         if _is_conv(node):
             node.attribute.append(helper.make_attribute("layout", "NHWC"))
-            _store_plain_weights(graph, node, initializers, readers)
+            _store_nhwc_weights(graph, node, initializers, readers, fresh, graph_outputs | read_in_subgraphs)
         elif _onnx_op(node, *UNARY):
             pass  # the same op on the same values, in another order
         elif _onnx_op(node, "Concat"):
@@ -322,21 +322,32 @@ def _batch_norm_to_conv(graph, node, initializers, fresh) -> None:
     node.CopyFrom(replacement)
 
 
-def _store_plain_weights(graph, node, initializers, readers) -> None:
-    """W as ONNX gives it (OIHW) for an NHWC node; a packed one unpacked."""
+def _store_nhwc_weights(graph, node, initializers, readers, fresh, keep_as_is) -> None:
+    """A constant W of an NHWC node in the order its kernels read (NHWC_LAYOUT), where that order
+    is a permutation of W, so the session holds one copy of it; else as ONNX gives it (OIHW), an
+    NCHW-packed one unpacked. W that another node or a subgraph also reads (or `keep_as_is`
+    names) gets a copy of its own."""
+    w_name = node.input[1] if len(node.input) > 1 else ""
+    if w_name not in initializers:
+        return  # computed at run time: read as OIHW, packed per run
     layout = _text(_attr(node, "weight_layout", OIHW.encode()))
-    if layout == OIHW:
-        return
-    w_name = node.input[1]
     group = int(_attr(node, "group", 1))
-    plain = unpack(numpy_helper.to_array(initializers[w_name]), layout, group)
-    if len(readers.get(w_name, [])) == 1:
-        initializers[w_name].CopyFrom(numpy_helper.from_array(plain, w_name))
-    else:  # shared with another node that still reads it packed: a plain copy of its own
-        name = f"{w_name}_oihw"
-        graph.initializer.append(numpy_helper.from_array(plain, name))
+    w = numpy_helper.to_array(initializers[w_name])
+    plain = unpack(w, layout, group)
+    wanted = NHWC_LAYOUT if nhwc_packable(plain.shape, group) else OIHW
+    if wanted != OIHW:
+        _set_attr(node, "weight_layout", wanted)
+    elif layout != OIHW:
+        kept = [a for a in node.attribute if a.name != "weight_layout"]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+    if wanted == layout:
+        return
+    stored = pack_nhwc(plain, group) if wanted == NHWC_LAYOUT else plain
+    if len(readers.get(w_name, [])) == 1 and w_name not in keep_as_is:
+        initializers[w_name].CopyFrom(numpy_helper.from_array(stored, w_name))
+    else:
+        name = fresh(f"{w_name}_{'nhwc' if wanted == NHWC_LAYOUT else 'oihw'}")
+        graph.initializer.append(numpy_helper.from_array(stored, name))
         initializers[name] = graph.initializer[-1]
         node.input[1] = name
-    kept = [a for a in node.attribute if a.name != "weight_layout"]
-    del node.attribute[:]
-    node.attribute.extend(kept)

@@ -6,6 +6,11 @@ rewriter stores W already packed, the op reads ORT's copy in place. Within each 
 channels are cut into tiles of `tile` (the last one of a group may be smaller); each tile of rm
 channels is stored as [k][rm] with k over C/group x Kh x Kw, and the tile that starts at output
 channel m begins at m * K. The packed tensor keeps W's shape (and size): only the order changes.
+
+Channels-last nodes (layout NHWC) read their own order, NHWC_LAYOUT: within each group, output
+channels in blocks of 16, each block [kh][kw][c][16] (ops/conv/conv_nhwc.h, PackWeightsNhwc). It
+is a permutation of W only where every block is whole (M/group a multiple of 16) and the node is
+not depthwise (whose kernels read W as it is); other NHWC nodes keep OIHW.
 """
 
 from __future__ import annotations
@@ -15,6 +20,40 @@ import numpy as np
 OIHW = "OIHW"
 LAYOUT_TILES = {"im2win.positions6": 6, "im2win.channels16": 16}  # must match ops/conv/weight_pack.cc
 FAMILY_LAYOUTS = {"positions": "im2win.positions6", "channels": "im2win.channels16"}
+NHWC_LAYOUT = "im2win.nhwc16"  # must match ops/conv/conv_nhwc.h
+NHWC_BLOCK = 16
+
+
+def nhwc_packable(w_shape, group: int) -> bool:
+    """Whether W of this shape (M x C/group x k...) can be stored in NHWC_LAYOUT."""
+    if len(w_shape) < 3:
+        return False
+    m, cg = int(w_shape[0]), int(w_shape[1])
+    mg = m // group if group >= 1 and m % group == 0 else 0
+    depthwise = cg == 1 and mg == 1
+    return mg > 0 and mg % NHWC_BLOCK == 0 and not depthwise and int(np.prod(w_shape)) > 0
+
+
+def _nhwc_view(shape, group: int):
+    """W's OIHW dims as (group, blocks, 16, C/group, taps) and the packed order's axes."""
+    m, cg = int(shape[0]), int(shape[1])
+    return (group, m // group // NHWC_BLOCK, NHWC_BLOCK, cg, int(np.prod(shape[2:], dtype=np.int64))), (0, 1, 4, 3, 2)
+
+
+def pack_nhwc(w: np.ndarray, group: int = 1) -> np.ndarray:
+    """OIHW weights in NHWC_LAYOUT order, same shape and dtype (nhwc_packable must hold)."""
+    dims, order = _nhwc_view(w.shape, group)
+    return np.ascontiguousarray(np.ascontiguousarray(w).reshape(dims).transpose(order)).reshape(w.shape)
+
+
+def unpack_nhwc(w: np.ndarray, group: int = 1) -> np.ndarray:
+    """Weights stored in NHWC_LAYOUT back to OIHW."""
+    if not nhwc_packable(w.shape, group):
+        raise ValueError(f"weight_layout {NHWC_LAYOUT} needs whole blocks of {NHWC_BLOCK} output channels per group "
+                         f"and a conv that is not depthwise; W {tuple(w.shape)} with group {group} has neither")
+    dims, order = _nhwc_view(w.shape, group)
+    packed_dims = tuple(dims[i] for i in order)
+    return np.ascontiguousarray(np.ascontiguousarray(w).reshape(packed_dims).transpose(np.argsort(order))).reshape(w.shape)
 
 
 def _tiles(layout: str, out_channels: int, group: int):

@@ -105,7 +105,9 @@ int64_t PackedNhwcFloats(const NhwcPlan& p) {
   const ConvShape& s = p.shape;
   const int64_t k = s.channels_per_group() * s.kernel_h * s.kernel_w;
   if (p.depthwise) return s.out_channels * s.kernel_h * s.kernel_w;
-  const int64_t blocks = CeilDiv(s.outputs_per_group(), kChannelBlock) + 1;  // +1: a tile may span one past
+  // No tile reads past a group's last block: a tile of two or more blocks runs only where more
+  // channels than its first block holds are left, and a narrower one stays in its block.
+  const int64_t blocks = CeilDiv(s.outputs_per_group(), kChannelBlock);
   return CheckedMul(CheckedMul(s.group, blocks, "packed W"), CheckedMul(k, kChannelBlock, "packed W"), "packed W");
 }
 
@@ -118,7 +120,7 @@ void PackWeightsNhwc(const NhwcPlan& p, const float* w, float* packed) {
     return;
   }
   std::fill(packed, packed + PackedNhwcFloats(p), 0.0f);
-  const int64_t k = cg * taps, blocks = CeilDiv(mg, kChannelBlock) + 1;
+  const int64_t k = cg * taps, blocks = CeilDiv(mg, kChannelBlock);
   for (int64_t g = 0; g < s.group; ++g)
     for (int64_t m = 0; m < mg; ++m) {
       float* block = packed + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
@@ -128,13 +130,21 @@ void PackWeightsNhwc(const NhwcPlan& p, const float* w, float* packed) {
     }
 }
 
+std::string NhwcPackedWeightsProblem(int64_t cg, int64_t mg) {
+  if (cg == 1 && mg == 1) return "a depthwise conv reads W as ONNX gives it (weight_layout OIHW)";
+  if (mg % kChannelBlock != 0)
+    return "weight_layout " + std::string(kNhwcWeightLayout) + " needs whole blocks of " +
+           std::to_string(kChannelBlock) + " output channels per group, got M/group = " + std::to_string(mg);
+  return "";
+}
+
 void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const float* bias, const float* residual,
                  float* y, const ParallelRunner& parallel) {
   const ConvShape& s = p.shape;
   const IsaKernels& isa = *p.isa;
   const int64_t cg = s.channels_per_group(), mg = s.outputs_per_group();
   const int64_t x_image = s.in_h * s.in_w * s.in_channels, y_image = s.out_h * s.out_w * s.out_channels;
-  const int64_t k = cg * s.kernel_h * s.kernel_w, blocks = CeilDiv(mg, kChannelBlock) + 1;
+  const int64_t k = cg * s.kernel_h * s.kernel_w, blocks = CeilDiv(mg, kChannelBlock);
   float lo, hi;
   const bool activation_after = !ClampBounds(p.epilogue, &lo, &hi);
   const int64_t col_stride = s.stride_w * s.in_channels;

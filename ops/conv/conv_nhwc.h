@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "conv/conv_driver.h"
@@ -58,8 +59,17 @@ NhwcPlan MakeNhwcPlan(const ConvShape& shape, const Epilogue& epilogue, const Is
 // Floats W takes packed for the plan (whole blocks of output channels per group, zero-filled).
 int64_t PackedNhwcFloats(const NhwcPlan& plan);
 // W (M x C/group x Kh x Kw) into the plan's order: depthwise [tap][channel]; else per group and
-// block of kChannelBlock output channels, [kh][kw][c][kChannelBlock].
+// block of kChannelBlock output channels, [kh][kw][c][kChannelBlock]. The order depends on W's
+// shape and the group only, not on the ISA.
 void PackWeightsNhwc(const NhwcPlan& plan, const float* w, float* packed);
+
+// weight_layout of W stored in PackWeightsNhwc's order, which the rewriter writes for channels-last
+// nodes where that order is a permutation of W (whole blocks, not depthwise): the op reads ORT's
+// copy in place and the session holds one copy of the weights.
+inline constexpr const char kNhwcWeightLayout[] = "im2win.nhwc16";
+// Why W of C/group input and M/group output channels per group cannot arrive in
+// kNhwcWeightLayout ("" when it can).
+std::string NhwcPackedWeightsProblem(int64_t channels_per_group, int64_t outputs_per_group);
 
 void RunConvNhwc(const NhwcPlan& plan, const float* x, const float* packed_w, const float* bias,
                  const float* residual, float* y, const ParallelRunner& parallel);

@@ -23,10 +23,17 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   attrs_.group = GetInt(api, info, "group", 1);
   ValidateAttributes(attrs_);
   epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetList<float>(api, info, "activation_params"));
-  w_prepacked_ = ParseWeightLayout(GetString(api, info, "weight_layout", "OIHW"), &w_family_);
   nhwc_ = ParseLayout(GetString(api, info, "layout", "NCHW")) == Layout::kNhwc;
-  if (nhwc_ && w_prepacked_)
-    throw ConvError("layout NHWC takes W as ONNX gives it (weight_layout OIHW): the packed layouts are NCHW tiles");
+  const std::string weight_layout = GetString(api, info, "weight_layout", "OIHW");
+  if (weight_layout == kNhwcWeightLayout) {
+    if (!nhwc_) throw ConvError("weight_layout " + weight_layout + " is the channels-last order: it needs layout NHWC");
+    w_nhwc_packed_ = true;
+  } else {
+    w_prepacked_ = ParseWeightLayout(weight_layout, &w_family_);
+    if (nhwc_ && w_prepacked_)
+      throw ConvError("layout NHWC takes W as ONNX gives it (weight_layout OIHW) or as " +
+                      std::string(kNhwcWeightLayout) + ": " + weight_layout + " is an NCHW tile order");
+  }
   isa_ = &SelectIsa();
 
   // IM2WIN_TILES pins the tile family for the process; else the session's im2win.plan decides,
@@ -48,6 +55,7 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   if (is_constant && w != nullptr) {
     const TensorView wv = View(api, w, "W");
     ValidateWeightShape(attrs_, wv.dims);
+    if (w_nhwc_packed_) CheckNhwcPackedWeights(wv.dims);
     w_dims_ = wv.dims;
     weights_constant_ = true;
     // With X's channels and spatial size known (the batch may be symbolic), the shapes are checked
@@ -61,6 +69,12 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
       PackedConstantWeights(ChooseTileFamily(*isa_, shape, tile_preference_), wv.data);
     }
   }
+}
+
+void OrtConvKernel::CheckNhwcPackedWeights(const std::vector<int64_t>& w_dims) const {
+  // W's first two dims are M and C/group (ValidateWeightShape checked its rank).
+  const std::string problem = NhwcPackedWeightsProblem(w_dims[1], w_dims[0] / std::max<int64_t>(1, attrs_.group));
+  if (!problem.empty()) throw ConvError(problem);
 }
 
 void OrtConvKernel::PackFrom(const float* w, const std::vector<int64_t>& w_dims, int64_t group, TileFamily family,
@@ -280,6 +294,12 @@ void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const
     plan = std::make_shared<const NhwcPlan>(MakeNhwcPlan(shape, epilogue_, *isa_, threads_));
     std::lock_guard<std::mutex> lock(plan_mutex_);
     nhwc_plan_ = plan;
+  }
+  if (w_nhwc_packed_) {  // the rewriter's packing: ORT's copy is the only one
+    const std::string problem = NhwcPackedWeightsProblem(shape.channels_per_group(), shape.outputs_per_group());
+    if (!problem.empty()) throw ConvError(problem);
+    RunConvNhwc(*plan, x, w, bias, residual, y, OrtRunner(api_, context));
+    return;
   }
   // The packing depends on W's shape and the group only: constant weights are packed once.
   Packing packed;

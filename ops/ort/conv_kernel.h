@@ -65,6 +65,8 @@ class OrtConvKernel {
   // shape is known, else at the first run. A family no plan uses any more is released.
   Packing PackedConstantWeights(TileFamily family, const float* w) const;
   void ReleasePacked(TileFamily family) const;
+  // Throws ConvError where W of these dims cannot arrive in kNhwcWeightLayout.
+  void CheckNhwcPackedWeights(const std::vector<int64_t>& w_dims) const;
 
   const OrtApi& api_;
   std::string node_name_;
@@ -75,6 +77,7 @@ class OrtConvKernel {
   TilePreference tile_preference_ = TilePreference::kAuto;
   bool measure_ = false;      // time the candidate plans of each new shape
   bool w_prepacked_ = false;  // W arrives packed (weight_layout): used in place, no copy of ours
+  bool w_nhwc_packed_ = false;  // W arrives in the channels-last order (kNhwcWeightLayout), likewise
   TileFamily w_family_ = TileFamily::kPositions;
   bool weights_constant_ = false;
   bool nhwc_ = false;  // layout="NHWC": X, Z and Y channels-last (conv_nhwc.h)
