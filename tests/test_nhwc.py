@@ -95,6 +95,40 @@ def test_nhwc_random_shapes(data):
     _check(x, w, b, isa=data.draw(st.sampled_from(ISAS)), threads=data.draw(st.sampled_from([1, 2, 5])), **attrs)
 
 
+def test_nhwc_one_run_reductions_in_chunks_of_channels():
+    """Where the reduction is one run, tiles of outputs go outer over chunks of channel tiles whose
+    weights fit a quarter of the L2: with the smallest L2 a plan takes, layers split into several
+    chunks (their last with a one-vector tail), on every ISA and pool size, as the reference."""
+    script = (
+        "import numpy as np\n"
+        "from im2win_ort import _kernels, reference\n"
+        "rng = np.random.default_rng(0)\n"
+        "for x_shape, w_shape, attrs in [((1, 9, 11, 64), (200, 64, 1, 1), {}),\n"
+        "                                ((2, 7, 6, 40), (72, 20, 1, 1), dict(group=2)),\n"
+        "                                ((1, 8, 8, 30), (104, 30, 3, 3), dict(pads=[0, 1, 1, 0]))]:\n"
+        "    x = rng.standard_normal(x_shape).astype(np.float32)\n"
+        "    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)\n"
+        "    b = rng.standard_normal(w_shape[0]).astype(np.float32)\n"
+        "    want = reference.conv(x, w, b, layout='NHWC', activation='Relu', **attrs)\n"
+        "    z = rng.standard_normal(want.shape).astype(np.float32)\n"
+        "    want_z = reference.conv(x, w, b, z, layout='NHWC', activation='Relu', **attrs)\n"
+        "    for isa in _kernels.available_isas():\n"
+        "        for threads in (1, 3):\n"
+        "            y = _kernels.conv(x, w, b, layout='NHWC', activation='Relu', isa=isa, threads=threads, **attrs)\n"
+        "            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)\n"
+        "            y = _kernels.conv(x, w, b, z, layout='NHWC', activation='Relu', isa=isa, threads=threads, **attrs)\n"
+        "            np.testing.assert_allclose(y, want_z, rtol=1e-4, atol=1e-4)\n"
+        "print('ok')\n"
+    )
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IM2WIN_L2_BYTES": str(128 << 10), "IM2WIN_NHWC_POSITIONS_OUTER": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+
+
 def test_nhwc_layout_errors():
     x = np.ones((1, 5, 5, 4), np.float32)
     w = np.ones((6, 4, 3, 3), np.float32)

@@ -36,6 +36,18 @@ void BuildNhwcPanel(const NhwcPlan& p, const float* x_image, int64_t first_in_ro
   }
 }
 
+// Part `part` of `parts` of the cache lines of `blocks` ranges of `floats` floats, `block_stride`
+// apart from `base`, fetched toward L2: the weights of the next pass of tiles, a slice before each
+// tile of this one, so that the next pass's first tile does not wait on memory for each line.
+void PrefetchSlice(const float* base, int64_t floats, int64_t block_stride, int64_t blocks, int64_t part,
+                   int64_t parts) {
+  constexpr int64_t kLineFloats = 16;
+  const int64_t lines = CeilDiv(floats, kLineFloats);
+  const int64_t first = lines * part / parts, last = lines * (part + 1) / parts;
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t l = first; l < last; ++l) __builtin_prefetch(base + b * block_stride + l * kLineFloats, 0, 2);
+}
+
 }  // namespace
 
 std::vector<int64_t> NhwcToNchwDims(const std::vector<int64_t>& d) {
@@ -85,6 +97,13 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.m_tiles = p.depthwise ? 1 : CeilDiv(mg, p.tile_channels);
   const int64_t k = p.reduction(), longest = std::max<int64_t>(1, kRunWeightBytes / (4 * p.tile_channels));
   p.k_run = std::max<int64_t>(1, p.depthwise || k <= longest ? k : CeilDiv(k, CeilDiv(k, longest)));
+  // One run of the reduction: tiles of outputs outer, each over a chunk of channels whose weights
+  // take at most a quarter of the L2 (the block's panel has half).
+  p.positions_outer = !p.depthwise && p.k_run >= k && isa.nhwc_positions_outer;
+  if (const char* order = std::getenv("IM2WIN_NHWC_POSITIONS_OUTER"))  // forced either way, for measuring
+    p.positions_outer = !p.depthwise && p.k_run >= k && std::atoi(order) != 0;
+  const int64_t chunk_floats = std::max<int64_t>(1, PanelBudgetFloats(l2_bytes) / 2);
+  p.chunk_channels = std::max<int64_t>(1, chunk_floats / std::max<int64_t>(1, k) / p.tile_channels) * p.tile_channels;
   // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).
   const int64_t budget = PanelBudgetFloats(l2_bytes);
   const int64_t per_row = std::max<int64_t>(1, s.stride_h * p.row_floats);
@@ -200,45 +219,95 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     }
     const int64_t reduction = p.reduction();
     const int64_t narrow = isa.vector_len;  // channels of a one-vector tile
-    for (int64_t m = m0, step = 0; m < m1 && !p.depthwise; m += step) {
-      // The group's last channels, if one vector holds them, take one-vector tiles.
-      const bool one_vector = m1 - m <= narrow && m1 - m < p.tile_channels;
-      step = one_vector ? narrow : p.tile_channels;
-      const int columns = one_vector ? p.columns1 : p.columns;
-      const NhwcTileFn* tile_fns = one_vector ? isa.nhwc_tile1 : isa.nhwc_tile;
+    // The tile for channels from m on, `left` of the chunk's channels remaining: the group's last
+    // channels, if one vector holds them, take one-vector tiles.
+    struct Kind {
+      int64_t step;
+      int columns;
+      const NhwcTileFn* fns;
+    };
+    auto kind = [&](int64_t left) {
+      const bool one_vector = left <= narrow && left < p.tile_channels;
+      return one_vector ? Kind{narrow, p.columns1, isa.nhwc_tile1} : Kind{p.tile_channels, p.columns, isa.nhwc_tile};
+    };
+    auto weights_of = [&](int64_t m) {
+      return packed_w + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
+    };
+    // The tile of `channels` channels from m, `cols` outputs from j of row r, reduction [k0, k1).
+    auto run_tile = [&](const NhwcTileFn* fns, int64_t m, int64_t channels, int64_t r, int64_t j, int64_t cols,
+                        int64_t k0, int64_t k1) {
+      const int64_t y_at = (r0 + r) * s.out_w * s.out_channels + g * mg + j * s.out_channels + m;
+      NhwcTileArgs a;
+      a.x = rows_base + r * s.stride_h * p.row_floats + g * cg + j * col_stride;
+      a.col_stride = col_stride;
+      a.taps = p.taps.data();
+      a.tap_count = static_cast<int64_t>(p.taps.size());
+      a.run = p.run;
+      a.w = weights_of(m);
+      a.block_stride = k * kChannelBlock;
+      a.y = y_n + y_at;
+      a.y_col_stride = s.out_channels;
+      a.cols = cols;
+      a.channels = channels;
+      a.bias = bias != nullptr ? bias + g * mg + m : nullptr;
+      a.residual = z_n != nullptr ? z_n + y_at : nullptr;
+      a.lo = lo;
+      a.hi = hi;
+      a.k_begin = k0;
+      a.k_end = k1;
+      float* const tile_sums = sums + (r * width + j) * p.tile_channels;
+      a.acc_in = k0 > 0 ? tile_sums : nullptr;
+      a.acc_out = k1 < reduction ? tile_sums : nullptr;
+      fns[cols](a);
+    };
+    if (!p.depthwise && p.positions_outer) {
+      // One run of the reduction: each tile of outputs takes a chunk's channels in turn, so the
+      // tile's inputs stay in L1, the chunk's weights in L2, and its Y rows are written whole.
+      for (int64_t c0 = m0; c0 < m1; c0 += p.chunk_channels) {
+        const int64_t c1 = std::min(m1, c0 + p.chunk_channels);
+        for (int64_t r = 0; r < (flat ? 1 : rows); ++r) {
+          const int64_t tiles = CeilDiv(width, p.columns);
+          for (int64_t t = 0; t < tiles; ++t) {
+            const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
+            for (int64_t m = c0, step = 0; m < c1; m += step) {
+              const Kind tile = kind(c1 - m);
+              step = tile.step;
+              run_tile(tile.fns, m, std::min(step, c1 - m), r, j, cols, 0, reduction);
+            }
+          }
+        }
+      }
+    }
+    for (int64_t m = m0, step = 0; m < m1 && !p.depthwise && !p.positions_outer; m += step) {
+      const Kind tile = kind(m1 - m);
+      step = tile.step;
+      const int64_t tile_blocks = CeilDiv(step, kChannelBlock);
       // (One run at least: with no input channels the tiles store B + Z.)
       for (int64_t k0 = 0; k0 == 0 || k0 < reduction; k0 += p.k_run) {
         const int64_t k1 = std::min(reduction, k0 + p.k_run);
+        // The next pass: this tile's next run, else the next tile's first.
+        const float* next_w = nullptr;
+        int64_t next_floats = 0, next_blocks = tile_blocks;
+        if (k1 < reduction) {
+          next_w = weights_of(m) + k1 * kChannelBlock;
+          next_floats = (std::min(reduction, k1 + p.k_run) - k1) * kChannelBlock;
+        } else if (m + step < m1) {
+          const int64_t next_block = (m + step) / kChannelBlock;
+          next_w = packed_w + ((g * blocks + next_block) * k) * kChannelBlock;
+          next_floats = std::min(p.k_run, reduction) * kChannelBlock;
+          next_blocks = std::min(tile_blocks, blocks - next_block);
+        }
+        // The row in the fewest tiles, as even as PartSize cuts them (7 on AVX2: 4 + 3, not 6 + 1):
+        // a narrow tile has too few accumulators to keep the FMAs busy.
+        const int64_t tiles = CeilDiv(width, tile.columns);
+        const int64_t pass_tiles = (flat ? 1 : rows) * tiles;
+        int64_t pass_tile = 0;
         for (int64_t r = 0; r < (flat ? 1 : rows); ++r) {
-          const float* x_row = rows_base + r * s.stride_h * p.row_floats + g * cg;
-          const int64_t y_row = (r0 + r) * s.out_w * s.out_channels + g * mg;
-          NhwcTileArgs a;
-          a.col_stride = col_stride;
-          a.taps = p.taps.data();
-          a.tap_count = static_cast<int64_t>(p.taps.size());
-          a.run = p.run;
-          a.w = packed_w + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
-          a.block_stride = k * kChannelBlock;
-          a.y_col_stride = s.out_channels;
-          a.channels = std::min(step, m1 - m);
-          a.bias = bias != nullptr ? bias + g * mg + m : nullptr;
-          a.lo = lo;
-          a.hi = hi;
-          a.k_begin = k0;
-          a.k_end = k1;
-          // The row in the fewest tiles, as even as PartSize cuts them (7 on AVX2: 4 + 3, not 6 + 1):
-          // a narrow tile has too few accumulators to keep the FMAs busy.
-          const int64_t tiles = CeilDiv(width, columns);
           for (int64_t t = 0; t < tiles; ++t) {
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
-            a.x = x_row + j * col_stride;
-            a.y = y_n + y_row + j * s.out_channels + m;
-            a.residual = z_n != nullptr ? z_n + y_row + j * s.out_channels + m : nullptr;
-            a.cols = cols;
-            float* const tile_sums = sums + (r * width + j) * p.tile_channels;
-            a.acc_in = k0 > 0 ? tile_sums : nullptr;
-            a.acc_out = k1 < reduction ? tile_sums : nullptr;
-            tile_fns[cols](a);
+            if (next_w != nullptr)
+              PrefetchSlice(next_w, next_floats, k * kChannelBlock, next_blocks, pass_tile++, pass_tiles);
+            run_tile(tile.fns, m, std::min(step, m1 - m), r, j, cols, k0, k1);
           }
         }
       }

@@ -37,6 +37,10 @@ struct NhwcPlan {
   int64_t block_outputs() const { return rows_per_block * shape.out_w; }
   std::vector<int64_t> taps;                            // per tap: offset from the window origin
   int threads = 1;
+  // The reduction in one run: each tile of outputs runs all tiles of a chunk of chunk_channels
+  // output channels (whole channel tiles) before the next tile of outputs.
+  bool positions_outer = false;
+  int64_t chunk_channels = 0;
   int64_t BlockFirstRow(int64_t block) const { return block * rows_per_block; }
   // Input rows a block of `rows` output rows reads (its panel's rows).
   int64_t PanelRows(int64_t rows) const {
@@ -52,7 +56,8 @@ struct NhwcPlan {
 };
 
 // l2_bytes as MakeConvPlan takes it (0: this CPU's). The environment variable IM2WIN_NHWC_COLUMNS
-// (1 up to the ISA's widest tile) caps the tiles' columns, for measuring narrower tiles.
+// (1 up to the ISA's widest tile) caps the tiles' columns, for measuring narrower tiles;
+// IM2WIN_NHWC_POSITIONS_OUTER (0 or 1) forces the order of a one-run reduction's tiles.
 NhwcPlan MakeNhwcPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa, int threads = 1,
                       int64_t l2_bytes = 0);
 

@@ -322,7 +322,7 @@ constexpr IsaKernels WithDepthwiseStride2(IsaKernels k) {
 
 // NHWC: 32 channels x 12 outputs, 24 accumulators; 16 x 16 for channel tails.
 constexpr IsaKernels kTable =
-    WithNhwcTiles<2, 12, 16>(WithDepthwiseStride2(MakeKernelTable<24, 4, 12, 28, 14>("avx512", 14, 0.95)));
+    WithNhwcTiles<2, 12, 16, false>(WithDepthwiseStride2(MakeKernelTable<24, 4, 12, 28, 14>("avx512", 14, 0.95)));
 
 }  // namespace
 }  // namespace avx512

@@ -70,7 +70,7 @@ struct V {
 
 #include "kernels/nhwc_tile.inc"
 
-constexpr IsaKernels kTable = WithNhwcTiles<4, 2, 4>(MakeKernelTable<12, 2>("generic"));
+constexpr IsaKernels kTable = WithNhwcTiles<4, 2, 4, true>(MakeKernelTable<12, 2>("generic"));
 
 }  // namespace
 }  // namespace generic
