@@ -305,10 +305,17 @@ def _measured_configs(run: dict) -> int:
     return len({r["config"] for r in run["results"] if r.get("ok")})
 
 
+def _version(run: dict) -> tuple:
+    """The im2win-ort version a run measured, comparable ((0, 1, 0) for "0.1.0"; () if unknown)."""
+    text = str(run.get("machine", {}).get("im2win_ort", ""))
+    return tuple(int(part) if part.isdigit() else 0 for part in text.split(".")) if text else ()
+
+
 def headline_groups(runs: list[tuple[str, dict]]) -> list[list[dict]]:
-    """Per (CPU class, network), the compare runs of the newest date, oldest first; of those, the
-    ones that measured the most configurations (a run of an older compare, without the
-    channels-last configuration, is superseded by the same day's runs that have it)."""
+    """Per (CPU class, network), the compare runs of the newest date and, of those, of the newest
+    im2win-ort version, oldest first; of those, the ones that measured the most configurations (a
+    run of an older compare, without the channels-last configuration, is superseded by the same
+    day's runs that have it)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for _, run in runs:
         if run_kind(run) == "compare":
@@ -317,6 +324,8 @@ def headline_groups(runs: list[tuple[str, dict]]) -> list[list[dict]]:
     for key in sorted(groups, key=lambda k: (k[0], _network_order(groups[k][0]))):
         newest = max(run.get("created", "")[:10] for run in groups[key])
         day = [run for run in groups[key] if run.get("created", "")[:10] == newest]
+        latest = max(_version(run) for run in day)
+        day = [run for run in day if _version(run) == latest]
         most = max(_measured_configs(run) for run in day)
         chosen.append(sorted((run for run in day if _measured_configs(run) == most),
                              key=lambda run: run.get("created", "")))
