@@ -109,14 +109,22 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   const int64_t per_row = std::max<int64_t>(1, s.stride_h * p.row_floats);
   p.rows_per_block = std::clamp<int64_t>(budget / per_row, 1, std::max<int64_t>(1, s.out_h));
   // Enough items for the pool: more row blocks first (each reads only its rows), then chunks of
-  // channel tiles.
+  // channel tiles; but where a group's weights outweigh its input (deep layers on small maps),
+  // chunks of channel tiles first: every block of rows reads all its channels' weights, so rows
+  // cut for the pool would read the weights once a block (ResNet-50's 7x7 layers, 7 blocks of one
+  // row at 2 threads, ran no faster than on one).
   const int64_t images = std::max<int64_t>(1, s.batch) * (p.depthwise ? 1 : s.group);
   const int64_t wanted = p.threads > 1 ? kNhwcItemsPerThread * p.threads : 1;
-  if (images * CeilDiv(s.out_h, p.rows_per_block) < wanted)
-    p.rows_per_block = std::max<int64_t>(1, s.out_h / std::max<int64_t>(1, CeilDiv(wanted, images)));
+  const int64_t budget_blocks = images * CeilDiv(std::max<int64_t>(1, s.out_h), p.rows_per_block);
+  const bool weights_heavier = !p.depthwise && static_cast<double>(k) * static_cast<double>(mg) >
+                                                   static_cast<double>(s.in_h) * static_cast<double>(s.in_w) * cg;
+  if (weights_heavier && budget_blocks < wanted)
+    p.m_chunks = std::clamp<int64_t>(CeilDiv(wanted, budget_blocks), 1, p.m_tiles);
+  if (budget_blocks * p.m_chunks < wanted)
+    p.rows_per_block = std::max<int64_t>(1, s.out_h / std::max<int64_t>(1, CeilDiv(wanted, images * p.m_chunks)));
   p.row_blocks = CeilDiv(std::max<int64_t>(1, s.out_h), p.rows_per_block);
-  const int64_t items = images * p.row_blocks;
-  if (items < wanted) p.m_chunks = std::clamp<int64_t>(CeilDiv(wanted, items), 1, p.m_tiles);
+  const int64_t items = images * p.row_blocks * p.m_chunks;
+  if (items < wanted) p.m_chunks = std::clamp<int64_t>(CeilDiv(wanted, images * p.row_blocks), 1, p.m_tiles);
   return p;
 }
 
