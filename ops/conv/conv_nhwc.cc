@@ -125,6 +125,11 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.row_blocks = CeilDiv(std::max<int64_t>(1, s.out_h), p.rows_per_block);
   const int64_t items = images * p.row_blocks * p.m_chunks;
   if (items < wanted) p.m_chunks = std::clamp<int64_t>(CeilDiv(wanted, images * p.row_blocks), 1, p.m_tiles);
+  // Blocks of even rows, as many as make the items a multiple of the pool's threads where the rows
+  // allow: 56 rows in blocks of at most 18 were 18 + 18 + 18 + 2, 36 rows against 20 on 2 threads.
+  if (p.threads > 1)
+    while (p.row_blocks < s.out_h && (images * p.row_blocks * p.m_chunks) % p.threads != 0) ++p.row_blocks;
+  p.rows_per_block = CeilDiv(std::max<int64_t>(1, s.out_h), p.row_blocks);
   return p;
 }
 
@@ -180,7 +185,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     const int64_t block = (item / p.m_chunks) % p.row_blocks;
     const int64_t g = (item / (p.m_chunks * p.row_blocks)) % s.group;
     const int64_t n = item / (p.m_chunks * p.row_blocks * s.group);
-    const int64_t r0 = p.BlockFirstRow(block), rows = std::min(p.rows_per_block, s.out_h - r0);
+    const int64_t r0 = p.BlockFirstRow(block), rows = p.BlockRows(block);
     if (rows <= 0) return;
     const int64_t m0 = PartBegin(p.m_tiles, p.m_chunks, chunk) * p.tile_channels;
     const int64_t m1 = p.depthwise ? mg : std::min(mg, PartBegin(p.m_tiles, p.m_chunks, chunk + 1) * p.tile_channels);

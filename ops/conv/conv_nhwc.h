@@ -41,7 +41,9 @@ struct NhwcPlan {
   // output channels (whole channel tiles) before the next tile of outputs.
   bool positions_outer = false;
   int64_t chunk_channels = 0;
-  int64_t BlockFirstRow(int64_t block) const { return block * rows_per_block; }
+  // Blocks cut out_h as evenly as PartBegin cuts (rows_per_block: the tallest).
+  int64_t BlockFirstRow(int64_t block) const { return PartBegin(shape.out_h, row_blocks, block); }
+  int64_t BlockRows(int64_t block) const { return BlockFirstRow(block + 1) - BlockFirstRow(block); }
   // Input rows a block of `rows` output rows reads (its panel's rows).
   int64_t PanelRows(int64_t rows) const {
     return (rows - 1) * shape.stride_h + (shape.kernel_h - 1) * shape.dilation_h + 1;
