@@ -313,9 +313,9 @@ def _version(run: dict) -> tuple:
 
 def headline_groups(runs: list[tuple[str, dict]]) -> list[list[dict]]:
     """Per (CPU class, network), the compare runs of the newest date and, of those, of the newest
-    im2win-ort version, oldest first; of those, the ones that measured the most configurations (a
-    run of an older compare, without the channels-last configuration, is superseded by the same
-    day's runs that have it)."""
+    im2win-ort version and the smallest batch, oldest first; of those, the ones that measured the
+    most configurations (a run of an older compare, without the channels-last configuration, is
+    superseded by the same day's runs that have it)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for _, run in runs:
         if run_kind(run) == "compare":
@@ -326,6 +326,8 @@ def headline_groups(runs: list[tuple[str, dict]]) -> list[list[dict]]:
         day = [run for run in groups[key] if run.get("created", "")[:10] == newest]
         latest = max(_version(run) for run in day)
         day = [run for run in day if _version(run) == latest]
+        smallest = min(min(run["settings"]["batches"]) for run in day)  # a batch-16-only run has its own tables
+        day = [run for run in day if min(run["settings"]["batches"]) == smallest]
         most = max(_measured_configs(run) for run in day)
         chosen.append(sorted((run for run in day if _measured_configs(run) == most),
                              key=lambda run: run.get("created", "")))
@@ -365,14 +367,15 @@ def render_headline(runs: list[tuple[str, dict]]) -> str:
         r["config"] == "im2win_nhwc" for group in groups for run in group for r in run["results"]) else [])
     columns = (["CPU (class), date", "network", "batch", "runs"]
                + [f"time vs ORT{label}, {t} thread{'s' if t != 1 else ''}" for _, label in layouts for t in threads]
-               + ["peak memory vs ORT (" + " / ".join(map(str, threads)) + " threads)"])
+               + [f"peak memory vs ORT{label} (" + " / ".join(map(str, threads)) + " threads)"
+                  for _, label in layouts])
     rows = []
     for group in groups:
         m, first = group[-1]["machine"], group[-1]
         row = [f"{m.get('cpu', '?')} (`{m['cpu_class']}`), {first['created'][:10]}",
                NETWORKS.get(network_of(first), network_of(first)), str(min(first["settings"]["batches"])),
                str(len(group))]
-        peaks = []
+        peaks = {config: [] for config, _ in layouts}
         for config, _ in layouts:
             for t in threads:
                 times, peak, latencies = headline_ratios(group, t, config)
@@ -383,9 +386,8 @@ def render_headline(runs: list[tuple[str, dict]]) -> str:
                     row.append(f"{times[0]:.2f}x ({_ms(ours)} vs {_ms(ort)} ms)")
                 else:
                     row.append(f"{_median(times):.2f}x ({min(times):.2f}-{max(times):.2f}x)")
-                if config == "im2win":
-                    peaks.append("-" if not times else _pct(peak[0] if len(times) == 1 else _median(peak)))
-        row.append(" / ".join(peaks))
+                peaks[config].append("-" if not times else _pct(peak[0] if len(times) == 1 else _median(peak)))
+        row += [" / ".join(peaks[config]) for config, _ in layouts]
         rows.append(row)
     return "\n".join(_table(columns, rows))
 
