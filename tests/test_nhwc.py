@@ -95,7 +95,7 @@ def test_nhwc_random_shapes(data):
     _check(x, w, b, isa=data.draw(st.sampled_from(ISAS)), threads=data.draw(st.sampled_from([1, 2, 5])), **attrs)
 
 
-def test_nhwc_one_run_reductions_in_chunks_of_channels():
+def test_nhwc_one_run_reductions_in_chunks_of_channels(tmp_path):
     """Where the reduction is one run, tiles of outputs go outer over chunks of channel tiles whose
     weights fit a quarter of the L2: with the smallest L2 a plan takes, layers split into several
     chunks (their last with a one-vector tail), on every ISA and pool size, as the reference."""
@@ -125,7 +125,8 @@ def test_nhwc_one_run_reductions_in_chunks_of_channels():
     import sys
 
     env = {**os.environ, "IM2WIN_L2_BYTES": str(128 << 10), "IM2WIN_NHWC_POSITIONS_OUTER": "1"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)  # (not the source tree, whose im2win_ort has no compiled files)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
 
 
