@@ -248,7 +248,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     };
     // The tile of `channels` channels from m, `cols` outputs from j of row r, reduction [k0, k1).
     auto run_tile = [&](const NhwcTileFn* fns, int64_t m, int64_t channels, int64_t r, int64_t j, int64_t cols,
-                        int64_t k0, int64_t k1) {
+                        int64_t k0, int64_t k1, int64_t tiles = 1) {
       const int64_t y_at = (r0 + r) * s.out_w * s.out_channels + g * mg + j * s.out_channels + m;
       NhwcTileArgs a;
       a.x = rows_base + r * s.stride_h * p.row_floats + g * cg + j * col_stride;
@@ -271,6 +271,8 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
       float* const tile_sums = sums + (r * width + j) * p.tile_channels;
       a.acc_in = k0 > 0 ? tile_sums : nullptr;
       a.acc_out = k1 < reduction ? tile_sums : nullptr;
+      a.tiles = tiles;
+      a.tile_w_stride = p.tile_channels / kChannelBlock * k * kChannelBlock;
       fns[cols](a);
     };
     if (!p.depthwise && p.positions_outer) {
@@ -284,8 +286,11 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
             for (int64_t m = c0, step = 0; m < c1; m += step) {
               const Kind tile = kind(c1 - m);
-              step = tile.step;
-              run_tile(tile.fns, m, std::min(step, c1 - m), r, j, cols, 0, reduction);
+              // The whole tiles from m in one call, then what is left.
+              const int64_t whole = tile.step == p.tile_channels ? (c1 - m) / p.tile_channels : 0;
+              step = whole > 0 ? whole * p.tile_channels : tile.step;
+              run_tile(tile.fns, m, whole > 0 ? p.tile_channels : std::min(step, c1 - m), r, j, cols, 0, reduction,
+                       std::max<int64_t>(1, whole));
             }
           }
         }

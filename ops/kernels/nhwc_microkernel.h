@@ -36,6 +36,10 @@ struct NhwcTileArgs {
   const float* bias;       // per channel of the tile, or null
   const float* residual;   // Z at the same place as y, or null
   float lo, hi;
+  // Whole tiles (MV vectors of channels each, `channels` that many) one call runs side by side:
+  // each next one's weights tile_w_stride floats on, its y, bias and residual MV vectors on. Only
+  // with one run of the reduction (no acc_in, acc_out).
+  int64_t tiles = 1, tile_w_stride = 0;
 };
 
 using NhwcTileFn = void (*)(const NhwcTileArgs&);
