@@ -48,6 +48,71 @@ void PrefetchSlice(const float* base, int64_t floats, int64_t block_stride, int6
     for (int64_t l = first; l < last; ++l) __builtin_prefetch(base + b * block_stride + l * kLineFloats, 0, 2);
 }
 
+thread_local std::vector<int64_t> depthwise_taps;
+
+// One output row of a depthwise conv with padding, X read in place (NhwcPlan::depthwise_in_place):
+// only the kernel rows inside X, the interior columns from X, the edge columns from a panel of
+// their few input columns (zeros outside X) in `edge`.
+void DepthwiseRowInPlace(const NhwcPlan& p, const float* x_n, int64_t out_row, const float* packed_w,
+                         const float* bias, const float* z_n, float* y_n, float lo, float hi, float* edge) {
+  const ConvShape& s = p.shape;
+  const int64_t c = s.in_channels, kw_n = s.kernel_w;
+  const int64_t ih0 = out_row * s.stride_h - s.pad_top;
+  // Kernel rows [kh0, kh1) read rows of X.
+  const int64_t kh0 = ih0 >= 0 ? 0 : std::min(s.kernel_h, CeilDiv(-ih0, s.dilation_h));
+  const int64_t kh1 = std::max(kh0, std::min(s.kernel_h, s.in_h - 1 - ih0 >= 0 ? (s.in_h - 1 - ih0) / s.dilation_h + 1 : 0));
+  const int64_t y_row = out_row * s.out_w * s.out_channels;
+  DepthwiseNhwcArgs a;
+  a.col_stride = s.stride_w * c;
+  a.tap_count = (kh1 - kh0) * kw_n;
+  a.rows_of_three = kw_n == 3 && s.dilation_w == 1 && s.stride_w <= 2 ? static_cast<int>(s.stride_w) : 0;
+  a.w = packed_w + kh0 * kw_n * s.out_channels;
+  a.w_stride = s.out_channels;
+  a.channels = s.group;
+  a.y_col_stride = s.out_channels;
+  a.bias = bias;
+  a.lo = lo;
+  a.hi = hi;
+  std::vector<int64_t>& taps = depthwise_taps;
+  // Columns [j0, j1) with their window origins in `source`, rows `row_floats` apart, the first
+  // window `offset` floats in (with no kernel row inside X, only the epilogue runs).
+  auto run = [&](const float* source, int64_t offset, int64_t row_floats, int64_t j0, int64_t j1) {
+    if (j1 <= j0) return;
+    taps.clear();
+    for (int64_t kh = kh0; kh < kh1; ++kh)
+      for (int64_t kw = 0; kw < kw_n; ++kw) taps.push_back((kh - kh0) * row_floats + kw * s.dilation_w * c);
+    a.x = a.tap_count > 0 ? source + offset : source;
+    a.taps = taps.data();
+    a.y = y_n + y_row + j0 * s.out_channels;
+    a.residual = z_n != nullptr ? z_n + y_row + j0 * s.out_channels : nullptr;
+    a.cols = j1 - j0;
+    p.isa->depthwise_nhwc(a);
+  };
+  const int64_t first_row = ih0 + kh0 * s.dilation_h;  // X's row of kernel row kh0 (when there is one)
+  run(x_n, (first_row * s.in_w + p.interior_begin * s.stride_w - s.pad_left) * c, s.dilation_h * s.in_w * c,
+      p.interior_begin, p.interior_end);
+  // An edge: outputs [j0, j1), their windows over X's columns from iw0 on, copied with zeros.
+  auto edge_run = [&](int64_t j0, int64_t j1) {
+    if (j1 <= j0) return;
+    const int64_t iw0 = j0 * s.stride_w - s.pad_left;
+    const int64_t cols = (j1 - j0 - 1) * s.stride_w + (kw_n - 1) * s.dilation_w + 1;
+    for (int64_t kh = kh0; kh < kh1; ++kh) {
+      const float* src = x_n + (ih0 + kh * s.dilation_h) * s.in_w * c;
+      float* dst = edge + (kh - kh0) * p.edge_cols * c;
+      for (int64_t e = 0; e < cols; ++e) {
+        const int64_t iw = iw0 + e;
+        if (iw < 0 || iw >= s.in_w)
+          std::fill(dst + e * c, dst + (e + 1) * c, 0.0f);
+        else
+          std::copy(src + iw * c, src + (iw + 1) * c, dst + e * c);
+      }
+    }
+    run(edge, 0, p.edge_cols * c, j0, j1);
+  };
+  edge_run(0, p.interior_begin);
+  edge_run(p.interior_end, s.out_w);
+}
+
 }  // namespace
 
 std::vector<int64_t> NhwcToNchwDims(const std::vector<int64_t>& d) {
@@ -76,6 +141,18 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.depthwise = cg == 1 && mg == 1;
   p.in_place = s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
   p.panel_cols = p.in_place ? s.in_w : CheckedAdd(CheckedAdd(s.in_w, s.pad_left, "padded W"), s.pad_right, "padded W");
+  if (p.depthwise && !p.in_place) {
+    // Memory-bound: a padded copy of every row doubled what these layers move (MobileNetV2's
+    // 144x56x56 3x3 took 1.37x our NCHW kernel's time through the panel).
+    p.depthwise_in_place = true;
+    const int64_t reach = (s.kernel_w - 1) * s.dilation_w;  // (sizes checked by ResolveConvShape)
+    p.interior_begin = std::min(s.out_w, CeilDiv(s.pad_left, s.stride_w));
+    const int64_t last = s.in_w - 1 + s.pad_left - reach;  // the last window origin inside X, padded
+    p.interior_end = std::clamp<int64_t>(last >= 0 ? last / s.stride_w + 1 : 0, p.interior_begin, s.out_w);
+    const int64_t left = p.interior_begin, right = s.out_w - p.interior_end;
+    const int64_t widest = std::max(left, right);
+    p.edge_cols = widest > 0 ? (widest - 1) * s.stride_w + reach + 1 : 0;
+  }
   p.row_floats = CheckedMul(p.panel_cols, s.in_channels, "a padded row of X");
   // Taps: per (kh, kw) a run of C/group channels; where the columns' runs lie end to end (one
   // group, no dilation along W) one run of Kw x C per kernel row.
@@ -195,7 +272,9 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     const float* rows_base;
     float* const workspace = AlignedFloats(nhwc_panel, p.workspace_floats());
     float* const sums = workspace + (p.workspace_floats() - p.sums_floats());
-    if (p.in_place) {
+    if (p.depthwise_in_place) {
+      rows_base = x_n;  // (unused: each row finds its own)
+    } else if (p.in_place) {
       rows_base = x_n + r0 * s.stride_h * p.row_floats;
     } else {
       BuildNhwcPanel(p, x_n, r0 * s.stride_h - s.pad_top, p.PanelRows(rows), workspace);
@@ -207,7 +286,10 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     // one flat row: tiles cross row ends, and only the block's last tile may be narrow.
     const bool flat = p.in_place && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1;
     const int64_t width = flat ? rows * s.out_w : s.out_w;
-    if (p.depthwise) {
+    if (p.depthwise_in_place) {
+      for (int64_t r = 0; r < rows; ++r)
+        DepthwiseRowInPlace(p, x_n, r0 + r, packed_w, bias, z_n, y_n, lo, hi, workspace);
+    } else if (p.depthwise) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* x_row = rows_base + r * s.stride_h * p.row_floats;
         const int64_t y_row = (r0 + r) * s.out_w * s.out_channels;

@@ -49,7 +49,15 @@ struct NhwcPlan {
     return (rows - 1) * shape.stride_h + (shape.kernel_h - 1) * shape.dilation_h + 1;
   }
   int64_t work_items() const { return shape.batch * shape.group * row_blocks * m_chunks; }
-  int64_t panel_floats() const { return in_place ? 0 : PanelRows(rows_per_block) * row_floats; }
+  // Depthwise with padding reads X in place: the output columns whose windows lie inside X, [
+  // interior_begin, interior_end), straight from X; the columns left and right of them from an
+  // edge panel of the kernel rows inside X, edge_cols columns wide (zeros outside X).
+  bool depthwise_in_place = false;
+  int64_t interior_begin = 0, interior_end = 0, edge_cols = 0;
+  int64_t panel_floats() const {
+    if (depthwise_in_place) return shape.kernel_h * edge_cols * shape.in_channels;
+    return in_place ? 0 : PanelRows(rows_per_block) * row_floats;
+  }
   int64_t sums_floats() const { return k_run < reduction() ? block_outputs() * tile_channels : 0; }
   int64_t workspace_floats() const {
     constexpr int64_t kLine = 16;  // the sums begin on a cache line
