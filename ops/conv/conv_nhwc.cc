@@ -176,9 +176,10 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.k_run = std::max<int64_t>(1, p.depthwise || k <= longest ? k : CeilDiv(k, CeilDiv(k, longest)));
   // One run of the reduction: tiles of outputs outer, each over a chunk of channels whose weights
   // take at most a quarter of the L2 (the block's panel has half).
-  p.positions_outer = !p.depthwise && p.k_run >= k && isa.nhwc_positions_outer;
+  bool positions_outer = isa.nhwc_positions_outer;
   if (const char* order = std::getenv("IM2WIN_NHWC_POSITIONS_OUTER"))  // forced either way, for measuring
-    p.positions_outer = !p.depthwise && p.k_run >= k && std::atoi(order) != 0;
+    positions_outer = std::atoi(order) != 0;
+  p.positions_outer = positions_outer && !p.depthwise && p.k_run >= k;
   const int64_t chunk_floats = std::max<int64_t>(1, PanelBudgetFloats(l2_bytes) / 2);
   p.chunk_channels = std::max<int64_t>(1, chunk_floats / std::max<int64_t>(1, k) / p.tile_channels) * p.tile_channels;
   // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).
@@ -239,12 +240,11 @@ void PackWeightsNhwc(const NhwcPlan& p, const float* w, float* packed) {
     }
 }
 
-std::string NhwcPackedWeightsProblem(int64_t cg, int64_t mg) {
-  if (cg == 1 && mg == 1) return "a depthwise conv reads W as ONNX gives it (weight_layout OIHW)";
+void CheckNhwcPackedWeights(int64_t cg, int64_t mg) {
+  if (cg == 1 && mg == 1) throw ConvError("a depthwise conv reads W as ONNX gives it (weight_layout OIHW)");
   if (mg % kChannelBlock != 0)
-    return "weight_layout " + std::string(kNhwcWeightLayout) + " needs whole blocks of " +
-           std::to_string(kChannelBlock) + " output channels per group, got M/group = " + std::to_string(mg);
-  return "";
+    throw ConvError("weight_layout " + std::string(kNhwcWeightLayout) + " needs whole blocks of " +
+                    std::to_string(kChannelBlock) + " output channels per group, got M/group = " + std::to_string(mg));
 }
 
 void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const float* bias, const float* residual,
@@ -328,6 +328,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     auto weights_of = [&](int64_t m) {
       return packed_w + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;
     };
+    const int64_t tile_w_stride = p.tile_channels / kChannelBlock * k * kChannelBlock;  // one whole tile's weights
     // The tile of `channels` channels from m, `cols` outputs from j of row r, reduction [k0, k1).
     auto run_tile = [&](const NhwcTileFn* fns, int64_t m, int64_t channels, int64_t r, int64_t j, int64_t cols,
                         int64_t k0, int64_t k1, int64_t tiles = 1) {
@@ -354,7 +355,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
       a.acc_in = k0 > 0 ? tile_sums : nullptr;
       a.acc_out = k1 < reduction ? tile_sums : nullptr;
       a.tiles = tiles;
-      a.tile_w_stride = p.tile_channels / kChannelBlock * k * kChannelBlock;
+      a.tile_w_stride = tile_w_stride;
       fns[cols](a);
     };
     if (!p.depthwise && p.positions_outer) {
@@ -393,7 +394,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
           next_floats = (std::min(reduction, k1 + p.k_run) - k1) * kChannelBlock;
         } else if (m + step < m1) {
           const int64_t next_block = (m + step) / kChannelBlock;
-          next_w = packed_w + ((g * blocks + next_block) * k) * kChannelBlock;
+          next_w = weights_of(m + step);
           next_floats = std::min(p.k_run, reduction) * kChannelBlock;
           next_blocks = std::min(tile_blocks, blocks - next_block);
         }

@@ -82,9 +82,9 @@ void PackWeightsNhwc(const NhwcPlan& plan, const float* w, float* packed);
 // nodes where that order is a permutation of W (whole blocks, not depthwise): the op reads ORT's
 // copy in place and the session holds one copy of the weights.
 inline constexpr const char kNhwcWeightLayout[] = "im2win.nhwc16";
-// Why W of C/group input and M/group output channels per group cannot arrive in
-// kNhwcWeightLayout ("" when it can).
-std::string NhwcPackedWeightsProblem(int64_t channels_per_group, int64_t outputs_per_group);
+// Throws ConvError, saying why, where W of C/group input and M/group output channels per group
+// cannot arrive in kNhwcWeightLayout.
+void CheckNhwcPackedWeights(int64_t channels_per_group, int64_t outputs_per_group);
 
 void RunConvNhwc(const NhwcPlan& plan, const float* x, const float* packed_w, const float* bias,
                  const float* residual, float* y, const ParallelRunner& parallel);

@@ -55,7 +55,8 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   if (is_constant && w != nullptr) {
     const TensorView wv = View(api, w, "W");
     ValidateWeightShape(attrs_, wv.dims);
-    if (w_nhwc_packed_) CheckNhwcPackedWeights(wv.dims);
+    // (W's first two dims are M and C/group: ValidateWeightShape checked its rank.)
+    if (w_nhwc_packed_) CheckNhwcPackedWeights(wv.dims[1], wv.dims[0] / std::max<int64_t>(1, attrs_.group));
     w_dims_ = wv.dims;
     weights_constant_ = true;
     // With X's channels and spatial size known (the batch may be symbolic), the shapes are checked
@@ -69,12 +70,6 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
       PackedConstantWeights(ChooseTileFamily(*isa_, shape, tile_preference_), wv.data);
     }
   }
-}
-
-void OrtConvKernel::CheckNhwcPackedWeights(const std::vector<int64_t>& w_dims) const {
-  // W's first two dims are M and C/group (ValidateWeightShape checked its rank).
-  const std::string problem = NhwcPackedWeightsProblem(w_dims[1], w_dims[0] / std::max<int64_t>(1, attrs_.group));
-  if (!problem.empty()) throw ConvError(problem);
 }
 
 void OrtConvKernel::PackFrom(const float* w, const std::vector<int64_t>& w_dims, int64_t group, TileFamily family,
@@ -296,8 +291,7 @@ void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const
     nhwc_plan_ = plan;
   }
   if (w_nhwc_packed_) {  // the rewriter's packing: ORT's copy is the only one
-    const std::string problem = NhwcPackedWeightsProblem(shape.channels_per_group(), shape.outputs_per_group());
-    if (!problem.empty()) throw ConvError(problem);
+    CheckNhwcPackedWeights(shape.channels_per_group(), shape.outputs_per_group());
     RunConvNhwc(*plan, x, w, bias, residual, y, OrtRunner(api_, context));
     return;
   }

@@ -65,8 +65,6 @@ class OrtConvKernel {
   // shape is known, else at the first run. A family no plan uses any more is released.
   Packing PackedConstantWeights(TileFamily family, const float* w) const;
   void ReleasePacked(TileFamily family) const;
-  // Throws ConvError where W of these dims cannot arrive in kNhwcWeightLayout.
-  void CheckNhwcPackedWeights(const std::vector<int64_t>& w_dims) const;
 
   const OrtApi& api_;
   std::string node_name_;
