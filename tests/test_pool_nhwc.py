@@ -4,10 +4,12 @@ strides, dilations, ceil_mode, count_include_pad, and 1-D and 2-D."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnxruntime as ort
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
@@ -15,22 +17,31 @@ from helpers import DOMAIN, ONNX_OPSET, make_session
 from im2win_ort._ir_version import make_model
 
 
-def _model(op, x_shape, domain, **attrs):
+# ORT's AveragePool answers SAME padding that comes out negative (a stride past the window) from
+# opset 19 on and refuses it before; its MaxPool refuses it in every opset. The oracle is the newer one.
+ORACLE_OPSET = max(ONNX_OPSET, 19)
+
+
+def _model(op, x_shape, domain, opset=ONNX_OPSET, **attrs):
     node = helper.make_node(op, ["X"], ["Y"], name="pool", domain=domain, **attrs)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_shape))],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
-    opsets = [helper.make_opsetid("", ONNX_OPSET)] + ([helper.make_opsetid(DOMAIN, 1)] if domain else [])
+    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(DOMAIN, 1)] if domain else [])
     return make_model(graph, opset_imports=opsets)
 
 
 def _check(op, x, threads=1, **attrs):
-    ours_model = _model(op, [x.shape[0], *x.shape[2:], x.shape[1]], DOMAIN, **attrs)
+    """Ours against ORT's pooling on the same values; where ORT refuses the node, ours must refuse it too."""
+    ours = make_session(_model(op, [x.shape[0], *x.shape[2:], x.shape[1]], DOMAIN, **attrs), threads=threads)
+    x_nhwc = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     try:
-        want = ort.InferenceSession(_model(op, x.shape, "", **attrs).SerializeToString(),
+        want = ort.InferenceSession(_model(op, x.shape, "", ORACLE_OPSET, **attrs).SerializeToString(),
                                     providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
-    except Exception:  # no oracle for what ORT refuses (a 1x1 SAME window a stride past X: "negative padding")
-        assume(False)
-    (y,) = make_session(ours_model, threads=threads).run(None, {"X": np.ascontiguousarray(np.moveaxis(x, 1, -1))})
+    except Exception as refusal:
+        with pytest.raises(Exception, match=f"com.im2win::{op} node 'pool'"):
+            ours.run(None, {"X": x_nhwc})
+        return str(refusal)
+    (y,) = ours.run(None, {"X": x_nhwc})
     got = np.moveaxis(y, -1, 1)
     assert got.shape == want.shape, (attrs, got.shape, want.shape)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"{op} {attrs}")
@@ -49,6 +60,9 @@ CASES = [
     ("AveragePool", (1, 4, 7, 7), dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER")),
     ("MaxPool", (2, 6, 20), dict(kernel_shape=[4], strides=[3], pads=[1, 2])),  # 1-D: N x W x C
     ("AveragePool", (1, 3, 5, 5), dict(kernel_shape=[5, 5])),  # the whole plane
+    # SAME with the stride past the window: ORT's pooling pads (-1, -1) here where its Conv would pad
+    # (0, -1), so every window starts one column later.
+    ("AveragePool", (1, 3, 1, 9), dict(kernel_shape=[1, 1], strides=[1, 3], auto_pad="SAME_UPPER")),
 ]
 
 
@@ -58,6 +72,22 @@ def test_pools_match_ort(case):
     x = np.random.default_rng(case).standard_normal(shape).astype(np.float32)
     for threads in (1, 3):
         _check(op, x, threads, **attrs)
+
+
+@pytest.mark.parametrize("op, count_include_pad", [("MaxPool", None), ("AveragePool", 0), ("AveragePool", 1)])
+def test_same_padding_follows_ort_pooling(op, count_include_pad):
+    """SAME padding of a pool is sized by ORT's pooling rule, not by its Conv's: the two differ where
+    the stride exceeds the window and the total comes out negative. Every small 1-D case, both modes;
+    MaxPool refuses exactly the negative ones, as ORT's does."""
+    rng = np.random.default_rng(7)
+    refused = negative = 0
+    for auto_pad, w, k, s in itertools.product(("SAME_UPPER", "SAME_LOWER"), range(1, 11), range(1, 4), range(1, 5)):
+        attrs = dict(kernel_shape=[k], strides=[s], auto_pad=auto_pad)
+        if count_include_pad is not None:
+            attrs["count_include_pad"] = count_include_pad
+        negative += (-(-w // s) - 1) * s + k - w < 0
+        refused += _check(op, rng.standard_normal((1, 3, w)).astype(np.float32), **attrs) is not None
+    assert negative > 0 and refused == (negative if op == "MaxPool" else 0)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None)
