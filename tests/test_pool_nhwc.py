@@ -17,8 +17,8 @@ from helpers import DOMAIN, ONNX_OPSET, make_session
 from im2win_ort._ir_version import make_model
 
 
-# ORT's AveragePool answers SAME padding that comes out negative (a stride past the window) from
-# opset 19 on and refuses it before; its MaxPool refuses it in every opset. The oracle is the newer one.
+# SAME padding that comes out negative (a stride past the window): ORT's AveragePool answers it from
+# opset 19 on, its reference MaxPool and older AveragePool refuse it. The oracle is the newer opset.
 ORACLE_OPSET = max(ONNX_OPSET, 19)
 
 
@@ -30,21 +30,49 @@ def _model(op, x_shape, domain, opset=ONNX_OPSET, **attrs):
     return make_model(graph, opset_imports=opsets)
 
 
+def _ort_pool(op, x, **attrs):
+    return ort.InferenceSession(_model(op, x.shape, "", ORACLE_OPSET, **attrs).SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+
+
+def _same_as_cropped(x, attrs):
+    """ORT pooling's SAME padding (pool_attributes.h) made explicit: a negative pad crops X instead.
+    Returns X cropped and the attributes with non-negative pads, for an ORT pool that refuses the SAME
+    form ("padding values must be non-negative")."""
+    pads_begin, pads_end, crop = [], [], [slice(None), slice(None)]
+    for axis, (k, s) in enumerate(zip(attrs["kernel_shape"], attrs.get("strides", [1] * len(attrs["kernel_shape"])))):
+        n = x.shape[2 + axis]
+        needed = (-(-n // s) - 1) * s + k - n
+        begin = int(needed / 2) if attrs["auto_pad"] == "SAME_UPPER" else int((needed + 1) / 2)
+        end = needed - begin
+        crop.append(slice(max(-begin, 0), n - max(-end, 0)))
+        pads_begin.append(max(begin, 0))
+        pads_end.append(max(end, 0))
+    explicit = {key: value for key, value in attrs.items() if key != "auto_pad"}
+    return np.ascontiguousarray(x[tuple(crop)]), dict(explicit, pads=pads_begin + pads_end)
+
+
 def _check(op, x, threads=1, **attrs):
-    """Ours against ORT's pooling on the same values; where ORT refuses the node, ours must refuse it too."""
+    """Ours against ORT's pooling on the same values; where ORT refuses SAME padding that comes out
+    negative, against ORT on X cropped by it; where ORT refuses anything else, ours must refuse too.
+    Returns whether the cropped form was the oracle."""
     ours = make_session(_model(op, [x.shape[0], *x.shape[2:], x.shape[1]], DOMAIN, **attrs), threads=threads)
     x_nhwc = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    cropped = False
     try:
-        want = ort.InferenceSession(_model(op, x.shape, "", ORACLE_OPSET, **attrs).SerializeToString(),
-                                    providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+        want = _ort_pool(op, x, **attrs)
     except Exception as refusal:
-        with pytest.raises(Exception, match=f"com.im2win::{op} node 'pool'"):
-            ours.run(None, {"X": x_nhwc})
-        return str(refusal)
+        if "non-negative" not in str(refusal) or not attrs.get("auto_pad", "").startswith("SAME"):
+            with pytest.raises(Exception, match=f"com.im2win::{op} node 'pool'"):
+                ours.run(None, {"X": x_nhwc})
+            return cropped
+        x_cropped, explicit = _same_as_cropped(x, attrs)
+        want, cropped = _ort_pool(op, x_cropped, **explicit), True
     (y,) = ours.run(None, {"X": x_nhwc})
     got = np.moveaxis(y, -1, 1)
     assert got.shape == want.shape, (attrs, got.shape, want.shape)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"{op} {attrs}")
+    return cropped
 
 
 CASES = [
@@ -77,17 +105,18 @@ def test_pools_match_ort(case):
 @pytest.mark.parametrize("op, count_include_pad", [("MaxPool", None), ("AveragePool", 0), ("AveragePool", 1)])
 def test_same_padding_follows_ort_pooling(op, count_include_pad):
     """SAME padding of a pool is sized by ORT's pooling rule, not by its Conv's: the two differ where
-    the stride exceeds the window and the total comes out negative. Every small 1-D case, both modes;
-    MaxPool refuses exactly the negative ones, as ORT's does."""
+    the stride exceeds the window and the total comes out negative. Every small 1-D case, both modes.
+    ORT's AveragePool-19 answers the negative ones itself; its MaxPool refuses them, and the oracle is
+    then ORT's MaxPool on X cropped by the negative pads."""
     rng = np.random.default_rng(7)
-    refused = negative = 0
+    cropped = negative = 0
     for auto_pad, w, k, s in itertools.product(("SAME_UPPER", "SAME_LOWER"), range(1, 11), range(1, 4), range(1, 5)):
         attrs = dict(kernel_shape=[k], strides=[s], auto_pad=auto_pad)
         if count_include_pad is not None:
             attrs["count_include_pad"] = count_include_pad
         negative += (-(-w // s) - 1) * s + k - w < 0
-        refused += _check(op, rng.standard_normal((1, 3, w)).astype(np.float32), **attrs) is not None
-    assert negative > 0 and refused == (negative if op == "MaxPool" else 0)
+        cropped += _check(op, rng.standard_normal((1, 3, w)).astype(np.float32), **attrs)
+    assert negative > 0 and cropped == (negative if op == "MaxPool" else 0)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None)

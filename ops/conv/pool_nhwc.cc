@@ -24,7 +24,7 @@ void ValidatePoolAttributes(PoolKind kind, const PoolAttributes& attrs) {
   ValidateAttributes(conv);
 }
 
-PoolShape ResolvePoolShape(PoolKind kind, const PoolAttributes& attrs, const std::vector<int64_t>& x_dims_nhwc) {
+PoolShape ResolvePoolShape(const PoolAttributes& attrs, const std::vector<int64_t>& x_dims_nhwc) {
   const ConvAttributes& a = attrs.window;
   const std::vector<int64_t> x = NhwcToNchwDims(x_dims_nhwc);
   if (x.size() != a.kernel_shape.size() + 2)
@@ -41,21 +41,19 @@ PoolShape ResolvePoolShape(PoolKind kind, const PoolAttributes& attrs, const std
   if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") {
     // ORT's pooling sizes SAME padding by its own rule, not its Conv's: the total (out-1)*s + k - in
     // with out = ceil(in/s), negative where the stride exceeds the window (each window then starts
-    // inside X), the head half of it truncated toward zero. The output size is out either way.
+    // inside X), the head half of it truncated toward zero. The output size is out either way. ORT's
+    // NCHWc pools (ENABLE_ALL) and its AveragePool-19 answer the negative case so; its reference
+    // MaxPool and older AveragePool refuse it.
     const bool upper = a.auto_pad == "SAME_UPPER";
-    auto same_axis = [&](const char* axis, int64_t in, int64_t k, int64_t st, int64_t* begin, int64_t* end) {
+    auto same_axis = [&](int64_t in, int64_t k, int64_t st, int64_t* begin, int64_t* end) {
       const int64_t out = (in + st - 1) / st;  // in and st were bounded by ResolveConvShape
       const int64_t needed = (out - 1) * st + k - in;
       *begin = upper ? needed / 2 : (needed + 1) / 2;
       *end = needed - *begin;
-      if (kind == PoolKind::kMax && (*begin < 0 || *end < 0))
-        throw ConvError("auto_pad " + a.auto_pad + " on " + axis + " (size " + std::to_string(in) + ", kernel " +
-                        std::to_string(k) + ", stride " + std::to_string(st) +
-                        ") gives negative padding, which ORT's MaxPool refuses too: give pads instead");
       return out;
     };
-    s.out_w = same_axis("W", s.in_w, s.kernel_w, s.stride_w, &s.pad_left, &s.pad_right);
-    if (s.spatial_rank == 2) s.out_h = same_axis("H", s.in_h, s.kernel_h, s.stride_h, &s.pad_top, &s.pad_bottom);
+    s.out_w = same_axis(s.in_w, s.kernel_w, s.stride_w, &s.pad_left, &s.pad_right);
+    if (s.spatial_rank == 2) s.out_h = same_axis(s.in_h, s.kernel_h, s.stride_h, &s.pad_top, &s.pad_bottom);
   }
   if (attrs.ceil_mode != 0 && (a.auto_pad.empty() || a.auto_pad == "NOTSET")) {
     // Rounded up, as ONNX's ceil_mode, but the last window still starts inside X or its leading

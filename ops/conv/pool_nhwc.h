@@ -31,7 +31,7 @@ void ValidatePoolAttributes(PoolKind kind, const PoolAttributes& attrs);
 
 // x_dims in NHWC order (N, [H,] W, C); the output dims are NHWC too (PoolOutputDims). SAME padding
 // follows ORT's pooling, which differs from its Conv's where the stride exceeds the window.
-PoolShape ResolvePoolShape(PoolKind kind, const PoolAttributes& attrs, const std::vector<int64_t>& x_dims_nhwc);
+PoolShape ResolvePoolShape(const PoolAttributes& attrs, const std::vector<int64_t>& x_dims_nhwc);
 std::vector<int64_t> PoolOutputDims(const PoolShape& shape);
 
 void RunPoolNhwc(PoolKind kind, const PoolShape& shape, const float* x, float* y, const ParallelRunner& parallel);

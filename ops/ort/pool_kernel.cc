@@ -35,7 +35,7 @@ void OrtPoolKernel::ComputeOrThrow(OrtKernelContext* context) const {
   Check(api_, api_.KernelContext_GetInput(context, 0, &x_value));
   if (x_value == nullptr) throw ConvError("input X is required");
   const TensorView x = View(api_, x_value, "X");
-  const PoolShape shape = ResolvePoolShape(kind_, attrs_, x.dims);
+  const PoolShape shape = ResolvePoolShape(attrs_, x.dims);
   const std::vector<int64_t> y_dims = PoolOutputDims(shape);
   OrtValue* y_value = nullptr;
   Check(api_, api_.KernelContext_GetOutput(context, 0, y_dims.data(), y_dims.size(), &y_value));

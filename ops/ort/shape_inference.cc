@@ -160,7 +160,7 @@ OrtStatusPtr InferPoolOutputShape(const OrtApi& api, OrtShapeInferContext* conte
     ValidatePoolAttributes(kind, a);
     std::vector<int64_t> x_dims = x.values;
     x_dims[0] = 1;
-    out = PoolOutputDims(ResolvePoolShape(kind, a, x_dims));
+    out = PoolOutputDims(ResolvePoolShape(a, x_dims));
   } catch (const ConvError&) {
     return nullptr;  // the kernel reports it, naming the node
   }
