@@ -62,6 +62,24 @@ def test_nhwc_matches_the_reference(case, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_nhwc_depthwise_every_row_width(stride, isa):
+    """Depthwise 3x3 rows run in blocks of eight outputs and one block of the rest (1-7), the edge
+    columns through a zero-padded panel: every width from 1 to 19, whole and partial vectors of
+    channels, with and without bias and Z."""
+    rng = np.random.default_rng(stride)
+    for width in range(1, 20):
+        for channels in (8, 21, 40):
+            x = rng.standard_normal((1, channels, 3, width)).astype(np.float32)
+            w = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
+            b = rng.standard_normal(channels).astype(np.float32)
+            attrs = dict(pads=[1, 1, 1, 1], strides=[stride, stride], group=channels)
+            z = rng.standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
+            _check(x, w, b, z, isa=isa, activation="Relu", **attrs)
+            _check(x, w, isa=isa, **attrs)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_nhwc_epilogue(activation, isa):
     rng = np.random.default_rng(1)
