@@ -42,6 +42,9 @@ CASES = [  # x shape, w shape, attributes: ResNet's, MobileNetV2's and VGG's lay
     ([1, 12, 13, 17], [20, 12, 3, 3], dict(pads=[2, 0, 1, 3], dilations=[2, 2])),  # dilated, uneven pads
     ([1, 12, 13, 17], [20, 12, 3, 2], dict(dilations=[1, 3], strides=[1, 2])),  # no padding: in place
     ([1, 5, 8, 8], [3, 5, 1, 1], dict(auto_pad="SAME_UPPER", strides=[3, 3])),
+    ([2, 24, 13, 11], [40, 24, 1, 1], dict(strides=[2, 2])),  # 1x1 strided: gathered, then one flat row
+    ([1, 16, 9, 10], [48, 8, 1, 1], dict(strides=[1, 3], group=2)),  # grouped, strided along W only
+    ([1, 8, 17], [16, 8, 1], dict(strides=[2])),  # 1-D
     ([2, 16, 40], [24, 16, 5], dict(pads=[2, 2])),  # 1-D: N x W x C
     ([1, 0, 5, 5], [4, 0, 3, 3], dict(pads=[1, 1, 1, 1])),  # no input channels: Y = B + Z
 ]

@@ -36,6 +36,17 @@ void BuildNhwcPanel(const NhwcPlan& p, const float* x_image, int64_t first_in_ro
   }
 }
 
+// The compact panel of a block: for each of `rows` output rows from `first_row`, the input
+// position of each output (a 1x1 window), C floats each, one after another.
+void BuildCompactPanel(const NhwcPlan& p, const float* x_image, int64_t first_row, int64_t rows, float* panel) {
+  const ConvShape& s = p.shape;
+  const int64_t c = s.in_channels;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in_row = x_image + (first_row + r) * s.stride_h * s.in_w * c;
+    for (int64_t j = 0; j < s.out_w; ++j, panel += c) std::copy(in_row + j * s.stride_w * c, in_row + j * s.stride_w * c + c, panel);
+  }
+}
+
 // Part `part` of `parts` of the cache lines of `blocks` ranges of `floats` floats, `block_stride`
 // apart from `base`, fetched toward L2: the weights of the next pass of tiles, a slice before each
 // tile of this one, so that the next pass's first tile does not wait on memory for each line.
@@ -140,6 +151,7 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   const int64_t cg = s.channels_per_group(), mg = s.outputs_per_group();
   p.depthwise = cg == 1 && mg == 1;
   p.in_place = s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
+  p.compact = p.in_place && !p.depthwise && s.kernel_h == 1 && s.kernel_w == 1 && (s.stride_h > 1 || s.stride_w > 1);
   p.panel_cols = p.in_place ? s.in_w : CheckedAdd(CheckedAdd(s.in_w, s.pad_left, "padded W"), s.pad_right, "padded W");
   if (p.depthwise && !p.in_place) {
     // Memory-bound: a padded copy of every row doubled what these layers move (MobileNetV2's
@@ -184,7 +196,7 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.chunk_channels = std::max<int64_t>(1, chunk_floats / std::max<int64_t>(1, k) / p.tile_channels) * p.tile_channels;
   // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).
   const int64_t budget = PanelBudgetFloats(l2_bytes);
-  const int64_t per_row = std::max<int64_t>(1, s.stride_h * p.row_floats);
+  const int64_t per_row = std::max<int64_t>(1, p.compact ? s.out_w * s.in_channels : s.stride_h * p.row_floats);
   p.rows_per_block = std::clamp<int64_t>(budget / per_row, 1, std::max<int64_t>(1, s.out_h));
   // Enough items for the pool: more row blocks first (each reads only its rows), then chunks of
   // channel tiles; but where a group's weights outweigh its input (deep layers on small maps),
@@ -256,7 +268,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
   const int64_t k = cg * s.kernel_h * s.kernel_w, blocks = CeilDiv(mg, kChannelBlock);
   float lo, hi;
   const bool activation_after = !ClampBounds(p.epilogue, &lo, &hi);
-  const int64_t col_stride = s.stride_w * s.in_channels;
+  const int64_t col_stride = p.compact ? s.in_channels : s.stride_w * s.in_channels;
   auto body = [&](int64_t item) {
     const int64_t chunk = item % p.m_chunks;
     const int64_t block = (item / p.m_chunks) % p.row_blocks;
@@ -274,6 +286,9 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     float* const sums = workspace + (p.workspace_floats() - p.sums_floats());
     if (p.depthwise_in_place) {
       rows_base = x_n;  // (unused: each row finds its own)
+    } else if (p.compact) {
+      BuildCompactPanel(p, x_n, r0, rows, workspace);
+      rows_base = workspace;
     } else if (p.in_place) {
       rows_base = x_n + r0 * s.stride_h * p.row_floats;
     } else {
@@ -282,9 +297,10 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     }
     float* y_n = y + n * y_image;
     const float* z_n = residual != nullptr ? residual + n * y_image : nullptr;
-    // Where a block's outputs are one run in X and Y (1x1, stride 1, read in place) its rows are
-    // one flat row: tiles cross row ends, and only the block's last tile may be narrow.
-    const bool flat = p.in_place && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1;
+    // Where a block's outputs are one run in Y and their inputs one run in X or the compact panel
+    // (1x1, read in place or gathered) its rows are one flat row: tiles cross row ends, and only
+    // the block's last tile may be narrow.
+    const bool flat = p.compact || (p.in_place && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1);
     const int64_t width = flat ? rows * s.out_w : s.out_w;
     if (p.depthwise_in_place) {
       for (int64_t r = 0; r < rows; ++r)

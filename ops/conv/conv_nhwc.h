@@ -21,6 +21,9 @@ struct NhwcPlan {
   const IsaKernels* isa = nullptr;
   bool depthwise = false;   // C/group = M/group = 1: channels in the lanes, no packing into blocks
   bool in_place = false;    // no padding: rows read from X, no panel
+  // 1x1 with a stride, no padding: a block's strided inputs gathered into a panel of rows x out_w
+  // positions, then run as one flat row (ResNet's downsamples: rows of 7 outputs tile as 4 + 3).
+  bool compact = false;
   int64_t panel_cols = 0;   // columns of a panel row (the padded width), or in_w in place
   int64_t row_floats = 0;   // floats between input rows in the panel (or X)
   int64_t rows_per_block = 1, row_blocks = 1;
@@ -56,6 +59,7 @@ struct NhwcPlan {
   int64_t interior_begin = 0, interior_end = 0, edge_cols = 0;
   int64_t panel_floats() const {
     if (depthwise_in_place) return shape.kernel_h * edge_cols * shape.in_channels;
+    if (compact) return rows_per_block * shape.out_w * shape.in_channels;
     return in_place ? 0 : PanelRows(rows_per_block) * row_floats;
   }
   int64_t sums_floats() const { return k_run < reduction() ? block_outputs() * tile_channels : 0; }
