@@ -15,6 +15,8 @@ constexpr int64_t kNhwcItemsPerThread = 2;
 // Weights a run of the reduction reads for one channel tile: kept in L1 (32-48 KiB) beside the
 // inputs its tiles broadcast.
 constexpr int64_t kRunWeightBytes = 16 << 10;
+// X larger than this comes from DRAM rather than the L3 (MobileNetV2 at batch 16: 10-29 MB).
+constexpr int64_t kColdInputBytes = 8 << 20;
 
 thread_local std::vector<float> nhwc_panel;
 
@@ -45,6 +47,15 @@ void BuildCompactPanel(const NhwcPlan& p, const float* x_image, int64_t first_ro
     const float* in_row = x_image + (first_row + r) * s.stride_h * s.in_w * c;
     for (int64_t j = 0; j < s.out_w; ++j, panel += c) std::copy(in_row + j * s.stride_w * c, in_row + j * s.stride_w * c + c, panel);
   }
+}
+
+// `floats` floats from `in` in each of `cols` columns `col_stride` apart, fetched toward L1. Always
+// inlined: GCC takes a function that only prefetches for one without side effects and drops its calls.
+__attribute__((always_inline)) inline void PrefetchColumns(const float* in, int64_t cols, int64_t col_stride,
+                                                           int64_t floats) {
+  constexpr int64_t kLineFloats = 16;
+  for (int64_t c = 0; c < cols; ++c, in += col_stride)
+    for (int64_t f = 0; f < floats; f += kLineFloats) __builtin_prefetch(in + f, 0, 2);
 }
 
 // Part `part` of `parts` of the cache lines of `blocks` ranges of `floats` floats, `block_stride`
@@ -192,6 +203,9 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (const char* order = std::getenv("IM2WIN_NHWC_POSITIONS_OUTER"))  // forced either way, for measuring
     positions_outer = std::atoi(order) != 0;
   p.positions_outer = positions_outer && !p.depthwise && p.k_run >= k;
+  p.prefetch_inputs = p.positions_outer && p.taps.size() == 1 &&
+                      static_cast<double>(std::max<int64_t>(1, s.batch)) * s.in_h * s.in_w * s.in_channels * 4 >
+                          static_cast<double>(kColdInputBytes);
   const int64_t chunk_floats = std::max<int64_t>(1, PanelBudgetFloats(l2_bytes) / 2);
   p.chunk_channels = std::max<int64_t>(1, chunk_floats / std::max<int64_t>(1, k) / p.tile_channels) * p.tile_channels;
   // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).
@@ -374,6 +388,13 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
       a.tile_w_stride = tile_w_stride;
       fns[cols](a);
     };
+    // The inputs over [k0, k1) of the tile of `cols` outputs from j of row r, fetched toward L2
+    // while the tile before it runs (NhwcPlan::prefetch_inputs).
+    const bool prefetch_inputs = p.prefetch_inputs;
+    auto prefetch_tile_inputs = [&](int64_t r, int64_t j, int64_t cols, int64_t k0, int64_t k1) __attribute__((always_inline)) {
+      PrefetchColumns(rows_base + r * s.stride_h * p.row_floats + g * cg + j * col_stride + p.taps[0] + k0, cols,
+                      col_stride, k1 - k0);
+    };
     if (!p.depthwise && p.positions_outer) {
       // One run of the reduction: each tile of outputs takes a chunk's channels in turn, so the
       // tile's inputs stay in L1, the chunk's weights in L2, and its Y rows are written whole.
@@ -383,6 +404,8 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
           const int64_t tiles = CeilDiv(width, p.columns);
           for (int64_t t = 0; t < tiles; ++t) {
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
+            if (prefetch_inputs && t + 1 < tiles)
+              prefetch_tile_inputs(r, PartBegin(width, tiles, t + 1), PartSize(width, tiles, t + 1), 0, reduction);
             for (int64_t m = c0, step = 0; m < c1; m += step) {
               const Kind tile = kind(c1 - m);
               // The whole tiles from m in one call, then what is left.
@@ -424,6 +447,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
             if (next_w != nullptr)
               PrefetchSlice(next_w, next_floats, k * kChannelBlock, next_blocks, pass_tile++, pass_tiles);
+
             run_tile(tile.fns, m, std::min(step, m1 - m), r, j, cols, k0, k1);
           }
         }
