@@ -83,6 +83,18 @@ def test_nhwc_depthwise_every_row_width(stride, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_nhwc_inputs_past_the_l3(isa):
+    """An X over 8 MiB (from DRAM in a network): 1x1 tiles fetch the next tile's inputs and depthwise
+    rows the next rows of X ahead of them; the answers are the same."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 96, 112, 112)).astype(np.float32)  # 9.6 MB
+    for w_shape, attrs in (((24, 96, 1, 1), {}), ((96, 1, 3, 3), dict(pads=[1, 1, 1, 1], group=96))):
+        w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+        b = rng.standard_normal(w_shape[0]).astype(np.float32)
+        _check(x, w, b, isa=isa, threads=2, activation="Relu", **attrs)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_nhwc_epilogue(activation, isa):
     rng = np.random.default_rng(1)

@@ -203,9 +203,9 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   if (const char* order = std::getenv("IM2WIN_NHWC_POSITIONS_OUTER"))  // forced either way, for measuring
     positions_outer = std::atoi(order) != 0;
   p.positions_outer = positions_outer && !p.depthwise && p.k_run >= k;
-  p.prefetch_inputs = p.positions_outer && p.taps.size() == 1 &&
-                      static_cast<double>(std::max<int64_t>(1, s.batch)) * s.in_h * s.in_w * s.in_channels * 4 >
+  const bool cold_input = static_cast<double>(std::max<int64_t>(1, s.batch)) * s.in_h * s.in_w * s.in_channels * 4 >
                           static_cast<double>(kColdInputBytes);
+  p.prefetch_inputs = cold_input && ((p.positions_outer && p.taps.size() == 1) || p.depthwise_in_place);
   const int64_t chunk_floats = std::max<int64_t>(1, PanelBudgetFloats(l2_bytes) / 2);
   p.chunk_channels = std::max<int64_t>(1, chunk_floats / std::max<int64_t>(1, k) / p.tile_channels) * p.tile_channels;
   // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).
@@ -317,8 +317,18 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     const bool flat = p.compact || (p.in_place && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1);
     const int64_t width = flat ? rows * s.out_w : s.out_w;
     if (p.depthwise_in_place) {
-      for (int64_t r = 0; r < rows; ++r)
+      for (int64_t r = 0; r < rows; ++r) {
+        if (p.prefetch_inputs && r0 + r + 1 < s.out_h) {
+          // The rows of X the next output row reads and this one does not.
+          const int64_t last_read = (r0 + r) * s.stride_h - s.pad_top + (s.kernel_h - 1) * s.dilation_h;
+          for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+            const int64_t ih = (r0 + r + 1) * s.stride_h - s.pad_top + kh * s.dilation_h;
+            if (ih > last_read && ih >= 0 && ih < s.in_h)
+              PrefetchColumns(x_n + ih * s.in_w * s.in_channels, 1, 0, s.in_w * s.in_channels);
+          }
+        }
         DepthwiseRowInPlace(p, x_n, r0 + r, packed_w, bias, z_n, y_n, lo, hi, workspace);
+      }
     } else if (p.depthwise) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* x_row = rows_base + r * s.stride_h * p.row_floats;

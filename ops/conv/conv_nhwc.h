@@ -44,10 +44,12 @@ struct NhwcPlan {
   // output channels (whole channel tiles) before the next tile of outputs.
   bool positions_outer = false;
   int64_t chunk_channels = 0;
-  // Positions outer over one tap (1x1) with an X too large for the L3: each tile first fetches the
-  // next tile's inputs toward L2. Its `cols` streams C floats apart are not followed by the
-  // hardware prefetchers (MobileNetV2's 56x56x144 -> 24 at batch 16 alone: 0.67x the time, Zen 3);
-  // where X is in the L3, the same prefetch cost 4-16%.
+  // X too large for the L3 (it comes from DRAM): positions outer over one tap (1x1) fetch the next
+  // tile's inputs toward L2 before each tile, depthwise the rows of X the next output row adds
+  // before each row. Their streams (`cols` of them C floats apart, or a few columns of every
+  // channel at a time) are not followed by the hardware prefetchers: MobileNetV2's 56x56x144 -> 24
+  // at batch 16 alone took 0.67-0.74x the time, its 3x3 depthwise 0.87-0.90x (Zen 3); where X is in
+  // the L3 the same prefetches cost 4-16%.
   bool prefetch_inputs = false;
   // Blocks cut out_h as evenly as PartBegin cuts (rows_per_block: the tallest).
   int64_t BlockFirstRow(int64_t block) const { return PartBegin(shape.out_h, row_blocks, block); }
