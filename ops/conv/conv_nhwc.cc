@@ -45,12 +45,16 @@ void BuildCompactPanel(const NhwcPlan& p, const float* x_image, int64_t first_ro
   const int64_t c = s.in_channels;
   for (int64_t r = 0; r < rows; ++r) {
     const float* in_row = x_image + (first_row + r) * s.stride_h * s.in_w * c;
-    for (int64_t j = 0; j < s.out_w; ++j, panel += c) std::copy(in_row + j * s.stride_w * c, in_row + j * s.stride_w * c + c, panel);
+    for (int64_t j = 0; j < s.out_w; ++j, panel += c) {
+      const float* in = in_row + j * s.stride_w * c;
+      std::copy(in, in + c, panel);
+    }
   }
 }
 
-// `floats` floats from `in` in each of `cols` columns `col_stride` apart, fetched toward L1. Always
-// inlined: GCC takes a function that only prefetches for one without side effects and drops its calls.
+// `floats` floats from `in` in each of `cols` columns `col_stride` apart, fetched toward L2. Always
+// inlined: GCC takes a function that only prefetches for one without side effects and drops its
+// calls where it does not inline them.
 __attribute__((always_inline)) inline void PrefetchColumns(const float* in, int64_t cols, int64_t col_stride,
                                                            int64_t floats) {
   constexpr int64_t kLineFloats = 16;
@@ -61,8 +65,9 @@ __attribute__((always_inline)) inline void PrefetchColumns(const float* in, int6
 // Part `part` of `parts` of the cache lines of `blocks` ranges of `floats` floats, `block_stride`
 // apart from `base`, fetched toward L2: the weights of the next pass of tiles, a slice before each
 // tile of this one, so that the next pass's first tile does not wait on memory for each line.
-void PrefetchSlice(const float* base, int64_t floats, int64_t block_stride, int64_t blocks, int64_t part,
-                   int64_t parts) {
+// (Always inlined, as PrefetchColumns.)
+__attribute__((always_inline)) inline void PrefetchSlice(const float* base, int64_t floats, int64_t block_stride,
+                                                         int64_t blocks, int64_t part, int64_t parts) {
   constexpr int64_t kLineFloats = 16;
   const int64_t lines = CeilDiv(floats, kLineFloats);
   const int64_t first = lines * part / parts, last = lines * (part + 1) / parts;
@@ -314,7 +319,8 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     // Where a block's outputs are one run in Y and their inputs one run in X or the compact panel
     // (1x1, read in place or gathered) its rows are one flat row: tiles cross row ends, and only
     // the block's last tile may be narrow.
-    const bool flat = p.compact || (p.in_place && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1);
+    const bool flat =
+        p.compact || (p.in_place && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1);
     const int64_t width = flat ? rows * s.out_w : s.out_w;
     if (p.depthwise_in_place) {
       for (int64_t r = 0; r < rows; ++r) {
@@ -398,12 +404,11 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
       a.tile_w_stride = tile_w_stride;
       fns[cols](a);
     };
-    // The inputs over [k0, k1) of the tile of `cols` outputs from j of row r, fetched toward L2
-    // while the tile before it runs (NhwcPlan::prefetch_inputs).
-    const bool prefetch_inputs = p.prefetch_inputs;
-    auto prefetch_tile_inputs = [&](int64_t r, int64_t j, int64_t cols, int64_t k0, int64_t k1) __attribute__((always_inline)) {
-      PrefetchColumns(rows_base + r * s.stride_h * p.row_floats + g * cg + j * col_stride + p.taps[0] + k0, cols,
-                      col_stride, k1 - k0);
+    // The inputs of the 1x1 tile of `cols` outputs from j of row r, fetched toward L2 while the
+    // tile before it runs (NhwcPlan::prefetch_inputs).
+    auto prefetch_tile_inputs = [&](int64_t r, int64_t j, int64_t cols) __attribute__((always_inline)) {
+      PrefetchColumns(rows_base + r * s.stride_h * p.row_floats + g * cg + j * col_stride + p.taps[0], cols, col_stride,
+                      reduction);
     };
     if (!p.depthwise && p.positions_outer) {
       // One run of the reduction: each tile of outputs takes a chunk's channels in turn, so the
@@ -414,8 +419,8 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
           const int64_t tiles = CeilDiv(width, p.columns);
           for (int64_t t = 0; t < tiles; ++t) {
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
-            if (prefetch_inputs && t + 1 < tiles)
-              prefetch_tile_inputs(r, PartBegin(width, tiles, t + 1), PartSize(width, tiles, t + 1), 0, reduction);
+            if (p.prefetch_inputs && t + 1 < tiles)
+              prefetch_tile_inputs(r, PartBegin(width, tiles, t + 1), PartSize(width, tiles, t + 1));
             for (int64_t m = c0, step = 0; m < c1; m += step) {
               const Kind tile = kind(c1 - m);
               // The whole tiles from m in one call, then what is left.
@@ -457,7 +462,6 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
             if (next_w != nullptr)
               PrefetchSlice(next_w, next_floats, k * kChannelBlock, next_blocks, pass_tile++, pass_tiles);
-
             run_tile(tile.fns, m, std::min(step, m1 - m), r, j, cols, k0, k1);
           }
         }
