@@ -62,6 +62,20 @@ __attribute__((always_inline)) inline void PrefetchColumns(const float* in, int6
     for (int64_t f = 0; f < floats; f += kLineFloats) __builtin_prefetch(in + f, 0, 2);
 }
 
+// The rows of X output row out_row + 1 reads and out_row does not, fetched toward L2 (always
+// inlined, as PrefetchColumns).
+__attribute__((always_inline)) inline void PrefetchNextOutputRow(const NhwcPlan& p, const float* x_n,
+                                                                 int64_t out_row) {
+  const ConvShape& s = p.shape;
+  if (out_row + 1 >= s.out_h) return;
+  const int64_t last_read = out_row * s.stride_h - s.pad_top + (s.kernel_h - 1) * s.dilation_h;
+  for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+    const int64_t ih = (out_row + 1) * s.stride_h - s.pad_top + kh * s.dilation_h;
+    if (ih > last_read && ih >= 0 && ih < s.in_h)
+      PrefetchColumns(x_n + ih * s.in_w * s.in_channels, 1, 0, s.in_w * s.in_channels);
+  }
+}
+
 // Part `part` of `parts` of the cache lines of `blocks` ranges of `floats` floats, `block_stride`
 // apart from `base`, fetched toward L2: the weights of the next pass of tiles, a slice before each
 // tile of this one, so that the next pass's first tile does not wait on memory for each line.
@@ -324,15 +338,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     const int64_t width = flat ? rows * s.out_w : s.out_w;
     if (p.depthwise_in_place) {
       for (int64_t r = 0; r < rows; ++r) {
-        if (p.prefetch_inputs && r0 + r + 1 < s.out_h) {
-          // The rows of X the next output row reads and this one does not.
-          const int64_t last_read = (r0 + r) * s.stride_h - s.pad_top + (s.kernel_h - 1) * s.dilation_h;
-          for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
-            const int64_t ih = (r0 + r + 1) * s.stride_h - s.pad_top + kh * s.dilation_h;
-            if (ih > last_read && ih >= 0 && ih < s.in_h)
-              PrefetchColumns(x_n + ih * s.in_w * s.in_channels, 1, 0, s.in_w * s.in_channels);
-          }
-        }
+        if (p.prefetch_inputs) PrefetchNextOutputRow(p, x_n, r0 + r);
         DepthwiseRowInPlace(p, x_n, r0 + r, packed_w, bias, z_n, y_n, lo, hi, workspace);
       }
     } else if (p.depthwise) {
@@ -404,12 +410,6 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
       a.tile_w_stride = tile_w_stride;
       fns[cols](a);
     };
-    // The inputs of the 1x1 tile of `cols` outputs from j of row r, fetched toward L2 while the
-    // tile before it runs (NhwcPlan::prefetch_inputs).
-    auto prefetch_tile_inputs = [&](int64_t r, int64_t j, int64_t cols) __attribute__((always_inline)) {
-      PrefetchColumns(rows_base + r * s.stride_h * p.row_floats + g * cg + j * col_stride + p.taps[0], cols, col_stride,
-                      reduction);
-    };
     if (!p.depthwise && p.positions_outer) {
       // One run of the reduction: each tile of outputs takes a chunk's channels in turn, so the
       // tile's inputs stay in L1, the chunk's weights in L2, and its Y rows are written whole.
@@ -419,8 +419,10 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
           const int64_t tiles = CeilDiv(width, p.columns);
           for (int64_t t = 0; t < tiles; ++t) {
             const int64_t j = PartBegin(width, tiles, t), cols = PartSize(width, tiles, t);
-            if (p.prefetch_inputs && t + 1 < tiles)
-              prefetch_tile_inputs(r, PartBegin(width, tiles, t + 1), PartSize(width, tiles, t + 1));
+            if (p.prefetch_inputs && t + 1 < tiles)  // the next tile's inputs (NhwcPlan::prefetch_inputs)
+              PrefetchColumns(rows_base + r * s.stride_h * p.row_floats + g * cg + p.taps[0] +
+                                  PartBegin(width, tiles, t + 1) * col_stride,
+                              PartSize(width, tiles, t + 1), col_stride, reduction);
             for (int64_t m = c0, step = 0; m < c1; m += step) {
               const Kind tile = kind(c1 - m);
               // The whole tiles from m in one call, then what is left.
