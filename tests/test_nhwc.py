@@ -32,6 +32,7 @@ def _check(x, w, b=None, z=None, isa="", threads=1, **attrs):
 CASES = [  # x shape, w shape, attributes: ResNet's, MobileNetV2's and VGG's layer kinds, and edges
     ([1, 64, 14, 14], [256, 64, 1, 1], {}),  # 1x1, read in place
     ([1, 64, 12, 13], [64, 64, 3, 3], dict(pads=[1, 1, 1, 1])),  # 3x3 through a padded panel
+    ([1, 1024, 3, 4], [24, 1024, 3, 3], dict(pads=[1, 1, 1, 1])),  # one tile's weights past any L2: in runs
     ([2, 32, 15, 15], [48, 32, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2])),
     ([1, 96, 10, 10], [96, 1, 3, 3], dict(pads=[1, 1, 1, 1], group=96)),  # depthwise
     ([1, 20, 11, 9], [20, 1, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2], group=20)),  # depthwise, odd C
@@ -131,14 +132,17 @@ def test_nhwc_random_shapes(data):
 def test_nhwc_one_run_reductions_in_chunks_of_channels(tmp_path):
     """Where the reduction is one run, tiles of outputs go outer over chunks of channel tiles whose
     weights fit a quarter of the L2: with the smallest L2 a plan takes, layers split into several
-    chunks (their last with a one-vector tail), on every ISA and pool size, as the reference."""
+    chunks (their last with a one-vector tail), on every ISA and pool size, as the reference; a 3x3
+    whose one tile's weights pass the panel budget runs its reduction in runs instead."""
     script = (
         "import numpy as np\n"
         "from im2win_ort import _kernels, reference\n"
         "rng = np.random.default_rng(0)\n"
         "for x_shape, w_shape, attrs in [((1, 9, 11, 64), (200, 64, 1, 1), {}),\n"
         "                                ((2, 7, 6, 40), (72, 20, 1, 1), dict(group=2)),\n"
-        "                                ((1, 8, 8, 30), (104, 30, 3, 3), dict(pads=[0, 1, 1, 0]))]:\n"
+        "                                ((1, 8, 8, 30), (104, 30, 3, 3), dict(pads=[0, 1, 1, 0])),\n"
+        "                                ((1, 9, 9, 48), (56, 48, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),\n"
+        "                                ((1, 6, 7, 120), (40, 120, 3, 3), dict(pads=[1, 1, 1, 1]))]:\n"
         "    x = rng.standard_normal(x_shape).astype(np.float32)\n"
         "    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)\n"
         "    b = rng.standard_normal(w_shape[0]).astype(np.float32)\n"

@@ -62,18 +62,21 @@ __attribute__((always_inline)) inline void PrefetchColumns(const float* in, int6
     for (int64_t f = 0; f < floats; f += kLineFloats) __builtin_prefetch(in + f, 0, 2);
 }
 
-// The rows of X output row out_row + 1 reads and out_row does not, fetched toward L2 (always
-// inlined, as PrefetchColumns).
-__attribute__((always_inline)) inline void PrefetchNextOutputRow(const NhwcPlan& p, const float* x_n,
-                                                                 int64_t out_row) {
+// The rows of X output row out_row + 1 reads and out_row does not, as one range (with dilation,
+// the rows between them as well): from *first, *floats long; none (0) past the last output row.
+void NextOutputRowNewRows(const NhwcPlan& p, const float* x_n, int64_t out_row, const float** first,
+                          int64_t* floats) {
   const ConvShape& s = p.shape;
+  *first = nullptr;
+  *floats = 0;
   if (out_row + 1 >= s.out_h) return;
   const int64_t last_read = out_row * s.stride_h - s.pad_top + (s.kernel_h - 1) * s.dilation_h;
-  for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
-    const int64_t ih = (out_row + 1) * s.stride_h - s.pad_top + kh * s.dilation_h;
-    if (ih > last_read && ih >= 0 && ih < s.in_h)
-      PrefetchColumns(x_n + ih * s.in_w * s.in_channels, 1, 0, s.in_w * s.in_channels);
-  }
+  const int64_t next_first = (out_row + 1) * s.stride_h - s.pad_top;
+  const int64_t lo = std::max<int64_t>({last_read + 1, next_first, 0});
+  const int64_t hi = std::min(s.in_h - 1, next_first + (s.kernel_h - 1) * s.dilation_h);
+  if (hi < lo) return;
+  *first = x_n + lo * s.in_w * s.in_channels;
+  *floats = (hi - lo + 1) * s.in_w * s.in_channels;
 }
 
 // Part `part` of `parts` of the cache lines of `blocks` ranges of `floats` floats, `block_stride`
@@ -114,6 +117,10 @@ void DepthwiseRowInPlace(const NhwcPlan& p, const float* x_n, int64_t out_row, c
   a.bias = bias;
   a.lo = lo;
   a.hi = hi;
+  // The interior's blocks fetch the next output row's new rows of X (NhwcPlan::prefetch_inputs).
+  const float* next_rows = nullptr;
+  int64_t next_floats = 0;
+  if (p.prefetch_inputs) NextOutputRowNewRows(p, x_n, out_row, &next_rows, &next_floats);
   std::vector<int64_t>& taps = depthwise_taps;
   // Columns [j0, j1) with their window origins in `source`, rows `row_floats` apart, the first
   // window `offset` floats in (with no kernel row inside X, only the epilogue runs).
@@ -128,8 +135,11 @@ void DepthwiseRowInPlace(const NhwcPlan& p, const float* x_n, int64_t out_row, c
     a.residual = z_n != nullptr ? z_n + y_row + j0 * s.out_channels : nullptr;
     a.cols = j1 - j0;
     p.isa->depthwise_nhwc(a);
+    a.prefetch = nullptr;  // (the interior's, which runs first)
   };
   const int64_t first_row = ih0 + kh0 * s.dilation_h;  // X's row of kernel row kh0 (when there is one)
+  a.prefetch = next_rows;
+  a.prefetch_floats = next_floats;
   run(x_n, (first_row * s.in_w + p.interior_begin * s.stride_w - s.pad_left) * c, s.dilation_h * s.in_w * c,
       p.interior_begin, p.interior_end);
   // An edge: outputs [j0, j1), their windows over X's columns from iw0 on, copied with zeros.
@@ -214,21 +224,29 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   }
   p.tile_channels = isa.nhwc_channels();
   p.m_tiles = p.depthwise ? 1 : CeilDiv(mg, p.tile_channels);
-  const int64_t k = p.reduction(), longest = std::max<int64_t>(1, kRunWeightBytes / (4 * p.tile_channels));
-  p.k_run = std::max<int64_t>(1, p.depthwise || k <= longest ? k : CeilDiv(k, CeilDiv(k, longest)));
-  // One run of the reduction: tiles of outputs outer, each over a chunk of channels whose weights
-  // take at most a quarter of the L2 (the block's panel has half).
+  const int64_t k = p.reduction();
   bool positions_outer = isa.nhwc_positions_outer;
   if (const char* order = std::getenv("IM2WIN_NHWC_POSITIONS_OUTER"))  // forced either way, for measuring
     positions_outer = std::atoi(order) != 0;
+  // The reduction in one run where the ISA runs it positions outer and one channel tile's weights
+  // fit the panel's budget (half the L2, at most 512 KiB): each tile of outputs then takes its
+  // inputs from L1 and the weights stream from L2. Else in runs whose weights stay in L1 across a
+  // block's tiles, each tile's sums waiting in the workspace between runs (see design.md).
+  const int64_t budget = PanelBudgetFloats(l2_bytes);
+  const bool one_run =
+      p.depthwise || (positions_outer && static_cast<double>(k) * static_cast<double>(p.tile_channels) <=
+                                             static_cast<double>(budget));
+  const int64_t longest = std::max<int64_t>(1, kRunWeightBytes / (4 * p.tile_channels));
+  p.k_run = std::max<int64_t>(1, one_run || k <= longest ? k : CeilDiv(k, CeilDiv(k, longest)));
+  // One run of the reduction: tiles of outputs outer, each over a chunk of channels whose weights
+  // take at most a quarter of the L2 (the block's panel has half), or one tile's.
   p.positions_outer = positions_outer && !p.depthwise && p.k_run >= k;
   const bool cold_input = static_cast<double>(std::max<int64_t>(1, s.batch)) * s.in_h * s.in_w * s.in_channels * 4 >
                           static_cast<double>(kColdInputBytes);
   p.prefetch_inputs = cold_input && ((p.positions_outer && p.taps.size() == 1) || p.depthwise_in_place);
-  const int64_t chunk_floats = std::max<int64_t>(1, PanelBudgetFloats(l2_bytes) / 2);
+  const int64_t chunk_floats = std::max<int64_t>(1, budget / 2);
   p.chunk_channels = std::max<int64_t>(1, chunk_floats / std::max<int64_t>(1, k) / p.tile_channels) * p.tile_channels;
   // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).
-  const int64_t budget = PanelBudgetFloats(l2_bytes);
   const int64_t per_row = std::max<int64_t>(1, p.compact ? s.out_w * s.in_channels : s.stride_h * p.row_floats);
   p.rows_per_block = std::clamp<int64_t>(budget / per_row, 1, std::max<int64_t>(1, s.out_h));
   // Enough items for the pool: more row blocks first (each reads only its rows), then chunks of
@@ -338,7 +356,6 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     const int64_t width = flat ? rows * s.out_w : s.out_w;
     if (p.depthwise_in_place) {
       for (int64_t r = 0; r < rows; ++r) {
-        if (p.prefetch_inputs) PrefetchNextOutputRow(p, x_n, r0 + r);
         DepthwiseRowInPlace(p, x_n, r0 + r, packed_w, bias, z_n, y_n, lo, hi, workspace);
       }
     } else if (p.depthwise) {

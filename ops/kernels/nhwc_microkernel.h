@@ -63,6 +63,11 @@ struct DepthwiseNhwcArgs {
   const float* bias;       // per channel, or null
   const float* residual;   // Z at the same place as y, or null
   float lo, hi;
+  // Fetched toward L2 while the call runs, a share before each block of outputs: prefetch_floats
+  // floats from prefetch (the rows of X the next output row adds), or none. Spread so: issued all
+  // at once before the row, a row's prefetches stalled the loads behind them.
+  const float* prefetch = nullptr;
+  int64_t prefetch_floats = 0;
 };
 
 using DepthwiseNhwcFn = void (*)(const DepthwiseNhwcArgs&);
