@@ -84,6 +84,25 @@ def test_nhwc_depthwise_every_row_width(stride, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kernel, attrs", [((1, 1), {}), ((2, 5), dict(pads=[1, 2, 0, 2])),
+                                           ((3, 3), dict(pads=[2, 2, 2, 2], dilations=[2, 2]))])
+def test_nhwc_depthwise_any_taps_every_row_width(kernel, attrs, isa):
+    """Depthwise kernels off the rows-of-three path (1x1 as a folded BatchNormalization, wide or
+    dilated ones) run in blocks of eight outputs over any taps and one block of the rest: every
+    width from 1 to 19, whole and partial vectors of channels, with and without bias and Z."""
+    rng = np.random.default_rng(kernel[1])
+    for width in range(1, 20):
+        for channels in (8, 21, 40):
+            x = rng.standard_normal((1, channels, 4, width)).astype(np.float32)
+            w = rng.standard_normal((channels, 1) + kernel).astype(np.float32)
+            b = rng.standard_normal(channels).astype(np.float32)
+            full = dict(attrs, group=channels)
+            z = rng.standard_normal(reference_conv(x, w, b, **full).shape).astype(np.float32)
+            _check(x, w, b, z, isa=isa, activation="Relu", **full)
+            _check(x, w, isa=isa, **full)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_nhwc_inputs_past_the_l3(isa):
     """An X over 8 MiB (from DRAM in a network): 1x1 tiles fetch the next tile's inputs and depthwise
     rows the next rows of X ahead of them; the answers are the same."""
