@@ -38,7 +38,7 @@ CASES = [  # x shape, w shape, attributes: ResNet's, MobileNetV2's and VGG's lay
     ([1, 20, 11, 9], [20, 1, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2], group=20)),  # depthwise, odd C
     ([1, 16, 9, 9], [40, 4, 3, 3], dict(pads=[1, 1, 1, 1], group=4)),  # grouped, M/group not a block
     ([1, 8, 16, 16], [24, 1, 3, 3], dict(pads=[1, 1, 1, 1], group=8)),  # channel multiplier 3
-    ([2, 40, 10, 15], [40, 1, 1, 1], dict(group=40)),  # depthwise 1x1 read in place: row by row, not flat
+    ([2, 40, 10, 15], [40, 1, 1, 1], dict(group=40)),  # depthwise 1x1 read in place: a block of rows as one flat row
     ([1, 3, 23, 23], [8, 3, 7, 7], dict(pads=[3, 3, 3, 3], strides=[2, 2])),  # a stem
     ([1, 12, 13, 17], [20, 12, 3, 3], dict(pads=[2, 0, 1, 3], dilations=[2, 2])),  # dilated, uneven pads
     ([1, 12, 13, 17], [20, 12, 3, 2], dict(dilations=[1, 3], strides=[1, 2])),  # no padding: in place

@@ -359,7 +359,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
         DepthwiseRowInPlace(p, x_n, r0 + r, packed_w, bias, z_n, y_n, lo, hi, workspace);
       }
     } else if (p.depthwise) {
-      for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t r = 0; r < (flat ? 1 : rows); ++r) {  // (flat: the block's rows as one, 1x1 in place)
         const float* x_row = rows_base + r * s.stride_h * p.row_floats;
         const int64_t y_row = (r0 + r) * s.out_w * s.out_channels;
         DepthwiseNhwcArgs a;
@@ -373,7 +373,7 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
         a.channels = s.group;  // depthwise items take every channel (group = C = M)
         a.y = y_n + y_row;
         a.y_col_stride = s.out_channels;
-        a.cols = s.out_w;
+        a.cols = width;
         a.bias = bias;
         a.residual = z_n != nullptr ? z_n + y_row : nullptr;
         a.lo = lo;
