@@ -156,15 +156,21 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
          auto_pad: str = "NOTSET", dilations: Optional[Sequence[int]] = None, group: int = 1,
          kernel_shape: Optional[Sequence[int]] = None, pads: Optional[Sequence[int]] = None,
          strides: Optional[Sequence[int]] = None, activation: str = "",
-         activation_params: Sequence[float] = (), weight_layout: str = "OIHW", layout: str = "NCHW") -> np.ndarray:
+         activation_params: Sequence[float] = (), weight_layout: str = "OIHW", layout: str = "NCHW",
+         input_layout: str = "") -> np.ndarray:
     """com.im2win::Conv by im2win: Y = activation(conv(X, W) + B + Z), float32.
 
     x: N x C x [H x] W; w: M x C/group x [Kh x] Kw; b: M; z: Y's shape. The attributes are ONNX
     Conv's plus the epilogue's (see the README). Sums are taken in float64. layout="NHWC": x, z and
-    Y have the channels last (N x [H x] W x C), the same convolution.
+    Y have the channels last (N x [H x] W x C), the same convolution; with input_layout="NCHW" x
+    keeps its channels second.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if _x_channels_first(input_layout, layout):
+        if np.ndim(x) < 3:
+            raise ValueError(f"X must have rank >= 3, got {np.shape(x)}")
+        x = np.moveaxis(np.asarray(x), 1, -1)
     if layout == "NHWC":
         _check_nhwc_weight_layout(weight_layout)
         if weight_layout == NHWC_LAYOUT:
@@ -220,10 +226,11 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
 
 def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1, kernel_shape=None,
                      pads=None, strides=None, activation: str = "", activation_params=(),
-                     weight_layout: str = "OIHW", layout: str = "NCHW") -> None:
+                     weight_layout: str = "OIHW", layout: str = "NCHW", input_layout: str = "") -> None:
     """Raises ValueError, naming the problem, for attributes com.im2win::Conv does not accept."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    _x_channels_first(input_layout, layout)
     if layout == "NHWC":
         _check_nhwc_weight_layout(weight_layout)
     elif weight_layout == NHWC_LAYOUT:
@@ -247,6 +254,18 @@ def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1
         raise ValueError(f"weight_layout {weight_layout!r} is not supported: 'OIHW' (ONNX's), a packed "
                          f"layout ({', '.join(LAYOUT_TILES)}) or, with layout NHWC, {NHWC_LAYOUT}")
     _activation_params(activation, activation_params)
+
+
+def _x_channels_first(input_layout: str, layout: str) -> bool:
+    """Whether X comes channels-first to a channels-last node (input_layout NCHW with layout NHWC);
+    raises ValueError for any other input_layout than empty or the layout."""
+    if input_layout in ("", layout):
+        return False
+    if input_layout not in LAYOUTS:
+        raise ValueError(f"input_layout must be one of {', '.join(LAYOUTS)}, got {input_layout!r}")
+    if layout != "NHWC":
+        raise ValueError(f"input_layout {input_layout} needs layout NHWC")
+    return True
 
 
 def _check_nhwc_weight_layout(weight_layout: str) -> None:

@@ -80,6 +80,30 @@ def test_a_residual_block_is_one_region_with_two_transposes():
     _check(_graph_model(nodes, inits, ["y"]), transposes=2, regions=1)
 
 
+def test_an_image_reaches_the_convs_that_alone_read_it_channels_first():
+    """A value of at most 4 channels (an image) that only convs read as X enters the region with
+    no Transpose: they take it channels-first (input_layout NCHW); read by anything else, or with
+    more channels, it is transposed as before."""
+    rng = np.random.default_rng(3)
+    inits = {"w1": _w(rng, 16, 3, 3), "w2": _w(rng, 16, 16, 3), "w0": _w(rng, 16, 3, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["a"], ["ar"]), helper.make_node("Conv", ["ar", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w0"], ["c"], strides=[2, 2]), helper.make_node("Add", ["b", "c"], ["y"])]
+    rewritten, _ = _check(_graph_model(nodes, inits, ["y"], x_shape=(2, 3, 11, 11)), transposes=1, regions=1)
+    readers = [n for n in rewritten.graph.node if "x" in n.input]
+    assert len(readers) == 2 and all(n.op_type == "Conv" for n in readers)
+    for n in readers:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        assert attrs["layout"] == b"NHWC" and attrs["input_layout"] == b"NCHW", n
+    # Also read by a pool of the region: transposed once, for all of its readers.
+    inits["w3"] = _w(rng, 3, 16, 1)
+    nodes[-1:] = [helper.make_node("Add", ["b", "c"], ["s"]), helper.make_node("Conv", ["s", "w3"], ["t"]),
+                  helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+                  helper.make_node("Add", ["t", "p"], ["y"])]
+    rewritten, _ = _check(_graph_model(nodes, inits, ["y"], x_shape=(2, 3, 11, 11)), transposes=2, regions=1)
+    assert not any(a.name == "input_layout" for n in rewritten.graph.node for a in n.attribute)
+
+
 def test_values_read_outside_leave_the_region_transposed_back_under_their_names():
     """An inner value that is also a graph output, or read by a non-conv node, keeps its NCHW
     meaning there; a strided conv, a grouped one and a depthwise one join the region."""

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import ACTIVATIONS, ISAS, reference_conv
-from im2win_ort import _kernels
+from im2win_ort import _kernels, reference
 
 
 def to_nhwc(a):
@@ -240,6 +240,63 @@ def test_nhwc_op_in_an_ort_session(isa, monkeypatch):
             np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
+INPUT_NCHW_CASES = [  # x shape (channels first), w shape, attributes: stems, and every other path
+    ([2, 3, 23, 21], [16, 3, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2])),  # MobileNetV2's stem
+    ([1, 3, 19, 19], [24, 3, 7, 7], dict(pads=[3, 3, 3, 3], strides=[2, 2])),  # ResNet's
+    ([1, 5, 9, 10], [40, 5, 1, 1], {}),  # 1x1 with no padding, gathered rather than read in place
+    ([1, 4, 9, 9], [24, 4, 1, 1], dict(strides=[2, 2])),
+    ([1, 12, 8, 9], [12, 1, 3, 3], dict(pads=[1, 1, 1, 1], group=12)),  # depthwise
+    ([2, 4, 13], [8, 4, 3], dict(pads=[1, 1])),  # 1-D
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_nhwc_input_channels_first(isa):
+    """input_layout NCHW: X channels-first, Y and Z channels-last, each block's rows gathered from
+    X's planes; the kernels and an ORT session (its shape inference included) answer as the
+    reference does for the same X channels-last."""
+    from helpers import make_session
+
+    rng = np.random.default_rng(11)
+    for x_shape, w_shape, attrs in INPUT_NCHW_CASES:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+        b = rng.standard_normal(w_shape[0]).astype(np.float32)
+        want = to_nhwc(reference_conv(x, w, b, activation="Relu", **attrs))
+        z = rng.standard_normal(want.shape).astype(np.float32)
+        want_z = to_nhwc(reference_conv(x, w, b, to_nchw(z), activation="Relu", **attrs))
+        tol = dict(rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want_z).max())))
+        for threads in (1, 3):
+            y = _kernels.conv(x, w, b, isa=isa, threads=threads, layout="NHWC", input_layout="NCHW",
+                              activation="Relu", **attrs)
+            np.testing.assert_allclose(y, want, **tol)
+            y = _kernels.conv(x, w, b, z, isa=isa, threads=threads, layout="NHWC", input_layout="NCHW",
+                              activation="Relu", **attrs)
+            np.testing.assert_allclose(y, want_z, **tol)
+        model = _nhwc_model(["N", *x.shape[1:]], w, b, with_z=True, activation="Relu", input_layout="NCHW", **attrs)
+        session = make_session(model, threads=2)
+        assert session.get_outputs()[0].shape == ["N", *want.shape[1:]]
+        (y,) = session.run(None, {"X": x, "Z": z})
+        np.testing.assert_allclose(y, want_z, **tol)
+        np.testing.assert_allclose(reference.conv(x, w, b, z, layout="NHWC", input_layout="NCHW",
+                                                  activation="Relu", **attrs), want_z, **tol)
+
+
+def test_nhwc_input_layout_errors():
+    from helpers import make_session
+
+    x = np.ones((1, 4, 5, 5), np.float32)
+    w = np.ones((6, 4, 3, 3), np.float32)
+    with pytest.raises(_kernels.ConvError, match="attribute 'input_layout' \"NHWC\" needs layout \"NHWC\""):
+        _kernels.conv(x, w, input_layout="NHWC")
+    with pytest.raises(_kernels.ConvError, match="attribute 'input_layout' must be \"NCHW\" or \"NHWC\", got \"CHW\""):
+        _kernels.conv(x, w, layout="NHWC", input_layout="CHW")
+    with pytest.raises(ValueError, match="input_layout NHWC needs layout NHWC"):
+        reference.conv(x, w, input_layout="NHWC")
+    with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*attribute 'input_layout' must be"):
+        make_session(_nhwc_model([1, 4, 5, 5], w, input_layout="NCWH"))
+
+
 def test_nhwc_op_errors_name_the_node():
     from helpers import make_session
 
@@ -298,7 +355,6 @@ def test_nhwc_weights_stored_packed(isa, monkeypatch):
 
 def test_nhwc_packed_weights_refused_where_they_cannot_be():
     from helpers import make_session
-    from im2win_ort import reference
     from im2win_ort.rewriter.weight_layout import NHWC_LAYOUT
 
     cases = [  # x (NHWC), W, attributes, the message
@@ -331,7 +387,6 @@ def test_nhwc_in_the_numpy_reference_and_the_python_backend():
     """The NumPy reference takes layout="NHWC" too, and backend="python" runs an NHWC node with it."""
     pytest.importorskip("onnxruntime_extensions")
     import im2win_ort
-    from im2win_ort import reference
 
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 6, 9, 8)).astype(np.float32)
@@ -354,6 +409,12 @@ def test_nhwc_in_the_numpy_reference_and_the_python_backend():
                         weight_layout=NHWC_LAYOUT)
     for backend in ("python", "native"):
         (y,) = im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": to_nhwc(x)})
+        np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+    # X channels-first (input_layout NCHW)
+    model = _nhwc_model(["N", 6, 9, 8], pack_nhwc(w, 2), b, pads=[1, 1, 1, 1], group=2, activation="Relu",
+                        weight_layout=NHWC_LAYOUT, input_layout="NCHW")
+    for backend in ("python", "native"):
+        (y,) = im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": x})
         np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="layout must be one of"):
         reference.conv(x, w, layout="NWHC")

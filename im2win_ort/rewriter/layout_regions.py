@@ -56,6 +56,9 @@ def _text(value) -> str:
 
 
 POOLS = ("MaxPool", "AveragePool")
+# A value entering a region that only convs read, with at most this many channels (an image),
+# reaches them channels-first: their panel rows gather it, with no Transpose and no copy of it.
+MAX_NCHW_INPUT_CHANNELS = 4
 # Element-wise ops of one activation input: the same in any layout (Clip's bounds are scalars).
 UNARY = ("Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus",
          "Identity")
@@ -220,6 +223,8 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
                     "Transpose", [value], [entered[value]], name=fresh(f"{value}_to_nhwc"), perm=TO_NHWC))
                 report.transposes += 1
             node.input[slot] = entered[value]
+    _read_channels_first(graph, converted, entered, first_reader, new_nodes, initializers, report)
+
     def inside(reader, slot):
         return reader in converted and slot in _region_inputs(graph.node[reader])
 
@@ -271,6 +276,35 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
     del graph.node[:]
     graph.node.extend(_fuse_relu_after(ordered, bn_convs, graph_outputs | read_in_subgraphs))
     return report
+
+
+def _read_channels_first(graph, converted, entered, first_reader, new_nodes, initializers, report) -> None:
+    """Drops the Transpose into the region of each value that only convs of at most
+    MAX_NCHW_INPUT_CHANNELS input channels read as X: they take it channels-first
+    (input_layout="NCHW"), gathering their panel rows from its planes (a network's image input)."""
+    for value, nhwc_name in entered.items():
+        reads = [(i, slot) for i in sorted(converted) for slot, name in enumerate(graph.node[i].input)
+                 if name == nhwc_name]
+        if not reads or any(slot != 0 or not _is_conv(graph.node[i]) for i, slot in reads):
+            continue
+        channels = [_input_channels(graph.node[i], initializers) for i, _ in reads]
+        if any(c is None or c > MAX_NCHW_INPUT_CHANNELS for c in channels):
+            continue
+        inserted = new_nodes[first_reader[value]]
+        inserted[:] = [n for n in inserted if list(n.output) != [nhwc_name]]
+        for i, _ in reads:
+            graph.node[i].input[0] = value
+            graph.node[i].attribute.append(helper.make_attribute("input_layout", "NCHW"))
+        report.transposes -= 1
+
+
+def _input_channels(node, initializers) -> int | None:
+    """C of a conv's X from its W initializer (C/group x group), or None where W is not one."""
+    w = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    if w is None or len(w.dims) < 2:
+        return None
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return int(w.dims[1]) * int(group or 1)
 
 
 def subgraph_reads(nodes) -> set[str]:

@@ -22,9 +22,10 @@ thread_local std::vector<float> nhwc_panel;
 
 // The padded panel of a block: `rows` input rows from `first_in_row` (rows outside X are zeros),
 // each pad_left zeros, X's row of in_w x C floats, pad_right zeros.
+// With X channels-first (NhwcPlan::x_nchw) the row is gathered from X's C planes.
 void BuildNhwcPanel(const NhwcPlan& p, const float* x_image, int64_t first_in_row, int64_t rows, float* panel) {
   const ConvShape& s = p.shape;
-  const int64_t c = s.in_channels, left = s.pad_left * c, row = s.in_w * c;
+  const int64_t c = s.in_channels, left = s.pad_left * c, row = s.in_w * c, plane = s.in_h * s.in_w;
   for (int64_t r = 0; r < rows; ++r) {
     float* dst = panel + r * p.row_floats;
     const int64_t in_row = first_in_row + r;
@@ -33,7 +34,22 @@ void BuildNhwcPanel(const NhwcPlan& p, const float* x_image, int64_t first_in_ro
       continue;
     }
     std::fill(dst, dst + left, 0.0f);
-    std::copy(x_image + in_row * row, x_image + (in_row + 1) * row, dst + left);
+    if (p.x_nchw) {
+      const float* src = x_image + in_row * s.in_w;
+      float* out = dst + left;
+      if (c == 3) {  // an image: the three planes interleaved, written in order
+        for (int64_t iw = 0; iw < s.in_w; ++iw, out += 3) {
+          out[0] = src[iw];
+          out[1] = src[plane + iw];
+          out[2] = src[2 * plane + iw];
+        }
+      } else {
+        for (int64_t iw = 0; iw < s.in_w; ++iw, out += c)
+          for (int64_t ch = 0; ch < c; ++ch) out[ch] = src[ch * plane + iw];
+      }
+    } else {
+      std::copy(x_image + in_row * row, x_image + (in_row + 1) * row, dst + left);
+    }
     std::fill(dst + left + row, dst + p.row_floats, 0.0f);
   }
 }
@@ -182,18 +198,19 @@ std::vector<int64_t> NchwToNhwcDims(const std::vector<int64_t>& d) {
 }
 
 NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa, int threads,
-                      int64_t l2_bytes) {
+                      int64_t l2_bytes, bool x_nchw) {
   NhwcPlan p;
   p.shape = s;
+  p.x_nchw = x_nchw;
   p.epilogue = epilogue;
   p.isa = &isa;
   p.threads = std::clamp(threads, 1, 1024);
   const int64_t cg = s.channels_per_group(), mg = s.outputs_per_group();
   p.depthwise = cg == 1 && mg == 1;
-  p.in_place = s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
+  p.in_place = !x_nchw && s.pad_top == 0 && s.pad_left == 0 && s.pad_bottom == 0 && s.pad_right == 0;
   p.compact = p.in_place && !p.depthwise && s.kernel_h == 1 && s.kernel_w == 1 && (s.stride_h > 1 || s.stride_w > 1);
   p.panel_cols = p.in_place ? s.in_w : CheckedAdd(CheckedAdd(s.in_w, s.pad_left, "padded W"), s.pad_right, "padded W");
-  if (p.depthwise && !p.in_place) {
+  if (p.depthwise && !p.in_place && !x_nchw) {
     // Memory-bound: a padded copy of every row doubled what these layers move (MobileNetV2's
     // 144x56x56 3x3 took 1.37x our NCHW kernel's time through the panel).
     p.depthwise_in_place = true;
@@ -243,7 +260,7 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
   p.positions_outer = positions_outer && !p.depthwise && p.k_run >= k;
   const bool cold_input = static_cast<double>(std::max<int64_t>(1, s.batch)) * s.in_h * s.in_w * s.in_channels * 4 >
                           static_cast<double>(kColdInputBytes);
-  p.prefetch_inputs = cold_input && ((p.positions_outer && p.taps.size() == 1) || p.depthwise_in_place);
+  p.prefetch_inputs = cold_input && ((p.in_place && p.positions_outer && p.taps.size() == 1) || p.depthwise_in_place);
   const int64_t chunk_floats = std::max<int64_t>(1, budget / 2);
   p.chunk_channels = std::max<int64_t>(1, chunk_floats / std::max<int64_t>(1, k) / p.tile_channels) * p.tile_channels;
   // Rows a block: its panel within the plan's budget (half the L2, at most 512 KiB).

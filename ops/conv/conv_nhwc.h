@@ -20,6 +20,9 @@ struct NhwcPlan {
   Epilogue epilogue;
   const IsaKernels* isa = nullptr;
   bool depthwise = false;   // C/group = M/group = 1: channels in the lanes, no packing into blocks
+  // X arrives channels-first (N x C x H x W, input_layout "NCHW"; Y and Z stay channels-last): every
+  // block gathers its rows into the padded panel, nothing is read in place.
+  bool x_nchw = false;
   bool in_place = false;    // no padding: rows read from X, no panel
   // 1x1 with a stride, no padding: a block's strided inputs gathered into a panel of rows x out_w
   // positions, then run as one flat row (ResNet's downsamples: rows of 7 outputs tile as 4 + 3).
@@ -80,7 +83,7 @@ struct NhwcPlan {
 // (1 up to the ISA's widest tile) caps the tiles' columns, for measuring narrower tiles;
 // IM2WIN_NHWC_POSITIONS_OUTER (0 or 1) forces the order of a one-run reduction's tiles.
 NhwcPlan MakeNhwcPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa, int threads = 1,
-                      int64_t l2_bytes = 0);
+                      int64_t l2_bytes = 0, bool x_nchw = false);
 
 // Floats W takes packed for the plan (whole blocks of output channels per group, zero-filled).
 int64_t PackedNhwcFloats(const NhwcPlan& plan);

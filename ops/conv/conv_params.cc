@@ -257,4 +257,11 @@ Layout ParseLayout(const std::string& name) {
   throw ConvError("attribute 'layout' must be \"NCHW\" or \"NHWC\", got \"" + name + "\"");
 }
 
+bool ParseInputLayout(const std::string& name, bool nhwc) {
+  if (name.empty() || name == (nhwc ? "NHWC" : "NCHW")) return false;
+  if (nhwc && name == "NCHW") return true;
+  if (name == "NHWC") throw ConvError("attribute 'input_layout' \"NHWC\" needs layout \"NHWC\"");
+  throw ConvError("attribute 'input_layout' must be \"NCHW\" or \"NHWC\", got \"" + name + "\"");
+}
+
 }  // namespace im2win

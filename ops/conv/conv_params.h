@@ -64,6 +64,10 @@ Epilogue ParseEpilogue(const std::string& activation, const std::vector<float>& 
 enum class Layout { kNchw, kNhwc };
 // "NCHW" (or "", the default) or "NHWC"; throws ConvError otherwise.
 Layout ParseLayout(const std::string& name);
+// input_layout: X's layout where it differs from Y's. Empty (X as `layout` says) or "NHWC" with
+// layout NHWC is false; "NCHW" with layout NHWC (X channels-first, Y and Z channels-last) is true;
+// anything else throws ConvError naming it.
+bool ParseInputLayout(const std::string& name, bool nhwc);
 
 // The node's attributes as written; empty vectors mean "not given".
 struct ConvAttributes {

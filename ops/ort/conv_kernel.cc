@@ -24,6 +24,7 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   ValidateAttributes(attrs_);
   epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetList<float>(api, info, "activation_params"));
   nhwc_ = ParseLayout(GetString(api, info, "layout", "NCHW")) == Layout::kNhwc;
+  x_nchw_ = ParseInputLayout(GetString(api, info, "input_layout", ""), nhwc_);
   const std::string weight_layout = GetString(api, info, "weight_layout", "OIHW");
   if (weight_layout == kNhwcWeightLayout) {
     if (!nhwc_) throw ConvError("weight_layout " + weight_layout + " is the channels-last order: it needs layout NHWC");
@@ -239,7 +240,7 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   if (x_value == nullptr || w_value == nullptr) throw ConvError("inputs X and W are required");
   const TensorView x = View(api_, x_value, "X");
   const TensorView w = View(api_, w_value, "W");
-  const ConvShape shape = ResolveConvShape(attrs_, nhwc_ ? NhwcToNchwDims(x.dims) : x.dims, w.dims);
+  const ConvShape shape = ResolveConvShape(attrs_, nhwc_ && !x_nchw_ ? NhwcToNchwDims(x.dims) : x.dims, w.dims);
 
   const float* bias = nullptr;
   if (const OrtValue* b_value = input(2)) {
@@ -286,7 +287,7 @@ void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const
     if (nhwc_plan_ != nullptr && nhwc_plan_->shape == shape) plan = nhwc_plan_;
   }
   if (plan == nullptr) {
-    plan = std::make_shared<const NhwcPlan>(MakeNhwcPlan(shape, epilogue_, *isa_, threads_));
+    plan = std::make_shared<const NhwcPlan>(MakeNhwcPlan(shape, epilogue_, *isa_, threads_, 0, x_nchw_));
     std::lock_guard<std::mutex> lock(plan_mutex_);
     nhwc_plan_ = plan;
   }

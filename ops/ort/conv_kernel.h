@@ -79,6 +79,7 @@ class OrtConvKernel {
   TileFamily w_family_ = TileFamily::kPositions;
   bool weights_constant_ = false;
   bool nhwc_ = false;  // layout="NHWC": X, Z and Y channels-last (conv_nhwc.h)
+  bool x_nchw_ = false;  // layout="NHWC" with input_layout="NCHW": X channels-first, Z and Y channels-last
   std::vector<int64_t> w_dims_;  // of the constant W
   mutable std::mutex pack_mutex_;
   mutable Packing packed_[2];  // by TileFamily

@@ -100,15 +100,18 @@ OrtStatusPtr InferConvOutputShape(const OrtApi& api, OrtShapeInferContext* conte
   if (!ReadInputDims(api, context, 0, &x) || !ReadInputDims(api, context, 1, &w)) return nullptr;
   if (x.values.size() < 3 || x.values.size() > 4 || w.values.size() != x.values.size()) return nullptr;
   // Channels-last: X's dims read in ONNX's order (names too), Y's written back channels-last.
-  bool nhwc = false;
+  // (With input_layout "NCHW", X channels-first and Y channels-last.)
+  bool nhwc = false, x_nchw = false;
   try {
-    std::vector<char> layout;
+    std::vector<char> layout, input_layout;
     if (ReadAttribute(api, context, "layout", ORT_OP_ATTR_STRING, &layout))
       nhwc = ParseLayout(std::string(layout.begin(), layout.end())) == Layout::kNhwc;
+    if (ReadAttribute(api, context, "input_layout", ORT_OP_ATTR_STRING, &input_layout))
+      x_nchw = ParseInputLayout(std::string(input_layout.begin(), input_layout.end()), nhwc);
   } catch (const ConvError&) {
     return nullptr;  // the kernel reports it, naming the node
   }
-  if (nhwc) {
+  if (nhwc && !x_nchw) {
     x.values = NhwcToNchwDims(x.values);
     std::vector<std::string> names{x.names[0], x.names.back()};
     names.insert(names.end(), x.names.begin() + 1, x.names.end() - 1);

@@ -88,13 +88,15 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
                         const py::object& z_obj, const std::string& auto_pad, const Ints& dilations, int64_t group,
                         const Ints& kernel_shape, const Ints& pads, const Ints& strides, const std::string& activation,
                         const std::vector<float>& activation_params, const std::string& isa, int threads,
-                        const std::string& tiles, int channel_vectors, const std::string& layout) {
+                        const std::string& tiles, int channel_vectors, const std::string& layout,
+                        const std::string& input_layout) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, kernel_shape, pads, strides);
   CheckThreads(threads);
   const bool nhwc = ParseLayout(layout) == Layout::kNhwc;
+  const bool x_nchw = ParseInputLayout(input_layout, nhwc);
   const Epilogue epilogue = ParseEpilogue(activation, activation_params);
   FloatArray x = AsFloat32(x_obj, "x"), w = AsFloat32(w_obj, "w");
-  const ConvShape shape = ResolveConvShape(attrs, nhwc ? NhwcToNchwDims(Dims(x)) : Dims(x), Dims(w));
+  const ConvShape shape = ResolveConvShape(attrs, nhwc && !x_nchw ? NhwcToNchwDims(Dims(x)) : Dims(x), Dims(w));
   const std::vector<int64_t> y_dims = nhwc ? NchwToNhwcDims(shape.output_dims()) : shape.output_dims();
   FloatArray b, z;  // stay unused (size 0) when not given
   const bool has_b = !b_obj.is_none(), has_z = !z_obj.is_none();
@@ -114,7 +116,7 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
   if (y.size() == 0) return y;
   if (nhwc) {
     py::gil_scoped_release release;
-    const NhwcPlan plan = MakeNhwcPlan(shape, epilogue, kernels, threads);
+    const NhwcPlan plan = MakeNhwcPlan(shape, epilogue, kernels, threads, 0, x_nchw);
     std::vector<float> packed(PackedNhwcFloats(plan));
     PackWeightsNhwc(plan, w.data(), packed.data());
     RunConvNhwc(plan, x.data(), packed.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr,
@@ -277,9 +279,10 @@ PYBIND11_MODULE(_kernels, m) {
         arg("auto_pad") = "NOTSET", arg("dilations") = py::none(), arg("group") = 1, arg("kernel_shape") = py::none(),
         arg("pads") = py::none(), arg("strides") = py::none(), arg("activation") = "",
         arg("activation_params") = std::vector<float>{}, arg("isa") = "", arg("threads") = 1, arg("tiles") = "",
-        arg("channel_vectors") = 0, arg("layout") = "NCHW",
+        arg("channel_vectors") = 0, arg("layout") = "NCHW", arg("input_layout") = "",
         "Y = activation(conv(x, w) + b + z) with ONNX Conv attributes; x is N x C x [H x] W (layout NCHW) or "
-        "N x [H x] W x C (NHWC, with y and z likewise channels-last), w is M x C/group x [kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do), channel_vectors the "
+        "N x [H x] W x C (NHWC, with y and z likewise channels-last; input_layout NCHW: x channels-first, "
+        "y and z channels-last), w is M x C/group x [kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do), channel_vectors the "
         "vectors of channels of a channel tile (where it fits; 0: the planner's); threads > 1 runs on "
         "std::threads.");
   m.def("im2win_transform", &Transform, arg("x"), arg("kernel_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",
