@@ -124,7 +124,7 @@ def _candidate(node, initializers) -> str | None:
         return "not com.im2win::Conv"
     if _text(_attr(node, "layout", b"NCHW")) != "NCHW":
         return "already channels-last"
-    w = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    w = _conv_w(node, initializers)
     if w is None or len(w.dims) != 4:
         return "W is not a 4-D initializer (2-D convs only)"
     return None
@@ -298,13 +298,17 @@ def _read_channels_first(graph, converted, entered, first_reader, new_nodes, ini
         report.transposes -= 1
 
 
+def _conv_w(node, initializers):
+    """A conv's W initializer, or None where W is fed."""
+    return initializers.get(node.input[1]) if len(node.input) > 1 else None
+
+
 def _input_channels(node, initializers) -> int | None:
     """C of a conv's X from its W initializer (C/group x group), or None where W is not one."""
-    w = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    w = _conv_w(node, initializers)
     if w is None or len(w.dims) < 2:
         return None
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    return int(w.dims[1]) * int(group or 1)
+    return int(w.dims[1]) * int(_attr(node, "group", 1) or 1)
 
 
 def subgraph_reads(nodes) -> set[str]:

@@ -68,14 +68,11 @@ void BuildCompactPanel(const NhwcPlan& p, const float* x_image, int64_t first_ro
   }
 }
 
-// `floats` floats from `in` in each of `cols` columns `col_stride` apart, fetched toward L2. Always
-// inlined: GCC takes a function that only prefetches for one without side effects and drops its
-// calls where it does not inline them.
+// `floats` floats from `in` in each of `cols` columns `col_stride` apart, fetched toward L2
+// (always inlined, as PrefetchLines).
 __attribute__((always_inline)) inline void PrefetchColumns(const float* in, int64_t cols, int64_t col_stride,
                                                            int64_t floats) {
-  constexpr int64_t kLineFloats = 16;
-  for (int64_t c = 0; c < cols; ++c, in += col_stride)
-    for (int64_t f = 0; f < floats; f += kLineFloats) __builtin_prefetch(in + f, 0, 2);
+  for (int64_t c = 0; c < cols; ++c, in += col_stride) PrefetchLines(in, 0, CeilDiv(floats, kCacheLineFloats));
 }
 
 // The rows of X output row out_row + 1 reads and out_row does not, as one range (with dilation,
@@ -98,14 +95,12 @@ void NextOutputRowNewRows(const NhwcPlan& p, const float* x_n, int64_t out_row, 
 // Part `part` of `parts` of the cache lines of `blocks` ranges of `floats` floats, `block_stride`
 // apart from `base`, fetched toward L2: the weights of the next pass of tiles, a slice before each
 // tile of this one, so that the next pass's first tile does not wait on memory for each line.
-// (Always inlined, as PrefetchColumns.)
+// (Always inlined, as PrefetchLines.)
 __attribute__((always_inline)) inline void PrefetchSlice(const float* base, int64_t floats, int64_t block_stride,
                                                          int64_t blocks, int64_t part, int64_t parts) {
-  constexpr int64_t kLineFloats = 16;
-  const int64_t lines = CeilDiv(floats, kLineFloats);
+  const int64_t lines = CeilDiv(floats, kCacheLineFloats);
   const int64_t first = lines * part / parts, last = lines * (part + 1) / parts;
-  for (int64_t b = 0; b < blocks; ++b)
-    for (int64_t l = first; l < last; ++l) __builtin_prefetch(base + b * block_stride + l * kLineFloats, 0, 2);
+  for (int64_t b = 0; b < blocks; ++b) PrefetchLines(base + b * block_stride, first, last);
 }
 
 thread_local std::vector<int64_t> depthwise_taps;
@@ -140,7 +135,9 @@ void DepthwiseRowInPlace(const NhwcPlan& p, const float* x_n, int64_t out_row, c
   std::vector<int64_t>& taps = depthwise_taps;
   // Columns [j0, j1) with their window origins in `source`, rows `row_floats` apart, the first
   // window `offset` floats in (with no kernel row inside X, only the epilogue runs).
-  auto run = [&](const float* source, int64_t offset, int64_t row_floats, int64_t j0, int64_t j1) {
+  // prefetch: next_rows (next_floats long) for the interior, which fetches them; null for the edges.
+  auto run = [&](const float* source, int64_t offset, int64_t row_floats, int64_t j0, int64_t j1,
+                 const float* prefetch = nullptr) {
     if (j1 <= j0) return;
     taps.clear();
     for (int64_t kh = kh0; kh < kh1; ++kh)
@@ -150,14 +147,13 @@ void DepthwiseRowInPlace(const NhwcPlan& p, const float* x_n, int64_t out_row, c
     a.y = y_n + y_row + j0 * s.out_channels;
     a.residual = z_n != nullptr ? z_n + y_row + j0 * s.out_channels : nullptr;
     a.cols = j1 - j0;
+    a.prefetch = prefetch;
+    a.prefetch_floats = prefetch != nullptr ? next_floats : 0;
     p.isa->depthwise_nhwc(a);
-    a.prefetch = nullptr;  // (the interior's, which runs first)
   };
   const int64_t first_row = ih0 + kh0 * s.dilation_h;  // X's row of kernel row kh0 (when there is one)
-  a.prefetch = next_rows;
-  a.prefetch_floats = next_floats;
   run(x_n, (first_row * s.in_w + p.interior_begin * s.stride_w - s.pad_left) * c, s.dilation_h * s.in_w * c,
-      p.interior_begin, p.interior_end);
+      p.interior_begin, p.interior_end, next_rows);
   // An edge: outputs [j0, j1), their windows over X's columns from iw0 on, copied with zeros.
   auto edge_run = [&](int64_t j0, int64_t j1) {
     if (j1 <= j0) return;
