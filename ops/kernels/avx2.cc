@@ -19,6 +19,7 @@ struct V {
   static T Fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static void Store(float* p, T v) { _mm256_storeu_ps(p, v); }
   static T Add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T Sub(T a, T b) { return _mm256_sub_ps(a, b); }
   static T Min(T a, T b) { return _mm256_min_ps(a, b); }
   static T Max(T a, T b) { return _mm256_max_ps(a, b); }
   // Lane i is on when i < n: compare a lane index vector against n.

@@ -23,6 +23,7 @@ struct V {
   static T Fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
   static void Store(float* p, T v) { _mm512_storeu_ps(p, v); }
   static T Add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T Sub(T a, T b) { return _mm512_sub_ps(a, b); }
   static T Min(T a, T b) { return _mm512_min_ps(a, b); }
   static T Max(T a, T b) { return _mm512_max_ps(a, b); }
   static __mmask16 Mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }

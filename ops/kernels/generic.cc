@@ -25,6 +25,10 @@ struct V {
     for (int i = 0; i < 4; ++i) a.f[i] += b.f[i];
     return a;
   }
+  static T Sub(T a, T b) {
+    for (int i = 0; i < 4; ++i) a.f[i] -= b.f[i];
+    return a;
+  }
   // As the x86 instructions: the second operand when either is NaN.
   static T Min(T a, T b) {
     for (int i = 0; i < 4; ++i) a.f[i] = a.f[i] < b.f[i] ? a.f[i] : b.f[i];

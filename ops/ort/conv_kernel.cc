@@ -25,6 +25,9 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   epilogue_ = ParseEpilogue(GetString(api, info, "activation", ""), GetList<float>(api, info, "activation_params"));
   nhwc_ = ParseLayout(GetString(api, info, "layout", "NCHW")) == Layout::kNhwc;
   x_nchw_ = ParseInputLayout(GetString(api, info, "input_layout", ""), nhwc_);
+  algorithm_ = ParseConvAlgorithm(GetString(api, info, "algorithm", "auto"));
+  if (!nhwc_ && algorithm_ == ConvAlgorithm::kWinograd)
+    throw ConvError("algorithm \"winograd\" needs layout NHWC");
   const std::string weight_layout = GetString(api, info, "weight_layout", "OIHW");
   if (weight_layout == kNhwcWeightLayout) {
     if (!nhwc_) throw ConvError("weight_layout " + weight_layout + " is the channels-last order: it needs layout NHWC");
@@ -281,6 +284,10 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
 void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const float* w,
                                 const std::vector<int64_t>& w_dims, const float* bias, const float* residual,
                                 float* y, const ConvShape& shape) const {
+  if (UseWinograd(algorithm_, shape, x_nchw_)) {
+    ComputeWinograd(context, x, w, w_dims, bias, residual, y, shape);
+    return;
+  }
   std::shared_ptr<const NhwcPlan> plan;
   {
     std::lock_guard<std::mutex> lock(plan_mutex_);
@@ -312,6 +319,38 @@ void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const
     packed = std::move(fresh);
   }
   RunConvNhwc(*plan, x, packed->data(), bias, residual, y, OrtRunner(api_, context));
+}
+
+void OrtConvKernel::ComputeWinograd(OrtKernelContext* context, const float* x, const float* w,
+                                    const std::vector<int64_t>& w_dims, const float* bias, const float* residual,
+                                    float* y, const ConvShape& shape) const {
+  std::shared_ptr<const WinogradPlan> plan;
+  {
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    if (winograd_plan_ != nullptr && winograd_plan_->shape == shape) plan = winograd_plan_;
+  }
+  if (plan == nullptr) {
+    plan = std::make_shared<const WinogradPlan>(MakeWinogradPlan(shape, epilogue_, *isa_, threads_));
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    winograd_plan_ = plan;
+  }
+  if (w_nhwc_packed_) CheckNhwcPackedWeights(shape.channels_per_group(), shape.outputs_per_group());
+  // The transform depends on W's shape only: constant weights are transformed once.
+  Packing packed;
+  if (weights_constant_ && w_dims == w_dims_) {
+    std::lock_guard<std::mutex> lock(pack_mutex_);
+    if (packed_winograd_ == nullptr) {
+      auto fresh = std::make_shared<std::vector<float>>(WinogradPackedFloats(shape));
+      PackWeightsWinograd(shape, w, w_nhwc_packed_, fresh->data());
+      packed_winograd_ = std::move(fresh);
+    }
+    packed = packed_winograd_;
+  } else {
+    auto fresh = std::make_shared<std::vector<float>>(WinogradPackedFloats(shape));
+    PackWeightsWinograd(shape, w, w_nhwc_packed_, fresh->data());
+    packed = std::move(fresh);
+  }
+  RunWinogradNhwc(*plan, x, packed->data(), bias, residual, y, OrtRunner(api_, context));
 }
 
 }  // namespace im2win

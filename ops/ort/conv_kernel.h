@@ -15,6 +15,7 @@
 #include "conv/conv_plan.h"
 #include "conv/plan_cache.h"
 #include "conv/plan_measure.h"
+#include "conv/winograd_nhwc.h"
 #include "kernels/microkernel.h"
 #include "ort/kernel_io.h"
 #include "conv/weight_pack.h"
@@ -92,8 +93,15 @@ class OrtConvKernel {
   // weights packed for it once.
   void ComputeNhwc(OrtKernelContext* context, const float* x, const float* w, const std::vector<int64_t>& w_dims,
                    const float* bias, const float* residual, float* y, const ConvShape& shape) const;
+  void ComputeWinograd(OrtKernelContext* context, const float* x, const float* w, const std::vector<int64_t>& w_dims,
+                       const float* bias, const float* residual, float* y, const ConvShape& shape) const;
   mutable std::shared_ptr<const NhwcPlan> nhwc_plan_;
   mutable Packing packed_nhwc_;
+  // Winograd F(2x2, 3x3) where `algorithm` chooses it (winograd_nhwc.h): the last shape's plan and
+  // the constant weights transformed once (16/9 of W; ORT's W stays as it is).
+  ConvAlgorithm algorithm_ = ConvAlgorithm::kAuto;
+  mutable std::shared_ptr<const WinogradPlan> winograd_plan_;
+  mutable Packing packed_winograd_;
 };
 
 }  // namespace im2win

@@ -9,6 +9,7 @@
 
 #include "conv/conv_driver.h"
 #include "conv/conv_nhwc.h"
+#include "conv/winograd_nhwc.h"
 #include "conv/plan_measure.h"
 #include "kernels/cpu_dispatch.h"
 #include "kernels/fma_probe.h"
@@ -89,11 +90,13 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
                         const Ints& kernel_shape, const Ints& pads, const Ints& strides, const std::string& activation,
                         const std::vector<float>& activation_params, const std::string& isa, int threads,
                         const std::string& tiles, int channel_vectors, const std::string& layout,
-                        const std::string& input_layout) {
+                        const std::string& input_layout, const std::string& algorithm) {
   const ConvAttributes attrs = Attributes(auto_pad, dilations, group, kernel_shape, pads, strides);
   CheckThreads(threads);
   const bool nhwc = ParseLayout(layout) == Layout::kNhwc;
   const bool x_nchw = ParseInputLayout(input_layout, nhwc);
+  const ConvAlgorithm asked = ParseConvAlgorithm(algorithm);
+  if (!nhwc && asked == ConvAlgorithm::kWinograd) throw ConvError("algorithm \"winograd\" needs layout NHWC");
   const Epilogue epilogue = ParseEpilogue(activation, activation_params);
   FloatArray x = AsFloat32(x_obj, "x"), w = AsFloat32(w_obj, "w");
   const ConvShape shape = ResolveConvShape(attrs, nhwc && !x_nchw ? NhwcToNchwDims(Dims(x)) : Dims(x), Dims(w));
@@ -114,6 +117,15 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
   const TilePreference preference = SelectTilePreference(tiles);
   py::array_t<float> y(y_dims);
   if (y.size() == 0) return y;
+  if (nhwc && UseWinograd(asked, shape, x_nchw)) {
+    py::gil_scoped_release release;
+    const WinogradPlan plan = MakeWinogradPlan(shape, epilogue, kernels, threads);
+    std::vector<float> u(WinogradPackedFloats(shape));
+    PackWeightsWinograd(shape, w.data(), false, u.data());
+    RunWinogradNhwc(plan, x.data(), u.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr,
+                    y.mutable_data(), ThreadRunner(threads));
+    return y;
+  }
   if (nhwc) {
     py::gil_scoped_release release;
     const NhwcPlan plan = MakeNhwcPlan(shape, epilogue, kernels, threads, 0, x_nchw);
@@ -280,9 +292,10 @@ PYBIND11_MODULE(_kernels, m) {
         arg("pads") = py::none(), arg("strides") = py::none(), arg("activation") = "",
         arg("activation_params") = std::vector<float>{}, arg("isa") = "", arg("threads") = 1, arg("tiles") = "",
         arg("channel_vectors") = 0, arg("layout") = "NCHW", arg("input_layout") = "",
+        arg("algorithm") = "auto",
         "Y = activation(conv(x, w) + b + z) with ONNX Conv attributes; x is N x C x [H x] W (layout NCHW) or "
         "N x [H x] W x C (NHWC, with y and z likewise channels-last; input_layout NCHW: x channels-first, "
-        "y and z channels-last), w is M x C/group x [kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do), channel_vectors the "
+        "y and z channels-last; algorithm: auto, direct or winograd, as the op's attribute), w is M x C/group x [kh x] kw. isa and tiles force a kernel (as IM2WIN_ISA and IM2WIN_TILES do), channel_vectors the "
         "vectors of channels of a channel tile (where it fits; 0: the planner's); threads > 1 runs on "
         "std::threads.");
   m.def("im2win_transform", &Transform, arg("x"), arg("kernel_shape"), py::kw_only(), arg("auto_pad") = "NOTSET",

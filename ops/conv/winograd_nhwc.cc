@@ -1,0 +1,263 @@
+#include "conv/winograd_nhwc.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "conv/conv_plan.h"
+#include "conv/epilogue.h"
+#include "conv/workspace.h"
+
+namespace im2win {
+namespace {
+
+// Tiles a block aims at: its 16 GEMMs read U[i] (C x M) once per block, so wide blocks for deep
+// layers (14x14x512 on Zen 3: blocks of 49 tiles 0.53x the direct conv's time, of 14 tiles 0.81x);
+// blocks of 28-56 tiles ran alike on 64-256 channels (0.55-0.62x).
+constexpr double kBlockTiles = 48.0;
+// Narrower C or M leaves the transforms most of the time: 56x56, C = M = 16 took 1.10x the direct
+// conv's time, C = M = 32 0.84x, C = 128 -> M = 32 0.56-0.94x (Zen 3).
+constexpr int64_t kMinChannels = 32;
+
+thread_local std::vector<float> winograd_v, winograd_m, winograd_zeros;
+
+// The 1x1 conv C -> M over `tiles` positions each GEMM runs.
+ConvShape GemmShape(const ConvShape& s, int64_t tiles) {
+  ConvShape g;
+  g.batch = 1;
+  g.in_channels = s.in_channels;
+  g.out_channels = s.out_channels;
+  g.in_h = g.out_h = 1;
+  g.in_w = g.out_w = std::max<int64_t>(1, tiles);
+  return g;
+}
+
+// One block's work: tiles [first, first + count) of all images, V and M its matrices (16 each).
+struct Block {
+  const WinogradPlan& p;
+  const float* x;
+  const float* u;
+  const float* bias;
+  const float* residual;
+  float* y;
+  int64_t first, count;
+  float* v;
+  float* m;
+  const float* zeros;  // C zeros, for inputs past X
+  float lo, hi;
+  bool activation_after;
+
+  // Tile t (of all images): its image, tile row and column.
+  void Locate(int64_t t, int64_t* n, int64_t* ti, int64_t* tj) const {
+    const int64_t per_image = p.tiles_h * p.tiles_w;
+    *n = t / per_image;
+    *ti = t % per_image / p.tiles_w;
+    *tj = t % p.tiles_w;
+  }
+
+  void Input(int64_t begin, int64_t end) const {
+    const ConvShape& s = p.shape;
+    const int64_t c = s.in_channels;
+    WinogradInputArgs a;
+    a.v_stride = count * c;
+    a.channels = c;
+    for (int64_t t = begin; t < end; ++t) {
+      int64_t n, ti, tj;
+      Locate(first + t, &n, &ti, &tj);
+      const float* x_n = x + n * s.in_h * s.in_w * c;
+      const int64_t y0 = 2 * ti - s.pad_top, x0 = 2 * tj - s.pad_left;
+      for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < 4; ++q) {
+          const int64_t row = y0 + r, col = x0 + q;
+          const bool inside = row >= 0 && row < s.in_h && col >= 0 && col < s.in_w;
+          a.d[r * 4 + q] = inside ? x_n + (row * s.in_w + col) * c : zeros;
+        }
+      a.v = v + t * c;
+      p.isa->winograd_input(a);
+    }
+  }
+
+  void Gemm(int64_t i) const {
+    const ConvShape& s = p.shape;
+    const NhwcPlan& g = count == p.gemm.shape.in_w ? p.gemm : p.gemm_last;
+    static const ParallelRunner serial = [](int64_t n, const std::function<void(int64_t)>& body) {
+      for (int64_t k = 0; k < n; ++k) body(k);
+    };
+    RunConvNhwc(g, v + i * count * s.in_channels, u + i * PackedNhwcFloats(g), nullptr, nullptr,
+                m + i * count * s.out_channels, serial);
+  }
+
+  void Output(int64_t begin, int64_t end) const {
+    const ConvShape& s = p.shape;
+    const int64_t mc = s.out_channels;
+    WinogradOutputArgs a;
+    a.m_stride = count * mc;
+    a.bias = bias;
+    a.channels = mc;
+    a.lo = lo;
+    a.hi = hi;
+    for (int64_t t = begin; t < end; ++t) {
+      int64_t n, ti, tj;
+      Locate(first + t, &n, &ti, &tj);
+      const int64_t image = n * s.out_h * s.out_w * mc;
+      for (int r = 0; r < 2; ++r)
+        for (int q = 0; q < 2; ++q) {
+          const int64_t row = 2 * ti + r, col = 2 * tj + q;
+          const bool inside = row < s.out_h && col < s.out_w;
+          const int64_t at = image + (row * s.out_w + col) * mc;
+          a.y[r * 2 + q] = inside ? y + at : nullptr;
+          a.z[r * 2 + q] = inside && residual != nullptr ? residual + at : nullptr;
+        }
+      a.m = m + t * mc;
+      p.isa->winograd_output(a);
+      if (activation_after)
+        for (float* out : a.y)
+          if (out != nullptr) ApplyEpilogue(out, 0.0f, nullptr, out, mc, p.epilogue);
+    }
+  }
+};
+
+}  // namespace
+
+ConvAlgorithm ParseConvAlgorithm(const std::string& name) {
+  if (name.empty() || name == "auto") return ConvAlgorithm::kAuto;
+  if (name == "direct") return ConvAlgorithm::kDirect;
+  if (name == "winograd") return ConvAlgorithm::kWinograd;
+  throw ConvError("attribute 'algorithm' must be \"auto\", \"direct\" or \"winograd\", got \"" + name + "\"");
+}
+
+bool WinogradApplies(const ConvShape& s, bool x_nchw, std::string* why) {
+  const char* reason = nullptr;
+  if (s.spatial_rank != 2 || s.kernel_h != 3 || s.kernel_w != 3)
+    reason = "a 2-D 3x3 kernel";
+  else if (s.stride_h != 1 || s.stride_w != 1)
+    reason = "strides 1";
+  else if (s.dilation_h != 1 || s.dilation_w != 1)
+    reason = "dilations 1";
+  else if (s.group != 1)
+    reason = "group 1";
+  else if (x_nchw)
+    reason = "X channels-last (no input_layout NCHW)";
+  if (reason != nullptr && why != nullptr) *why = reason;
+  return reason == nullptr;
+}
+
+bool WinogradPays(const ConvShape& s, bool x_nchw) {
+  return WinogradApplies(s, x_nchw) && s.in_channels >= kMinChannels && s.out_channels >= kMinChannels;
+}
+
+bool UseWinograd(ConvAlgorithm asked, const ConvShape& s, bool x_nchw) {
+  switch (asked) {
+    case ConvAlgorithm::kDirect: return false;
+    case ConvAlgorithm::kAuto: return WinogradPays(s, x_nchw);
+    case ConvAlgorithm::kWinograd: break;
+  }
+  std::string why;
+  if (!WinogradApplies(s, x_nchw, &why)) throw ConvError("algorithm \"winograd\" needs " + why);
+  return true;
+}
+
+WinogradPlan MakeWinogradPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa, int threads,
+                              int64_t l2_bytes) {
+  WinogradPlan p;
+  p.shape = s;
+  p.epilogue = epilogue;
+  p.isa = &isa;
+  p.threads = std::clamp(threads, 1, 1024);
+  p.tiles_h = CeilDiv(s.out_h, 2);
+  p.tiles_w = CeilDiv(s.out_w, 2);
+  p.tiles = CheckedMul(CheckedMul(std::max<int64_t>(0, s.batch), p.tiles_h, "tiles"), p.tiles_w, "tiles");
+  p.blocks = std::max<int64_t>(1, std::llround(static_cast<double>(p.tiles) / kBlockTiles));
+  // Enough blocks for the pool: a multiple of its threads, where the tiles allow.
+  if (p.threads > 1 && p.blocks >= p.threads) p.blocks = CeilDiv(p.blocks, p.threads) * p.threads;
+  p.blocks = std::clamp<int64_t>(p.blocks, 1, std::max<int64_t>(1, p.tiles));
+  p.blocks_parallel = p.threads == 1 || p.blocks >= p.threads;
+  p.block_tiles = CeilDiv(std::max<int64_t>(1, p.tiles), p.blocks);
+  p.gemm = MakeNhwcPlan(GemmShape(s, p.block_tiles), Epilogue{}, isa, 1, l2_bytes);
+  p.gemm_last = MakeNhwcPlan(GemmShape(s, std::max<int64_t>(1, p.tiles) / p.blocks), Epilogue{}, isa, 1, l2_bytes);
+  return p;
+}
+
+int64_t WinogradPackedFloats(const ConvShape& s) {
+  return CheckedMul(16, CheckedMul(CeilDiv(s.out_channels, kChannelBlock) * kChannelBlock, s.in_channels, "U"), "U");
+}
+
+void PackWeightsWinograd(const ConvShape& s, const float* w, bool nhwc_packed, float* u) {
+  const int64_t c_count = s.in_channels, m_count = s.out_channels;
+  const int64_t per_i = WinogradPackedFloats(s) / 16, k = c_count * 9;
+  std::fill(u, u + WinogradPackedFloats(s), 0.0f);
+  for (int64_t m = 0; m < m_count; ++m)
+    for (int64_t c = 0; c < c_count; ++c) {
+      // g[kh][kw]: OIHW, or kNhwcWeightLayout's [block][kh][kw][c][16] (one group).
+      float g[3][3];
+      for (int kh = 0; kh < 3; ++kh)
+        for (int kw = 0; kw < 3; ++kw)
+          g[kh][kw] = nhwc_packed ? w[((m / kChannelBlock) * k + (kh * 3 + kw) * c_count + c) * kChannelBlock +
+                                      m % kChannelBlock]
+                                  : w[(m * c_count + c) * 9 + kh * 3 + kw];
+      // G g G^T, G's rows (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1).
+      float t[4][3];
+      for (int j = 0; j < 3; ++j) {
+        t[0][j] = g[0][j];
+        t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+        t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+        t[3][j] = g[2][j];
+      }
+      for (int r = 0; r < 4; ++r) {
+        const float row[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]), 0.5f * (t[r][0] - t[r][1] + t[r][2]),
+                              t[r][2]};
+        for (int q = 0; q < 4; ++q)
+          u[(r * 4 + q) * per_i + ((m / kChannelBlock) * c_count + c) * kChannelBlock + m % kChannelBlock] = row[q];
+      }
+    }
+}
+
+void RunWinogradNhwc(const WinogradPlan& p, const float* x, const float* u, const float* bias, const float* residual,
+                     float* y, const ParallelRunner& parallel) {
+  const ConvShape& s = p.shape;
+  if (p.tiles == 0) return;
+  float lo, hi;
+  const bool activation_after = !ClampBounds(p.epilogue, &lo, &hi);
+  auto block_at = [&](int64_t b, float* v, float* m, const float* zeros) {
+    return Block{p, x, u, bias, residual, y, PartBegin(p.tiles, p.blocks, b), PartSize(p.tiles, p.blocks, b),
+                 v, m, zeros, lo, hi, activation_after};
+  };
+  auto zeros_here = [&] {
+    if (static_cast<int64_t>(winograd_zeros.size()) < s.in_channels) winograd_zeros.assign(s.in_channels, 0.0f);
+    return winograd_zeros.data();
+  };
+  if (p.blocks_parallel) {
+    // A block an item: its V and M stay in this thread's cache from one step to the next.
+    parallel(p.blocks, [&](int64_t b) {
+      float* const v = AlignedFloats(winograd_v, p.v_floats());
+      float* const m = AlignedFloats(winograd_m, p.m_floats());
+      const Block block = block_at(b, v, m, zeros_here());
+      block.Input(0, block.count);
+      for (int64_t i = 0; i < 16; ++i) block.Gemm(i);
+      block.Output(0, block.count);
+      ReleaseIfLarge(winograd_v, kKeptWorkspaceFloats);
+      ReleaseIfLarge(winograd_m, kKeptWorkspaceFloats);
+    });
+    return;
+  }
+  // Fewer blocks than threads (deep layers on small maps): each step of a block across the pool,
+  // the 16 GEMMs one an item, each reading its own U[i].
+  float* const v = AlignedFloats(winograd_v, p.v_floats());
+  float* const m = AlignedFloats(winograd_m, p.m_floats());
+  const float* const zeros = zeros_here();
+  for (int64_t b = 0; b < p.blocks; ++b) {
+    const Block block = block_at(b, v, m, zeros);
+    const int64_t parts = std::min<int64_t>(block.count, 2 * p.threads);
+    parallel(parts, [&](int64_t i) {
+      block.Input(PartBegin(block.count, parts, i), PartBegin(block.count, parts, i + 1));
+    });
+    parallel(16, [&](int64_t i) { block.Gemm(i); });
+    parallel(parts, [&](int64_t i) {
+      block.Output(PartBegin(block.count, parts, i), PartBegin(block.count, parts, i + 1));
+    });
+  }
+  ReleaseIfLarge(winograd_v, kKeptWorkspaceFloats);
+  ReleaseIfLarge(winograd_m, kKeptWorkspaceFloats);
+}
+
+}  // namespace im2win
