@@ -20,10 +20,10 @@ def to_nchw(a):
     return np.ascontiguousarray(np.moveaxis(a, -1, 1))
 
 
-def _check(x, w, b=None, z=None, isa="", threads=1, **attrs):
+def _check(x, w, b=None, z=None, isa="", threads=1, algorithm="auto", **attrs):
     want = reference_conv(x, w, b, z, **attrs)
     y = _kernels.conv(to_nhwc(x), w, b, None if z is None else to_nhwc(z), isa=isa, threads=threads, layout="NHWC",
-                      **attrs)
+                      algorithm=algorithm, **attrs)
     assert y.shape == to_nhwc(want).shape
     np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
                                err_msg=f"{x.shape} {w.shape} {attrs} {isa} {threads} threads")
@@ -51,9 +51,10 @@ CASES = [  # x shape, w shape, attributes: ResNet's, MobileNetV2's and VGG's lay
 ]
 
 
+@pytest.mark.parametrize("algorithm", ["auto", "direct"])  # (3x3 of stride 1: Winograd under auto)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_nhwc_matches_the_reference(case, isa):
+def test_nhwc_matches_the_reference(case, isa, algorithm):
     x_shape, w_shape, attrs = CASES[case]
     rng = np.random.default_rng(case)
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -61,8 +62,8 @@ def test_nhwc_matches_the_reference(case, isa):
     b = rng.standard_normal(w_shape[0]).astype(np.float32)
     z = rng.standard_normal(reference_conv(x, w, b, **attrs).shape).astype(np.float32)
     for threads in (1, 3, 16):
-        _check(x, w, b, z, isa=isa, threads=threads, activation="Relu", **attrs)
-    _check(x, w, isa=isa, **attrs)
+        _check(x, w, b, z, isa=isa, threads=threads, activation="Relu", algorithm=algorithm, **attrs)
+    _check(x, w, isa=isa, algorithm=algorithm, **attrs)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -152,7 +153,8 @@ def test_nhwc_one_run_reductions_in_chunks_of_channels(tmp_path):
     """Where the reduction is one run, tiles of outputs go outer over chunks of channel tiles whose
     weights fit a quarter of the L2: with the smallest L2 a plan takes, layers split into several
     chunks (their last with a one-vector tail), on every ISA and pool size, as the reference; a 3x3
-    whose one tile's weights pass the panel budget runs its reduction in runs instead."""
+    whose one tile's weights pass the panel budget runs its reduction in runs instead (the direct
+    conv: "auto" would take Winograd's GEMMs for the 3x3 of stride 1)."""
     script = (
         "import numpy as np\n"
         "from im2win_ort import _kernels, reference\n"
@@ -170,9 +172,11 @@ def test_nhwc_one_run_reductions_in_chunks_of_channels(tmp_path):
         "    want_z = reference.conv(x, w, b, z, layout='NHWC', activation='Relu', **attrs)\n"
         "    for isa in _kernels.available_isas():\n"
         "        for threads in (1, 3):\n"
-        "            y = _kernels.conv(x, w, b, layout='NHWC', activation='Relu', isa=isa, threads=threads, **attrs)\n"
+        "            y = _kernels.conv(x, w, b, layout='NHWC', activation='Relu', isa=isa, threads=threads,\n"
+        "                              algorithm='direct', **attrs)\n"
         "            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)\n"
-        "            y = _kernels.conv(x, w, b, z, layout='NHWC', activation='Relu', isa=isa, threads=threads, **attrs)\n"
+        "            y = _kernels.conv(x, w, b, z, layout='NHWC', activation='Relu', isa=isa, threads=threads,\n"
+        "                              algorithm='direct', **attrs)\n"
         "            np.testing.assert_allclose(y, want_z, rtol=1e-4, atol=1e-4)\n"
         "print('ok')\n"
     )

@@ -21,7 +21,7 @@ BUILD = Path(os.environ.get("IM2WIN_SANITIZE_BUILD", ROOT / ".sanitize-build"))
 # 1700 random cases x 3 tile families = 5100 valid cases per ISA path; 1000 hostile ones each.
 SWEEP_CASES, FUZZ_EXAMPLES = "1700", "1000"
 TESTS = ["test_errors.py", "test_hostile.py", "test_fuzz.py", "test_oracle_sweep.py", "test_kernels_numpy.py",
-         "test_concurrency.py", "test_plan_measure.py", "test_nhwc.py", "test_pool_nhwc.py", "test_layout_regions.py"]
+         "test_concurrency.py", "test_plan_measure.py", "test_nhwc.py", "test_winograd.py", "test_pool_nhwc.py", "test_layout_regions.py"]
 REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
 
 pytestmark = pytest.mark.skipif(os.environ.get("IM2WIN_SKIP_SANITIZERS") == "1", reason="IM2WIN_SKIP_SANITIZERS=1")

@@ -83,7 +83,9 @@ struct Block {
     static const ParallelRunner serial = [](int64_t n, const std::function<void(int64_t)>& body) {
       for (int64_t k = 0; k < n; ++k) body(k);
     };
-    RunConvNhwc(g, v + i * count * s.in_channels, u + i * PackedNhwcFloats(g), nullptr, nullptr,
+    // (U[i] as WinogradPackedFloats lays it out: with C = M = 1 the GEMM's plan is a depthwise one,
+    // which reads the one weight where the block order has it.)
+    RunConvNhwc(g, v + i * count * s.in_channels, u + i * (WinogradPackedFloats(s) / 16), nullptr, nullptr,
                 m + i * count * s.out_channels, serial);
   }
 

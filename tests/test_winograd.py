@@ -1,0 +1,191 @@
+"""Winograd F(2x2, 3x3) for channels-last 3x3 convs of stride 1 (algorithm "auto" or "winograd"):
+every padding, odd and tiny maps, batches, partial channel vectors, the fused epilogue, every ISA
+path and pool size, against the reference; the choice "auto" makes; the op's attribute in an ORT
+session against ORT's own Conv; its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import ACTIVATIONS, ISAS, conv_model, make_session, reference_conv, run_model
+from im2win_ort import _kernels, reference
+from test_nhwc import _nhwc_model, to_nchw, to_nhwc
+
+
+def _run(x, w, b=None, z=None, algorithm="winograd", **kwargs):
+    y = _kernels.conv(to_nhwc(x), w, b, None if z is None else to_nhwc(z), layout="NHWC", algorithm=algorithm,
+                      **kwargs)
+    return to_nchw(y)
+
+
+def _check(x, w, b=None, z=None, **kwargs):
+    attrs = {k: v for k, v in kwargs.items() if k not in ("isa", "threads")}
+    want = reference_conv(x, w, b, z, **attrs)
+    got = _run(x, w, b, z, **kwargs)
+    # F(2x2, 3x3) adds and halves where the direct conv multiplies: a few more roundings, well
+    # within the rewriter's tolerance (1e-3 of the largest output).
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5 * max(1.0, float(np.abs(want).max())),
+                               err_msg=f"{x.shape} {w.shape} {kwargs}")
+
+
+CASES = [  # x shape, w shape, pads: ResNet's and VGG's layers in small, and edges of the tiling
+    ([1, 64, 14, 14], [64, 64, 3, 3], [1, 1, 1, 1]),
+    ([2, 32, 9, 7], [40, 32, 3, 3], [1, 1, 1, 1]),  # odd maps: the last tiles half past Y
+    ([3, 5, 4, 6], [7, 5, 3, 3], [1, 1, 1, 1]),  # C and M under one vector
+    ([1, 33, 6, 5], [17, 33, 3, 3], [0, 2, 1, 0]),  # uneven pads, partial vectors of C and M
+    ([2, 24, 3, 8], [48, 24, 3, 3], [0, 0, 0, 0]),  # no padding
+    ([1, 16, 1, 1], [16, 16, 3, 3], [1, 1, 1, 1]),  # one output: its tile mostly padding
+    ([1, 8, 2, 2], [24, 8, 3, 3], [2, 2, 2, 2]),  # wider pads than the kernel's reach
+    ([1, 128, 7, 7], [32, 128, 3, 3], [1, 1, 1, 1]),  # DenseNet's
+    ([5, 40, 13, 11], [24, 40, 3, 3], [1, 1, 1, 1]),  # many blocks, across images
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_winograd_matches_the_reference(case, isa):
+    x_shape, w_shape, pads = CASES[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    z = rng.standard_normal(reference_conv(x, w, b, pads=pads).shape).astype(np.float32)
+    for threads in (1, 2, 3, 16):
+        _check(x, w, b, z, isa=isa, threads=threads, pads=pads, activation="Relu")
+    _check(x, w, isa=isa, pads=pads)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_winograd_epilogue(activation, isa):
+    """Relu and Clip clamp in the output transform; the others follow it on each tile's outputs."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 24, 9, 10)).astype(np.float32)
+    w = (rng.standard_normal((40, 24, 3, 3)) / 15).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    z = rng.standard_normal((2, 40, 9, 10)).astype(np.float32)
+    params = {"Clip": [-0.5, 0.7], "LeakyRelu": [0.2], "HardSigmoid": [0.3, 0.4]}.get(activation, [])
+    for threads in (1, 3):
+        _check(x, w, b, z, isa=isa, threads=threads, pads=[1, 1, 1, 1], activation=activation,
+               activation_params=params)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_winograd_random_shapes(data):
+    c, m = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 40))
+    pads = [data.draw(st.integers(0, 2)) for _ in range(4)]
+    h = data.draw(st.integers(max(1, 3 - pads[0] - pads[2]), 17))
+    w_ = data.draw(st.integers(max(1, 3 - pads[1] - pads[3]), 17))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    x = rng.standard_normal((data.draw(st.integers(1, 3)), c, h, w_)).astype(np.float32)
+    w = (rng.standard_normal((m, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    z = rng.standard_normal(reference_conv(x, w, b, pads=pads).shape).astype(np.float32)
+    _check(x, w, b, z, isa=data.draw(st.sampled_from(ISAS)), threads=data.draw(st.sampled_from([1, 2, 5])),
+           pads=pads, activation=data.draw(st.sampled_from(["", "Relu"])))
+
+
+def test_auto_chooses_winograd_where_it_pays():
+    """"auto" runs Winograd for 3x3 stride-1 convs of at least 32 input and output channels (the
+    same answer bit for bit), the direct conv for narrower ones and for any other shape."""
+    rng = np.random.default_rng(4)
+
+    def answers(x_shape, w_shape, **attrs):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = (rng.standard_normal(w_shape) / 10).astype(np.float32)
+        return [_run(x, w, algorithm=a, pads=[1, 1, 1, 1], **attrs) for a in ("auto", "winograd", "direct")]
+
+    auto, winograd, direct = answers((1, 64, 10, 10), (32, 64, 3, 3))
+    assert np.array_equal(auto, winograd) and not np.array_equal(auto, direct)
+    auto, winograd, direct = answers((1, 16, 10, 10), (64, 16, 3, 3))  # C = 16
+    assert np.array_equal(auto, direct) and not np.array_equal(auto, winograd)
+    x = rng.standard_normal((1, 64, 10, 10)).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 3, 3)) / 10).astype(np.float32)
+    auto, direct = (_run(x, w, algorithm=a, pads=[1, 1, 1, 1], strides=[2, 2]) for a in ("auto", "direct"))
+    assert np.array_equal(auto, direct)  # stride 2: direct
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_winograd_in_an_ort_session(isa, monkeypatch):
+    """The op's `algorithm` attribute in ORT sessions of any pool: W constant (transformed once),
+    stored packed (weight_layout im2win.nhwc16) or fed at run time, against ORT's own Conv."""
+    from onnx import TensorProto, helper
+
+    from im2win_ort.rewriter.weight_layout import NHWC_LAYOUT, pack_nhwc
+
+    monkeypatch.setenv("IM2WIN_ISA", isa)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 48, 11, 12)).astype(np.float32)
+    w = (rng.standard_normal((64, 48, 3, 3)) / 20).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    (want,) = run_model(conv_model(list(x.shape), w, b, pads=[1, 1, 1, 1]), {"X": x}, im2win=False)  # ORT's Conv
+    want = np.maximum(want, 0)
+    attrs = dict(pads=[1, 1, 1, 1], activation="Relu")
+    for algorithm in ("auto", "winograd", "direct"):
+        models = [_nhwc_model(["N", 11, 12, 48], w, b, algorithm=algorithm, **attrs),
+                  _nhwc_model(["N", 11, 12, 48], pack_nhwc(w, 1), b, algorithm=algorithm, weight_layout=NHWC_LAYOUT,
+                              **attrs)]
+        fed = _nhwc_model(["N", 11, 12, 48], w, b, algorithm=algorithm, **attrs)
+        fed.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, list(w.shape)))
+        del fed.graph.initializer[0]
+        for threads in (1, 3):
+            for model in models:
+                session = make_session(model, threads=threads)
+                for _ in range(2):  # the second run takes the weights transformed by the first
+                    (y,) = session.run(None, {"X": to_nhwc(x)})
+                    np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+            (y,) = make_session(fed, threads=threads).run(None, {"X": to_nhwc(x), "W": w})
+            np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+
+
+def test_winograd_errors():
+    """An unknown algorithm, and "winograd" asked of a conv it cannot compute, are refused by name in
+    the kernels, in an ORT session (naming the node) and in the reference alike."""
+    x = np.ones((1, 8, 6, 6), np.float32)
+    w3 = np.ones((16, 8, 3, 3), np.float32)
+    refused = [  # x (NCHW), w, attributes, the message
+        (x, w3, dict(algorithm="fast"), 'algorithm must be one of auto, direct, winograd, got .fast.|'
+                                        "attribute 'algorithm' must be \"auto\", \"direct\" or \"winograd\""),
+        (x, w3, dict(algorithm="winograd", strides=[2, 2]), 'algorithm "winograd" needs strides 1'),
+        (x, w3, dict(algorithm="winograd", dilations=[2, 2]), 'algorithm "winograd" needs dilations 1'),
+        (x, np.ones((16, 4, 3, 3), np.float32), dict(algorithm="winograd", group=2), "needs group 1"),
+        (x, np.ones((16, 8, 1, 1), np.float32), dict(algorithm="winograd"), "needs a 2-D 3x3 kernel"),
+        (x, np.ones((16, 8, 3, 3), np.float32), dict(algorithm="winograd", input_layout="NCHW"),
+         r"needs X channels-last \(no input_layout NCHW\)"),
+    ]
+    for x_, w_, attrs, message in refused:
+        x_in = x_ if attrs.get("input_layout") == "NCHW" else to_nhwc(x_)
+        with pytest.raises(Exception, match=message):
+            _kernels.conv(x_in, w_, layout="NHWC", **attrs)
+        with pytest.raises(ValueError, match=message):
+            reference.conv(x_in, w_, layout="NHWC", **attrs)
+        model = _nhwc_model(list(x_in.shape), w_, **attrs)
+        with pytest.raises(Exception, match=f"com.im2win::Conv node 'c'.*({message})"):
+            make_session(model).run(None, {"X": x_in})
+    with pytest.raises(Exception, match='algorithm "winograd" needs layout NHWC'):
+        _kernels.conv(x, w3, algorithm="winograd")
+    with pytest.raises(ValueError, match='algorithm "winograd" needs layout NHWC'):
+        reference.conv(x, w3, algorithm="winograd")
+    nchw = _nhwc_model([1, 8, 6, 6], w3, algorithm="winograd")
+    next(a for a in nchw.graph.node[0].attribute if a.name == "layout").s = b"NCHW"
+    with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*algorithm \"winograd\" needs layout NHWC"):
+        make_session(nchw)
+
+
+def test_winograd_in_the_python_backend():
+    """backend="python" takes the attribute and computes the same convolution."""
+    pytest.importorskip("onnxruntime_extensions")
+    import im2win_ort
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 6, 7, 8)).astype(np.float32)
+    w = (rng.standard_normal((10, 6, 3, 3)) / 5).astype(np.float32)
+    want = reference_conv(x, w, pads=[1, 1, 1, 1])
+    model = _nhwc_model(["N", 7, 8, 6], w, pads=[1, 1, 1, 1], algorithm="winograd")
+    for backend in ("python", "native"):
+        (y,) = im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": to_nhwc(x)})
+        np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
