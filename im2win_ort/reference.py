@@ -48,6 +48,7 @@ ACTIVATIONS = {  # name -> default activation_params (also their required number
     "HardSigmoid": (0.2, 0.5), "Tanh": (), "HardSwish": (),
 }
 AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+ALGORITHMS = ("auto", "direct", "winograd")  # the op's `algorithm` attribute
 LAYOUTS = ("NCHW", "NHWC")  # where the channels are in X, Z and Y
 
 
@@ -157,16 +158,20 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
          kernel_shape: Optional[Sequence[int]] = None, pads: Optional[Sequence[int]] = None,
          strides: Optional[Sequence[int]] = None, activation: str = "",
          activation_params: Sequence[float] = (), weight_layout: str = "OIHW", layout: str = "NCHW",
-         input_layout: str = "") -> np.ndarray:
+         input_layout: str = "", algorithm: str = "auto") -> np.ndarray:
     """com.im2win::Conv by im2win: Y = activation(conv(X, W) + B + Z), float32.
 
     x: N x C x [H x] W; w: M x C/group x [Kh x] Kw; b: M; z: Y's shape. The attributes are ONNX
     Conv's plus the epilogue's (see the README). Sums are taken in float64. layout="NHWC": x, z and
     Y have the channels last (N x [H x] W x C), the same convolution; with input_layout="NCHW" x
-    keeps its channels second.
+    keeps its channels second. algorithm (auto, direct or winograd) says how the op computes it, not
+    what: the same convolution here.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if algorithm == "winograd":
+        _check_winograd(np.shape(w), layout, input_layout, dilations, group, strides)
+    _check_algorithm(algorithm, layout)
     if _x_channels_first(input_layout, layout):
         if np.ndim(x) < 3:
             raise ValueError(f"X must have rank >= 3, got {np.shape(x)}")
@@ -226,10 +231,12 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
 
 def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1, kernel_shape=None,
                      pads=None, strides=None, activation: str = "", activation_params=(),
-                     weight_layout: str = "OIHW", layout: str = "NCHW", input_layout: str = "") -> None:
+                     weight_layout: str = "OIHW", layout: str = "NCHW", input_layout: str = "",
+                     algorithm: str = "auto") -> None:
     """Raises ValueError, naming the problem, for attributes com.im2win::Conv does not accept."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    _check_algorithm(algorithm, layout)
     _x_channels_first(input_layout, layout)
     if layout == "NHWC":
         _check_nhwc_weight_layout(weight_layout)
@@ -266,6 +273,26 @@ def _x_channels_first(input_layout: str, layout: str) -> bool:
     if layout != "NHWC":
         raise ValueError(f"input_layout {input_layout} needs layout NHWC")
     return True
+
+
+def _check_algorithm(algorithm: str, layout: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    if algorithm == "winograd" and layout != "NHWC":
+        raise ValueError('algorithm "winograd" needs layout NHWC')
+
+
+def _check_winograd(w_shape, layout: str, input_layout: str, dilations, group: int, strides) -> None:
+    """The op's refusal of algorithm "winograd" where F(2x2, 3x3) cannot compute the conv."""
+    if layout != "NHWC":
+        return  # (_check_algorithm says so)
+    for needed, ok in (("a 2-D 3x3 kernel", tuple(w_shape[2:]) == (3, 3)),
+                       ("strides 1", all(s == 1 for s in (strides or []))),
+                       ("dilations 1", all(d == 1 for d in (dilations or []))),
+                       ("group 1", group == 1),
+                       ("X channels-last (no input_layout NCHW)", input_layout != "NCHW")):
+        if not ok:
+            raise ValueError(f'algorithm "winograd" needs {needed}')
 
 
 def _check_nhwc_weight_layout(weight_layout: str) -> None:

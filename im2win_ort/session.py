@@ -41,7 +41,8 @@ PYTHON_OP_TYPES = {(False, False): "Im2winConv", (True, False): "Im2winConvB",
 _A = AttributeProto
 _ATTRIBUTE_TYPES = {"auto_pad": _A.STRING, "dilations": _A.INTS, "group": _A.INT, "kernel_shape": _A.INTS,
                     "pads": _A.INTS, "strides": _A.INTS, "activation": _A.STRING, "activation_params": _A.FLOATS,
-                    "weight_layout": _A.STRING, "layout": _A.STRING, "input_layout": _A.STRING}
+                    "weight_layout": _A.STRING, "layout": _A.STRING, "input_layout": _A.STRING,
+                    "algorithm": _A.STRING}
 _NODE_NAME = "im2win_node"
 _SESSION = "im2win_session"
 _INSTALL_HINT = ("backend='python' needs onnxruntime-extensions; install it with "
@@ -309,6 +310,7 @@ def _decode(attrs: dict) -> tuple[str, dict]:
         "weight_layout": attrs["weight_layout"] or "OIHW",
         "layout": attrs["layout"] or "NCHW",
         "input_layout": attrs["input_layout"],
+        "algorithm": attrs["algorithm"] or "auto",
     }
     for name in ("dilations", "kernel_shape", "pads", "strides"):
         kwargs[name] = [int(v) for v in attrs[name].split(",")] if attrs[name] else None
