@@ -110,6 +110,18 @@ def test_auto_chooses_winograd_where_it_pays():
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_winograd_answer_is_the_same_on_any_pool(isa):
+    """Blocks of tiles are cut for the pool, but each tile's sums run in the same order: the same
+    answer bit for bit on every pool size, as the direct conv's."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 64, 17, 30)).astype(np.float32)
+    w = (rng.standard_normal((48, 64, 3, 3)) / 20).astype(np.float32)
+    first, *others = (_run(x, w, isa=isa, threads=t, pads=[1, 1, 1, 1]) for t in (1, 2, 3, 5, 16))
+    for y in others:
+        np.testing.assert_array_equal(y, first)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_winograd_in_an_ort_session(isa, monkeypatch):
     """The op's `algorithm` attribute in ORT sessions of any pool: W constant (transformed once),
     stored packed (weight_layout im2win.nhwc16) or fed at run time, against ORT's own Conv."""
