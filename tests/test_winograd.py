@@ -1,9 +1,15 @@
-"""Winograd F(2x2, 3x3) for channels-last 3x3 convs of stride 1 (algorithm "auto" or "winograd"):
-every padding, odd and tiny maps, batches, partial channel vectors, the fused epilogue, every ISA
-path and pool size, against the reference; the choice "auto" makes; the op's attribute in an ORT
-session against ORT's own Conv; its errors."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) for channels-last 3x3 convs of stride 1 (algorithm "auto" or
+"winograd"; the tile size by the output map): every padding, odd and tiny maps, batches, partial
+channel vectors, the fused epilogue, every ISA path and pool size, either tile on any map, against
+the reference; the choice "auto" makes; the op's attribute in an ORT session against ORT's own
+Conv; its errors."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +31,9 @@ def _check(x, w, b=None, z=None, **kwargs):
     attrs = {k: v for k, v in kwargs.items() if k not in ("isa", "threads")}
     want = reference_conv(x, w, b, z, **attrs)
     got = _run(x, w, b, z, **kwargs)
-    # F(2x2, 3x3) adds and halves where the direct conv multiplies: a few more roundings, well
-    # within the rewriter's tolerance (1e-3 of the largest output).
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5 * max(1.0, float(np.abs(want).max())),
+    # The transforms add and scale where the direct conv multiplies: a few more roundings (F(4x4,
+    # 3x3) 1e-5 of the largest output on 512 channels), well within the rewriter's 1e-3.
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())),
                                err_msg=f"{x.shape} {w.shape} {kwargs}")
 
 
@@ -41,6 +47,12 @@ CASES = [  # x shape, w shape, pads: ResNet's and VGG's layers in small, and edg
     ([1, 8, 2, 2], [24, 8, 3, 3], [2, 2, 2, 2]),  # wider pads than the kernel's reach
     ([1, 128, 7, 7], [32, 128, 3, 3], [1, 1, 1, 1]),  # DenseNet's
     ([5, 40, 13, 11], [24, 40, 3, 3], [1, 1, 1, 1]),  # many blocks, across images
+    # Output maps of 16 and more a side: F(4x4, 3x3)
+    ([1, 64, 16, 16], [64, 64, 3, 3], [1, 1, 1, 1]),
+    ([2, 24, 19, 17], [40, 24, 3, 3], [1, 1, 1, 1]),  # the last tiles partly past Y
+    ([1, 33, 18, 21], [17, 33, 3, 3], [0, 2, 1, 0]),  # uneven pads, partial vectors of C and M
+    ([1, 5, 16, 20], [7, 5, 3, 3], [1, 1, 1, 1]),  # C and M under one vector
+    ([3, 16, 18, 18], [48, 16, 3, 3], [0, 0, 0, 0]),  # no padding: 16 x 16 outputs
 ]
 
 
@@ -78,8 +90,8 @@ def test_winograd_epilogue(activation, isa):
 def test_winograd_random_shapes(data):
     c, m = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 40))
     pads = [data.draw(st.integers(0, 2)) for _ in range(4)]
-    h = data.draw(st.integers(max(1, 3 - pads[0] - pads[2]), 17))
-    w_ = data.draw(st.integers(max(1, 3 - pads[1] - pads[3]), 17))
+    h = data.draw(st.integers(max(1, 3 - pads[0] - pads[2]), 22))
+    w_ = data.draw(st.integers(max(1, 3 - pads[1] - pads[3]), 22))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     x = rng.standard_normal((data.draw(st.integers(1, 3)), c, h, w_)).astype(np.float32)
     w = (rng.standard_normal((m, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
@@ -87,6 +99,30 @@ def test_winograd_random_shapes(data):
     z = rng.standard_normal(reference_conv(x, w, b, pads=pads).shape).astype(np.float32)
     _check(x, w, b, z, isa=data.draw(st.sampled_from(ISAS)), threads=data.draw(st.sampled_from([1, 2, 5])),
            pads=pads, activation=data.draw(st.sampled_from(["", "Relu"])))
+
+
+def test_winograd_either_tile_on_any_map(tmp_path):
+    """Either tile size (IM2WIN_WINOGRAD_TILE forces one) on every case above, tiny and odd maps
+    included: a 6 x 6 tile over a 1 x 1 output, 2 x 2 tiles over 16 x 16 and more."""
+    script = (
+        "import numpy as np, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import test_winograd as t\n"
+        "for case, (x_shape, w_shape, pads) in enumerate(t.CASES):\n"
+        "    rng = np.random.default_rng(case)\n"
+        "    x = rng.standard_normal(x_shape).astype(np.float32)\n"
+        "    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)\n"
+        "    b = rng.standard_normal(w_shape[0]).astype(np.float32)\n"
+        "    for isa in t.ISAS:\n"
+        "        for threads in (1, 3):\n"
+        "            t._check(x, w, b, isa=isa, threads=threads, pads=pads, activation='Relu')\n"
+        "print('ok')\n"
+    )
+    for tile in ("2", "4"):
+        env = {**os.environ, "IM2WIN_WINOGRAD_TILE": tile}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                              cwd=tmp_path)  # (not the source tree, whose im2win_ort has no compiled files)
+        assert done.returncode == 0 and "ok" in done.stdout, f"tile {tile}: {done.stderr[-3000:]}"
 
 
 def test_auto_chooses_winograd_where_it_pays():

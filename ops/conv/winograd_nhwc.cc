@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "conv/conv_plan.h"
@@ -18,6 +19,11 @@ constexpr double kBlockTiles = 48.0;
 // Narrower C or M leaves the transforms most of the time: 56x56, C = M = 16 took 1.10x the direct
 // conv's time, C = M = 32 0.84x, C = 128 -> M = 32 0.56-0.94x (Zen 3).
 constexpr int64_t kMinChannels = 32;
+// F(4x4, 3x3) where both sides of the output map are at least this; F(2x2, 3x3) on smaller maps,
+// whose few 4 x 4 tiles make short GEMMs that read U (36 matrices, not 16) as often. Against
+// F(2x2, 3x3) on Zen 3 (one layer, 1 thread): 56x56x64 0.66x the time, 28x28x128 0.76x, 28x28x512
+// 0.66x, 224x224x64 and 112x112x128 0.64-0.65x; 14x14x256 1.10x, 14x14x512 0.96x, 7x7x512 1.25x.
+constexpr int64_t kMinMapForTile4 = 16;
 
 thread_local std::vector<float> winograd_v, winograd_m, winograd_zeros;
 
@@ -65,15 +71,15 @@ struct Block {
       int64_t n, ti, tj;
       Locate(first + t, &n, &ti, &tj);
       const float* x_n = x + n * s.in_h * s.in_w * c;
-      const int64_t y0 = 2 * ti - s.pad_top, x0 = 2 * tj - s.pad_left;
-      for (int r = 0; r < 4; ++r)
-        for (int q = 0; q < 4; ++q) {
+      const int64_t y0 = p.tile * ti - s.pad_top, x0 = p.tile * tj - s.pad_left;
+      for (int r = 0; r < p.alpha; ++r)
+        for (int q = 0; q < p.alpha; ++q) {
           const int64_t row = y0 + r, col = x0 + q;
           const bool inside = row >= 0 && row < s.in_h && col >= 0 && col < s.in_w;
-          a.d[r * 4 + q] = inside ? x_n + (row * s.in_w + col) * c : zeros;
+          a.d[r * p.alpha + q] = inside ? x_n + (row * s.in_w + col) * c : zeros;
         }
       a.v = v + t * c;
-      p.isa->winograd_input(a);
+      p.isa->winograd_input[p.tile == 4](a);
     }
   }
 
@@ -85,7 +91,8 @@ struct Block {
     };
     // (U[i] as WinogradPackedFloats lays it out: with C = M = 1 the GEMM's plan is a depthwise one,
     // which reads the one weight where the block order has it.)
-    RunConvNhwc(g, v + i * count * s.in_channels, u + i * (WinogradPackedFloats(s) / 16), nullptr, nullptr,
+    RunConvNhwc(g, v + i * count * s.in_channels, u + i * (WinogradPackedFloats(s, p.tile) / p.products()), nullptr,
+                nullptr,
                 m + i * count * s.out_channels, serial);
   }
 
@@ -102,19 +109,19 @@ struct Block {
       int64_t n, ti, tj;
       Locate(first + t, &n, &ti, &tj);
       const int64_t image = n * s.out_h * s.out_w * mc;
-      for (int r = 0; r < 2; ++r)
-        for (int q = 0; q < 2; ++q) {
-          const int64_t row = 2 * ti + r, col = 2 * tj + q;
+      for (int r = 0; r < p.tile; ++r)
+        for (int q = 0; q < p.tile; ++q) {
+          const int64_t row = p.tile * ti + r, col = p.tile * tj + q;
           const bool inside = row < s.out_h && col < s.out_w;
           const int64_t at = image + (row * s.out_w + col) * mc;
-          a.y[r * 2 + q] = inside ? y + at : nullptr;
-          a.z[r * 2 + q] = inside && residual != nullptr ? residual + at : nullptr;
+          a.y[r * p.tile + q] = inside ? y + at : nullptr;
+          a.z[r * p.tile + q] = inside && residual != nullptr ? residual + at : nullptr;
         }
       a.m = m + t * mc;
-      p.isa->winograd_output(a);
+      p.isa->winograd_output[p.tile == 4](a);
       if (activation_after)
-        for (float* out : a.y)
-          if (out != nullptr) ApplyEpilogue(out, 0.0f, nullptr, out, mc, p.epilogue);
+        for (int i = 0; i < p.tile * p.tile; ++i)
+          if (a.y[i] != nullptr) ApplyEpilogue(a.y[i], 0.0f, nullptr, a.y[i], mc, p.epilogue);
     }
   }
 };
@@ -148,6 +155,14 @@ bool WinogradPays(const ConvShape& s, bool x_nchw) {
   return WinogradApplies(s, x_nchw) && s.in_channels >= kMinChannels && s.out_channels >= kMinChannels;
 }
 
+int WinogradTile(const ConvShape& s) {
+  if (const char* forced = std::getenv("IM2WIN_WINOGRAD_TILE")) {  // 2 or 4, for measuring
+    const int tile = std::atoi(forced);
+    if (tile == 2 || tile == 4) return tile;
+  }
+  return s.out_h >= kMinMapForTile4 && s.out_w >= kMinMapForTile4 ? 4 : 2;
+}
+
 bool UseWinograd(ConvAlgorithm asked, const ConvShape& s, bool x_nchw) {
   switch (asked) {
     case ConvAlgorithm::kDirect: return false;
@@ -162,12 +177,14 @@ bool UseWinograd(ConvAlgorithm asked, const ConvShape& s, bool x_nchw) {
 WinogradPlan MakeWinogradPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa, int threads,
                               int64_t l2_bytes) {
   WinogradPlan p;
+  p.tile = WinogradTile(s);
+  p.alpha = p.tile + 2;
   p.shape = s;
   p.epilogue = epilogue;
   p.isa = &isa;
   p.threads = std::clamp(threads, 1, 1024);
-  p.tiles_h = CeilDiv(s.out_h, 2);
-  p.tiles_w = CeilDiv(s.out_w, 2);
+  p.tiles_h = CeilDiv(s.out_h, p.tile);
+  p.tiles_w = CeilDiv(s.out_w, p.tile);
   p.tiles = CheckedMul(CheckedMul(std::max<int64_t>(0, s.batch), p.tiles_h, "tiles"), p.tiles_w, "tiles");
   p.blocks = std::max<int64_t>(1, std::llround(static_cast<double>(p.tiles) / kBlockTiles));
   // Enough blocks for the pool: a multiple of its threads, where the tiles allow.
@@ -180,37 +197,47 @@ WinogradPlan MakeWinogradPlan(const ConvShape& s, const Epilogue& epilogue, cons
   return p;
 }
 
-int64_t WinogradPackedFloats(const ConvShape& s) {
-  return CheckedMul(16, CheckedMul(CeilDiv(s.out_channels, kChannelBlock) * kChannelBlock, s.in_channels, "U"), "U");
+int64_t WinogradPackedFloats(const ConvShape& s, int tile) {
+  const int64_t products = (tile + 2) * (tile + 2);
+  return CheckedMul(products, CheckedMul(CeilDiv(s.out_channels, kChannelBlock) * kChannelBlock, s.in_channels, "U"),
+                    "U");
 }
 
-void PackWeightsWinograd(const ConvShape& s, const float* w, bool nhwc_packed, float* u) {
+void PackWeightsWinograd(const ConvShape& s, int tile, const float* w, bool nhwc_packed, float* u) {
+  // G of F(2x2, 3x3) and of F(4x4, 3x3) (interpolation points 0, 1, -1, (2, -2,) infinity).
+  static const double g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  static const double g4[6][3] = {{0.25, 0, 0},
+                                  {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                  {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                  {0, 0, 1}};
+  const int alpha = tile + 2;
+  const double(*gm)[3] = tile == 4 ? g4 : g2;
   const int64_t c_count = s.in_channels, m_count = s.out_channels;
-  const int64_t per_i = WinogradPackedFloats(s) / 16, k = c_count * 9;
-  std::fill(u, u + WinogradPackedFloats(s), 0.0f);
+  const int64_t per_i = WinogradPackedFloats(s, tile) / (alpha * alpha), k = c_count * 9;
+  std::fill(u, u + WinogradPackedFloats(s, tile), 0.0f);
   for (int64_t m = 0; m < m_count; ++m)
     for (int64_t c = 0; c < c_count; ++c) {
       // g[kh][kw]: OIHW, or kNhwcWeightLayout's [block][kh][kw][c][16] (one group).
-      float g[3][3];
+      double g[3][3];
       for (int kh = 0; kh < 3; ++kh)
         for (int kw = 0; kw < 3; ++kw)
           g[kh][kw] = nhwc_packed ? w[((m / kChannelBlock) * k + (kh * 3 + kw) * c_count + c) * kChannelBlock +
                                       m % kChannelBlock]
                                   : w[(m * c_count + c) * 9 + kh * 3 + kw];
-      // G g G^T, G's rows (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1).
-      float t[4][3];
-      for (int j = 0; j < 3; ++j) {
-        t[0][j] = g[0][j];
-        t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
-        t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
-        t[3][j] = g[2][j];
-      }
-      for (int r = 0; r < 4; ++r) {
-        const float row[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]), 0.5f * (t[r][0] - t[r][1] + t[r][2]),
-                              t[r][2]};
-        for (int q = 0; q < 4; ++q)
-          u[(r * 4 + q) * per_i + ((m / kChannelBlock) * c_count + c) * kChannelBlock + m % kChannelBlock] = row[q];
-      }
+      // G g G^T, in double: U is rounded once.
+      double t[6][3] = {};
+      for (int r = 0; r < alpha; ++r)
+        for (int j = 0; j < 3; ++j)
+          for (int i = 0; i < 3; ++i) t[r][j] += gm[r][i] * g[i][j];
+      for (int r = 0; r < alpha; ++r)
+        for (int q = 0; q < alpha; ++q) {
+          double sum = 0;
+          for (int j = 0; j < 3; ++j) sum += t[r][j] * gm[q][j];
+          u[(r * alpha + q) * per_i + ((m / kChannelBlock) * c_count + c) * kChannelBlock + m % kChannelBlock] =
+              static_cast<float>(sum);
+        }
     }
 }
 
@@ -235,7 +262,7 @@ void RunWinogradNhwc(const WinogradPlan& p, const float* x, const float* u, cons
       float* const m = AlignedFloats(winograd_m, p.m_floats());
       const Block block = block_at(b, v, m, zeros_here());
       block.Input(0, block.count);
-      for (int64_t i = 0; i < 16; ++i) block.Gemm(i);
+      for (int64_t i = 0; i < p.products(); ++i) block.Gemm(i);
       block.Output(0, block.count);
       ReleaseIfLarge(winograd_v, kKeptWorkspaceFloats);
       ReleaseIfLarge(winograd_m, kKeptWorkspaceFloats);
@@ -243,7 +270,7 @@ void RunWinogradNhwc(const WinogradPlan& p, const float* x, const float* u, cons
     return;
   }
   // Fewer blocks than threads (deep layers on small maps): each step of a block across the pool,
-  // the 16 GEMMs one an item, each reading its own U[i].
+  // the GEMMs one an item, each reading its own U[i].
   float* const v = AlignedFloats(winograd_v, p.v_floats());
   float* const m = AlignedFloats(winograd_m, p.m_floats());
   const float* const zeros = zeros_here();
@@ -253,7 +280,7 @@ void RunWinogradNhwc(const WinogradPlan& p, const float* x, const float* u, cons
     parallel(parts, [&](int64_t i) {
       block.Input(PartBegin(block.count, parts, i), PartBegin(block.count, parts, i + 1));
     });
-    parallel(16, [&](int64_t i) { block.Gemm(i); });
+    parallel(p.products(), [&](int64_t i) { block.Gemm(i); });
     parallel(parts, [&](int64_t i) {
       block.Output(PartBegin(block.count, parts, i), PartBegin(block.count, parts, i + 1));
     });

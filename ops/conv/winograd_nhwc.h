@@ -1,9 +1,11 @@
-// Winograd F(2x2, 3x3) for channels-last 3x3 convs of stride 1 (Lavin and Gray, "Fast Algorithms
-// for Convolutional Neural Networks", 2016): each 2 x 2 tile of outputs from its 4 x 4 inputs with
-// 16 products per input and output channel instead of 36, 2.25x fewer multiplications. The inputs
-// of a block of tiles are transformed (V = B^T d B, 16 matrices of tiles x C), the 16 products are
-// 16 GEMMs of V[i] by the transformed weights U[i] (C x M), run as 1x1 convs by the channels-last
-// tiles (conv_nhwc.h), and each tile's products go back (A^T m A) with the fused epilogue to Y.
+// Winograd's minimal filtering for channels-last 3x3 convs of stride 1 (Lavin and Gray, "Fast
+// Algorithms for Convolutional Neural Networks", 2016): F(2x2, 3x3) takes each 2 x 2 tile of
+// outputs from its 4 x 4 inputs with 16 products per input and output channel instead of 36 (2.25x
+// fewer multiplications), F(4x4, 3x3) each 4 x 4 tile from 6 x 6 inputs with 36 instead of 144
+// (4x). The inputs of a block of tiles are transformed (V = B^T d B, a x a matrices of tiles x C),
+// the products are a x a GEMMs of V[i] by the transformed weights U[i] (C x M), run as 1x1 convs by
+// the channels-last tiles (conv_nhwc.h), and each tile's products go back (A^T m A) with the fused
+// epilogue to Y.
 #pragma once
 
 #include <cstdint>
@@ -27,13 +29,20 @@ ConvAlgorithm ParseConvAlgorithm(const std::string& name);
 // channels-last (not input_layout NCHW). If not and `why` is set, says why there.
 bool WinogradApplies(const ConvShape& shape, bool x_nchw, std::string* why = nullptr);
 // Whether it is chosen under "auto": where it applies and C and M are wide enough that the
-// 16 GEMMs, not the transforms, take the time (see design.md).
+// GEMMs, not the transforms, take the time (see design.md).
 bool WinogradPays(const ConvShape& shape, bool x_nchw);
+// The outputs a tile side (2: F(2x2, 3x3), or 4: F(4x4, 3x3)) a shape Winograd computes takes: 4
+// where the output map is wide enough to fill its tiles (see design.md). Depends on the shape only,
+// so the answer is the same on every CPU. IM2WIN_WINOGRAD_TILE (2 or 4) forces it, for measuring.
+int WinogradTile(const ConvShape& shape);
 // The algorithm a channels-last conv of this shape runs under `asked`: true for Winograd. Throws
 // ConvError where "winograd" was asked of a shape it cannot compute.
 bool UseWinograd(ConvAlgorithm asked, const ConvShape& shape, bool x_nchw);
 
 struct WinogradPlan {
+  int tile = 2;                      // outputs a tile side (WinogradTile)
+  int alpha = 4;                     // inputs a tile side, tile + 2
+  int products() const { return alpha * alpha; }
   ConvShape shape;
   Epilogue epilogue;
   const IsaKernels* isa = nullptr;
@@ -47,19 +56,20 @@ struct WinogradPlan {
   bool blocks_parallel = false;
   NhwcPlan gemm;       // a 1x1 conv over the widest block's tiles, C -> M, one thread
   NhwcPlan gemm_last;  // over the narrowest block's
-  int64_t v_floats() const { return 16 * block_tiles * shape.in_channels; }
-  int64_t m_floats() const { return 16 * block_tiles * shape.out_channels; }
+  int64_t v_floats() const { return products() * block_tiles * shape.in_channels; }
+  int64_t m_floats() const { return products() * block_tiles * shape.out_channels; }
 };
 
 // l2_bytes as MakeNhwcPlan takes it (0: this CPU's). The shape must be one WinogradApplies takes.
 WinogradPlan MakeWinogradPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
                               int threads = 1, int64_t l2_bytes = 0);
 
-// Floats U takes: 16 x the packed weights of a 1x1 conv C -> M (PackedNhwcFloats).
-int64_t WinogradPackedFloats(const ConvShape& shape);
+// Floats U takes for tiles of `tile` outputs a side: (tile + 2)^2 x the packed weights of a 1x1
+// conv C -> M (PackedNhwcFloats).
+int64_t WinogradPackedFloats(const ConvShape& shape, int tile);
 // U[i] = (G g G^T)[i] for every output and input channel, each i in PackWeightsNhwc's order for a
 // 1x1 conv, from W as ONNX gives it (OIHW) or, nhwc_packed, in kNhwcWeightLayout's order.
-void PackWeightsWinograd(const ConvShape& shape, const float* w, bool nhwc_packed, float* u);
+void PackWeightsWinograd(const ConvShape& shape, int tile, const float* w, bool nhwc_packed, float* u);
 
 void RunWinogradNhwc(const WinogradPlan& plan, const float* x, const float* u, const float* bias,
                      const float* residual, float* y, const ParallelRunner& parallel);

@@ -208,8 +208,9 @@ struct IsaKernels {
   int nhwc_columns1 = 0;
   NhwcTileFn nhwc_tile1[kMaxNhwcColumns + 1] = {};
   DepthwiseNhwcFn depthwise_nhwc = nullptr;
-  WinogradInputFn winograd_input = nullptr;
-  WinogradOutputFn winograd_output = nullptr;
+  // Winograd transforms (nhwc_microkernel.h), [0] for F(2x2, 3x3), [1] for F(4x4, 3x3).
+  WinogradInputFn winograd_input[2] = {};
+  WinogradOutputFn winograd_output[2] = {};
   // Where the reduction is one run, each tile of outputs runs a chunk's channel tiles in turn
   // (NhwcPlan::positions_outer). Measured on AVX2 only (Zen 3: whole ResNet-50 channels-last
   // 0.96-0.98x); AVX-512 keeps channel tiles outer until it is measured there.

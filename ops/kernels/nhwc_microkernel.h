@@ -72,24 +72,24 @@ struct DepthwiseNhwcArgs {
 
 using DepthwiseNhwcFn = void (*)(const DepthwiseNhwcArgs&);
 
-// Winograd F(2x2, 3x3) in NHWC (conv/winograd_nhwc.h), one tile of 2 x 2 outputs a call, every
-// vector of channels. The input transform: V = B^T d B of the tile's 4 x 4 inputs.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) in NHWC (conv/winograd_nhwc.h), one tile of outputs a call,
+// every vector of channels. The input transform: V = B^T d B of the tile's a x a inputs (a = 4 or 6).
 struct WinogradInputArgs {
-  const float* d[16];      // the inputs, row by row, `channels` each (zeros where the tile is past X)
-  float* v;                // transformed i (of 16) at v + i * v_stride
+  const float* d[36];      // the inputs, row by row, `channels` each (zeros where the tile is past X)
+  float* v;                // transformed i (of a x a) at v + i * v_stride
   int64_t v_stride;
   int64_t channels;
 };
 
 using WinogradInputFn = void (*)(const WinogradInputArgs&);
 
-// The output transform: Y = A^T m A of the tile's 16 products, then the epilogue's bias, residual
-// and clamp, min(max(y + bias + z, lo), hi).
+// The output transform: Y = A^T m A of the tile's a x a products (2 x 2 or 4 x 4 outputs), then the
+// epilogue's bias, residual and clamp, min(max(y + bias + z, lo), hi).
 struct WinogradOutputArgs {
-  const float* m;          // product i (of 16) at m + i * m_stride
+  const float* m;          // product i at m + i * m_stride
   int64_t m_stride;
-  float* y[4];             // the outputs, row by row, or null where the tile is past Y
-  const float* z[4];       // Z at the same outputs, or null
+  float* y[16];            // the outputs, row by row, or null where the tile is past Y
+  const float* z[16];      // Z at the same outputs, or null
   const float* bias;       // per channel, or null
   int64_t channels;
   float lo, hi;

@@ -335,19 +335,20 @@ void OrtConvKernel::ComputeWinograd(OrtKernelContext* context, const float* x, c
     winograd_plan_ = plan;
   }
   if (w_nhwc_packed_) CheckNhwcPackedWeights(shape.channels_per_group(), shape.outputs_per_group());
-  // The transform depends on W's shape only: constant weights are transformed once.
+  // The transform depends on W's shape and the tile only: constant weights are transformed once a tile.
   Packing packed;
+  Packing& kept = packed_winograd_[plan->tile == 4];
   if (weights_constant_ && w_dims == w_dims_) {
     std::lock_guard<std::mutex> lock(pack_mutex_);
-    if (packed_winograd_ == nullptr) {
-      auto fresh = std::make_shared<std::vector<float>>(WinogradPackedFloats(shape));
-      PackWeightsWinograd(shape, w, w_nhwc_packed_, fresh->data());
-      packed_winograd_ = std::move(fresh);
+    if (kept == nullptr) {
+      auto fresh = std::make_shared<std::vector<float>>(WinogradPackedFloats(shape, plan->tile));
+      PackWeightsWinograd(shape, plan->tile, w, w_nhwc_packed_, fresh->data());
+      kept = std::move(fresh);
     }
-    packed = packed_winograd_;
+    packed = kept;
   } else {
-    auto fresh = std::make_shared<std::vector<float>>(WinogradPackedFloats(shape));
-    PackWeightsWinograd(shape, w, w_nhwc_packed_, fresh->data());
+    auto fresh = std::make_shared<std::vector<float>>(WinogradPackedFloats(shape, plan->tile));
+    PackWeightsWinograd(shape, plan->tile, w, w_nhwc_packed_, fresh->data());
     packed = std::move(fresh);
   }
   RunWinogradNhwc(*plan, x, packed->data(), bias, residual, y, OrtRunner(api_, context));

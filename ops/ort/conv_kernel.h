@@ -97,11 +97,11 @@ class OrtConvKernel {
                        const float* bias, const float* residual, float* y, const ConvShape& shape) const;
   mutable std::shared_ptr<const NhwcPlan> nhwc_plan_;
   mutable Packing packed_nhwc_;
-  // Winograd F(2x2, 3x3) where `algorithm` chooses it (winograd_nhwc.h): the last shape's plan and
-  // the constant weights transformed once (16/9 of W; ORT's W stays as it is).
+  // Winograd where `algorithm` chooses it (winograd_nhwc.h): the last shape's plan and the constant
+  // weights transformed once for each tile size a shape used (16/9 or 4x W; ORT's W stays).
   ConvAlgorithm algorithm_ = ConvAlgorithm::kAuto;
   mutable std::shared_ptr<const WinogradPlan> winograd_plan_;
-  mutable Packing packed_winograd_;
+  mutable Packing packed_winograd_[2];
 };
 
 }  // namespace im2win

@@ -120,8 +120,8 @@ py::array_t<float> Conv(const py::object& x_obj, const py::object& w_obj, const 
   if (nhwc && UseWinograd(asked, shape, x_nchw)) {
     py::gil_scoped_release release;
     const WinogradPlan plan = MakeWinogradPlan(shape, epilogue, kernels, threads);
-    std::vector<float> u(WinogradPackedFloats(shape));
-    PackWeightsWinograd(shape, w.data(), false, u.data());
+    std::vector<float> u(WinogradPackedFloats(shape, plan.tile));
+    PackWeightsWinograd(shape, plan.tile, w.data(), false, u.data());
     RunWinogradNhwc(plan, x.data(), u.data(), has_b ? b.data() : nullptr, has_z ? z.data() : nullptr,
                     y.mutable_data(), ThreadRunner(threads));
     return y;
