@@ -12,9 +12,9 @@
 namespace im2win {
 namespace {
 
-// Tiles a block aims at: its 16 GEMMs read U[i] (C x M) once per block, so wide blocks for deep
-// layers (14x14x512 on Zen 3: blocks of 49 tiles 0.53x the direct conv's time, of 14 tiles 0.81x);
-// blocks of 28-56 tiles ran alike on 64-256 channels (0.55-0.62x).
+// Tiles a block aims at: its GEMMs read U[i] (C x M) once per block, so wide blocks for deep layers
+// (14x14x512 on Zen 3, F(2x2, 3x3): blocks of 49 tiles 0.53x the direct conv's time, of 14 tiles
+// 0.81x); blocks of 28-56 tiles ran alike on 64-256 channels (0.55-0.62x).
 constexpr double kBlockTiles = 48.0;
 // Narrower C or M leaves the transforms most of the time: 56x56, C = M = 16 took 1.10x the direct
 // conv's time, C = M = 32 0.84x, C = 128 -> M = 32 0.56-0.94x (Zen 3).
@@ -38,7 +38,7 @@ ConvShape GemmShape(const ConvShape& s, int64_t tiles) {
   return g;
 }
 
-// One block's work: tiles [first, first + count) of all images, V and M its matrices (16 each).
+// One block's work: tiles [first, first + count) of all images, V and M its matrices (a x a each).
 struct Block {
   const WinogradPlan& p;
   const float* x;
