@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     rw.add_argument("--threads", default="1",
                     help="intra-op threads the model will run with, at which --layout auto times the regions "
                          "(default 1)")
+    rw.add_argument("--algorithm", choices=["auto", "direct"], default="auto",
+                    help="auto (default): channels-last 3x3 convs of stride 1 run Winograd, keeping its "
+                         "transformed weights (16/9 to 4x W) beside W; direct: none does (less memory)")
     rw.add_argument("--report", action="store_true", help="print what was replaced, fused, folded and left to ORT")
     rw.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
                     help="write tensors to MODEL.data next to the output (auto: when the input had external "
@@ -126,7 +129,8 @@ def _rewrite_command(args) -> int:
         check_outputs(output_files(target, external), inputs)  # before the work, not after it
         rewritten, report = rewrite_with_report(original, skip_pointwise=args.skip_pointwise,
                                                 skip_depthwise=args.skip_depthwise, prepack=not args.no_prepack,
-                                                plan=args.plan, layout=args.layout, threads=threads)
+                                                plan=args.plan, layout=args.layout, threads=threads,
+                                                algorithm=args.algorithm)
         if args.report:
             print(report.summary())
         if args.validate:

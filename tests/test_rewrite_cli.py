@@ -48,6 +48,29 @@ def test_rewrite_validate_and_report(model_file, tmp_path, capsys):
     assert [n.domain for n in rewritten.graph.node] == ["com.im2win"]
 
 
+def test_rewrite_algorithm_direct(tmp_path, capsys):
+    """--algorithm direct sets the op's algorithm on every rewritten conv (no Winograd and its
+    transformed weights); the default leaves it to the op; both agree with ORT."""
+    from helpers import small_net
+
+    source = tmp_path / "net.onnx"
+    onnx.save(small_net(height=20, width=20), source)
+    for flag, expected in ((["--algorithm", "direct"], {b"direct"}), ([], set())):
+        out = tmp_path / f"out{len(flag)}.onnx"
+        assert main(["rewrite", str(source), "-o", str(out), "--layout", "nhwc", "--validate", *flag]) == 0
+        convs = [n for n in onnx.load(out).graph.node if n.domain == "com.im2win" and n.op_type == "Conv"]
+        assert convs and {a.s for n in convs for a in n.attribute if a.name == "algorithm"} == expected
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["rewrite", str(source), "-o", str(tmp_path / "bad.onnx"), "--algorithm", "winograd"])
+    assert refused.value.code != 0 and "invalid choice: 'winograd'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.onnx").exists()
+    from im2win_ort.rewriter.graph_rewrite import rewrite
+
+    with pytest.raises(ValueError, match="algorithm must be one of auto, direct, got 'fast'"):
+        rewrite(onnx.load(source), algorithm="fast")
+
+
 def test_default_output_name_and_inputs_file(model_file, tmp_path, capsys):
     feeds = tmp_path / "inputs.npz"
     np.savez(feeds, x=np.ones((2, 3, 12, 12), np.float32))

@@ -78,8 +78,13 @@ REWRITE_PLANS = ("measure", "heuristic")
 REWRITE_LAYOUTS = ("nchw", "nhwc", "auto")
 
 
+# The op's `algorithm` for the rewritten convs: "auto" leaves it to the op (Winograd for
+# channels-last 3x3 convs of stride 1), "direct" sets it on every one (no transformed copy of W).
+REWRITE_ALGORITHMS = ("auto", "direct")
+
+
 def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False, prepack: bool = True,
-                        plan: str = "measure", layout: str = "nchw", threads: int = 1):
+                        plan: str = "measure", layout: str = "nchw", threads: int = 1, algorithm: str = "auto"):
     """Rewrites a model given as a path, bytes or onnx.ModelProto; returns (ModelProto, RewriteReport).
 
     prepack: store each constant W in the packed order the op's kernels read for the input size
@@ -95,6 +100,10 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     threads and makes it channels-last only where that is faster (layout_choice.py). With
     plan="heuristic", auto keeps NCHW: no CPU measured runs whole networks clearly faster
     channels-last at one thread (docs/performance.md), and heuristic output never depends on timing.
+
+    algorithm="direct" sets the op's `algorithm` to "direct" on every rewritten conv: no Winograd,
+    whose transformed weights (16/9 to 4x a 3x3 conv's W) the op keeps beside W; "auto" (the
+    default) leaves the choice to the op.
     """
     from .layout_regions import to_channels_last
     from .model_io import load_model
@@ -105,6 +114,8 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
         raise ValueError(f"layout must be one of {', '.join(REWRITE_LAYOUTS)}, got {layout!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
         raise ValueError(f"threads must be an integer from 1 to 1024, got {threads!r}")
+    if algorithm not in REWRITE_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(REWRITE_ALGORITHMS)}, got {algorithm!r}")
     original = load_model(model)
     out = copy.deepcopy(original)
     report = RewriteReport()
@@ -122,7 +133,21 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
         report.channels_last = "\n".join([to_channels_last(out, choose=choice).summary(), *choice.describe()])
     elif layout == "auto":
         report.channels_last = "channels-last: none (layout auto with plan heuristic keeps NCHW)"
+    if algorithm != "auto":
+        _set_algorithm(out.graph, algorithm)
     return out, report
+
+
+def _set_algorithm(graph, algorithm: str) -> None:
+    """The op's `algorithm` attribute on every com.im2win::Conv of graph and its subgraphs."""
+    for node in graph.node:
+        if node.domain == DOMAIN and node.op_type == "Conv":
+            kept = [a for a in node.attribute if a.name != "algorithm"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [helper.make_attribute("algorithm", algorithm)])
+        for attr in node.attribute:
+            for sub in _subgraphs(attr):
+                _set_algorithm(sub, algorithm)
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
