@@ -118,6 +118,33 @@ def test_values_read_outside_leave_the_region_transposed_back_under_their_names(
     _check(_graph_model(nodes, inits, ["y", "b", "side"]), transposes=4, regions=1)
 
 
+@pytest.mark.parametrize("static", [True, False])
+def test_a_global_average_pool_reads_the_region_as_a_matmul(static):
+    """A region's output that only GlobalAveragePools read leaves it with no Transpose: each pool is
+    the mean of the H x W positions as a MatMul of the channels-last value, reshaped to N x C x 1 x 1
+    (H and W static; else the Transpose and the pool stay). The answers are ORT's, at batch 1 and 3."""
+    rng = np.random.default_rng(4)
+    inits = {"w1": _w(rng, 16, 8, 3), "w2": _w(rng, 24, 16, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["ar", "w2"], ["b"]), helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("GlobalAveragePool", ["br"], ["p"]), helper.make_node("Flatten", ["p"], ["y"]),
+             helper.make_node("GlobalAveragePool", ["br"], ["q"])]
+    model = _graph_model(nodes, inits, ["y", "q"], x_shape=("N", 8, 10, 10) if static else ("N", 8, "H", "W"))
+    rewritten = im2win_ort.rewrite(model, layout="nhwc", plan="heuristic")
+    kinds = [n.op_type for n in rewritten.graph.node]
+    if static:  # (x's own Transpose into the region stays: 8 channels)
+        assert kinds.count("Transpose") == 1 and "GlobalAveragePool" not in kinds and kinds.count("MatMul") == 2, kinds
+    else:
+        assert kinds.count("Transpose") == 2 and kinds.count("GlobalAveragePool") == 2, kinds
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 8, 10, 10)).astype(np.float32)
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        got = make_session(rewritten).run(None, {"x": x})
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
 def test_a_lone_conv_and_separate_chains():
     """A conv with no conv neighbour stays NCHW (min_convs 2); chains split by a non-conv node are
     regions of their own, each with its own borders."""

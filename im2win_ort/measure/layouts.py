@@ -148,7 +148,7 @@ def measure_models(paths, threads_list, runs: int) -> list[dict]:
 
     from .._library import session_options
     from ..rewriter.graph_rewrite import rewrite
-    from ..rewriter.layout_regions import to_channels_last
+    from ..rewriter.layout_regions import inferred_dims, to_channels_last
     from ..rewriter.model_io import load_model
     from ..rewriter.validate import random_inputs
 
@@ -158,7 +158,7 @@ def measure_models(paths, threads_list, runs: int) -> list[dict]:
         nchw = rewrite(original)
         nhwc = onnx.ModelProto()
         nhwc.CopyFrom(nchw)
-        report = to_channels_last(nhwc)
+        report = to_channels_last(nhwc, shapes=inferred_dims(original))
         feeds = random_inputs(original)
         models = {"ORT ALL": original, "im2win NCHW": nchw, "im2win NHWC": nhwc}
         for threads in threads_list:

@@ -105,7 +105,7 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     whose transformed weights (16/9 to 4x a 3x3 conv's W) the op keeps beside W; "auto" (the
     default) leaves the choice to the op.
     """
-    from .layout_regions import to_channels_last
+    from .layout_regions import static_dims, to_channels_last
     from .model_io import load_model
 
     if plan not in REWRITE_PLANS:
@@ -125,12 +125,13 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     if report.replaced and not any(o.domain == DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     if layout == "nhwc":
-        report.channels_last = to_channels_last(out).summary()
+        report.channels_last = to_channels_last(out, shapes=static_dims(types)).summary()
     elif layout == "auto" and plan == "measure":
         from .layout_choice import MeasuredChoice
 
         choice = MeasuredChoice(types, threads)
-        report.channels_last = "\n".join([to_channels_last(out, choose=choice).summary(), *choice.describe()])
+        report.channels_last = "\n".join([to_channels_last(out, choose=choice, shapes=static_dims(types)).summary(),
+                                           *choice.describe()])
     elif layout == "auto":
         report.channels_last = "channels-last: none (layout auto with plan heuristic keeps NCHW)"
     if algorithm != "auto":

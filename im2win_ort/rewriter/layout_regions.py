@@ -9,7 +9,8 @@ one writes and another reads (as X, as the residual Z, as a Concat's input). Eve
 outside a region is transposed to NHWC once;
 every value a region writes that something outside reads (another node, a graph output) is
 transposed back under its own name, so the rest of the graph, and every graph output, keeps its
-NCHW shape and meaning. Regions of fewer than `min_convs` convs stay NCHW (two transposes would
+NCHW shape and meaning; a value only GlobalAveragePools read is pooled channels-last instead, as a
+MatMul (no Transpose). Regions of fewer than `min_convs` convs stay NCHW (two transposes would
 cost more than the layout gains for one conv). W is stored as ONNX gives it in an NHWC node
 (packed layouts are NCHW tiles): a packed initializer is unpacked, in place when only that node
 reads it. Nothing written depends on the CPU: the kernels choose their tiles when they run.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
@@ -36,12 +38,14 @@ class LayoutReport:
     pools: int = 0  # ONNX pools moved into the regions (com.im2win::MaxPool / AveragePool)
     other_ops: int = 0  # element-wise ops, Concats and BatchNormalizations (as depthwise convs) inside
     kept_nchw: list[tuple[str, str]] = field(default_factory=list)  # (node, why)
+    # GlobalAveragePools reading a region's output channels-last, as a MatMul (no Transpose)
+    pools_as_matmul: int = 0
 
     def summary(self) -> str:
         nodes = sum(len(r) for r in self.regions)
         return (f"channels-last: {len(self.regions)} region(s), {nodes - self.pools - self.other_ops} conv(s), "
-                f"{self.pools} pool(s), {self.other_ops} other op(s), {self.transposes} transpose(s); "
-                f"{len(self.kept_nchw)} conv(s) kept NCHW")
+                f"{self.pools} pool(s), {self.other_ops} other op(s), {self.transposes} transpose(s), "
+                f"{self.pools_as_matmul} global pool(s) as MatMul; {len(self.kept_nchw)} conv(s) kept NCHW")
 
 
 def _attr(node, name, default=None):
@@ -130,12 +134,14 @@ def _candidate(node, initializers) -> str | None:
     return None
 
 
-def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) -> LayoutReport:
+def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None, shapes=None) -> LayoutReport:
     """Switches the regions of `model`'s main graph to NHWC, in place; returns what was done.
 
     choose(model, members, convs), when given, is asked about each region of min_convs or more
     convs (members: its node indices): None converts it, a string keeps it NCHW and says why
-    (layout_choice.MeasuredChoice times it both ways)."""
+    (layout_choice.MeasuredChoice times it both ways). shapes: each value's dims (ints, None where
+    not static), as inferred on the model before its convs became com.im2win's (ONNX cannot infer
+    through them); by default what inference gives on `model` itself."""
     graph = model.graph
     report = LayoutReport()
     initializers = {t.name: t for t in graph.initializer}
@@ -188,6 +194,8 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
         report.regions.append([graph.node[i].name for i in sorted(members)])
     if not converted:
         return report
+    if shapes is None:
+        shapes = inferred_dims(model)  # (before anything is renamed)
 
     new_nodes: dict[int, list[onnx.NodeProto]] = {}  # inserted before node i (or after, for exits)
     after: dict[int, list[onnx.NodeProto]] = {}
@@ -236,7 +244,10 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
         for reader, slot in readers.get(value, []):
             if inside(reader, slot):
                 graph.node[reader].input[slot] = nhwc_name
-        if outside or value in graph_outputs:  # leaves the region under its own name, NCHW again
+        if outside and value not in graph_outputs and _pooled_by_matmul(graph, value, nhwc_name, outside, shapes,
+                                                                         new_nodes, fresh):
+            report.pools_as_matmul += len(outside)
+        elif outside or value in graph_outputs:  # leaves the region under its own name, NCHW again
             after.setdefault(i, []).append(helper.make_node(
                 "Transpose", [nhwc_name], [value], name=fresh(f"{value}_to_nchw"), perm=TO_NCHW))
             report.transposes += 1
@@ -276,6 +287,53 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None) ->
     del graph.node[:]
     graph.node.extend(_fuse_relu_after(ordered, bn_convs, graph_outputs | read_in_subgraphs))
     return report
+
+
+def inferred_dims(model: onnx.ModelProto) -> dict[str, list]:
+    """Each value's dims as shape inference gives them on `model`; {} where inference fails."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # (a model ONNX cannot infer keeps its Transposes)
+        return {}
+    return static_dims({v.name: v.type for v in
+                        list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)})
+
+
+def static_dims(types: dict) -> dict[str, list]:
+    """{name: dims} of the tensor types in `types` ({name: TypeProto}), None for a dim not static."""
+    shapes = {}
+    for name, t in types.items():
+        if t.HasField("tensor_type") and t.tensor_type.HasField("shape"):
+            shapes[name] = [d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim]
+    return shapes
+
+
+def _pooled_by_matmul(graph, value, nhwc_name, readers, shapes, new_nodes, fresh) -> bool:
+    """Where only GlobalAveragePools read a region's output `value` (N x C x H x W, C, H and W
+    static), each reads it channels-last instead, with no Transpose: the mean of the H x W positions
+    as a MatMul of a row of 1 / (H x W) by the N x HW x C value, reshaped to N x C x 1 x 1.
+    Returns whether it did."""
+    dims = shapes.get(value)
+    if dims is None or len(dims) != 4 or any(d is None or d < 1 for d in dims[1:]):
+        return False
+    if any(r < 0 or slot != 0 or not _onnx_op(graph.node[r], "GlobalAveragePool") for r, slot in readers):
+        return False
+    _, c, h, w = dims
+    mean = fresh(f"{value}_mean_row")
+    graph.initializer.append(numpy_helper.from_array(np.full((1, h * w), 1.0 / (h * w), np.float32), mean))
+    flat_shape, pooled_shape = fresh(f"{value}_positions_shape"), fresh(f"{value}_pooled_shape")
+    graph.initializer.append(numpy_helper.from_array(np.array([0, h * w, c], np.int64), flat_shape))
+    graph.initializer.append(numpy_helper.from_array(np.array([0, c, 1, 1], np.int64), pooled_shape))
+    for r, _ in readers:
+        pool = graph.node[r]
+        flat, summed = fresh(f"{value}_positions"), fresh(f"{pool.output[0]}_mean")
+        new_nodes.setdefault(r, []).extend([
+            helper.make_node("Reshape", [nhwc_name, flat_shape], [flat], name=fresh(f"{pool.name}_positions")),
+            helper.make_node("MatMul", [mean, flat], [summed], name=fresh(f"{pool.name}_mean"))])
+        pool.op_type, pool.domain = "Reshape", ""
+        del pool.input[:]
+        pool.input.extend([summed, pooled_shape])
+    return True
 
 
 def _read_channels_first(graph, converted, entered, first_reader, new_nodes, initializers, report) -> None:
