@@ -25,6 +25,10 @@ constexpr int64_t kMinChannels = 32;
 // 0.66x, 224x224x64 and 112x112x128 0.64-0.65x; 14x14x256 1.10x, 14x14x512 0.96x, 7x7x512 1.25x.
 constexpr int64_t kMinMapForTile4 = 16;
 
+// The most a block's V and M take together (no network comes near: 7 MiB for F(4x4, 3x3) on 512
+// channels), so that a model's sizes cannot make one block's workspace grow without bound.
+constexpr double kMaxBlockBytes = 32.0 * (1 << 20);
+
 thread_local std::vector<float> winograd_v, winograd_m, winograd_zeros;
 
 // The 1x1 conv C -> M over `tiles` positions each GEMM runs.
@@ -187,6 +191,11 @@ WinogradPlan MakeWinogradPlan(const ConvShape& s, const Epilogue& epilogue, cons
   p.tiles_w = CeilDiv(s.out_w, p.tile);
   p.tiles = CheckedMul(CheckedMul(std::max<int64_t>(0, s.batch), p.tiles_h, "tiles"), p.tiles_w, "tiles");
   p.blocks = std::max<int64_t>(1, std::llround(static_cast<double>(p.tiles) / kBlockTiles));
+  // A block's V and M within kMaxBlockBytes, however wide C and M are (sizes a model gives).
+  const double tile_bytes = static_cast<double>(p.products()) * (static_cast<double>(s.in_channels) + s.out_channels) * 4;
+  const double most_tiles = std::max(1.0, std::floor(kMaxBlockBytes / tile_bytes));
+  if (static_cast<double>(p.tiles) / static_cast<double>(p.blocks) > most_tiles)
+    p.blocks = static_cast<int64_t>(std::ceil(static_cast<double>(p.tiles) / most_tiles));
   // Enough blocks for the pool: a multiple of its threads, where the tiles allow.
   if (p.threads > 1 && p.blocks >= p.threads) p.blocks = CeilDiv(p.blocks, p.threads) * p.threads;
   p.blocks = std::clamp<int64_t>(p.blocks, 1, std::max<int64_t>(1, p.tiles));
