@@ -141,11 +141,11 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
 
 def _set_algorithm(graph, algorithm: str) -> None:
     """The op's `algorithm` attribute on every com.im2win::Conv of graph and its subgraphs."""
+    from .layout_regions import _set_attr
+
     for node in graph.node:
         if node.domain == DOMAIN and node.op_type == "Conv":
-            kept = [a for a in node.attribute if a.name != "algorithm"]
-            del node.attribute[:]
-            node.attribute.extend(kept + [helper.make_attribute("algorithm", algorithm)])
+            _set_attr(node, "algorithm", algorithm)
         for attr in node.attribute:
             for sub in _subgraphs(attr):
                 _set_algorithm(sub, algorithm)

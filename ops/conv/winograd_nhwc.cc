@@ -90,9 +90,7 @@ struct Block {
   void Gemm(int64_t i) const {
     const ConvShape& s = p.shape;
     const NhwcPlan& g = count == p.gemm.shape.in_w ? p.gemm : p.gemm_last;
-    static const ParallelRunner serial = [](int64_t n, const std::function<void(int64_t)>& body) {
-      for (int64_t k = 0; k < n; ++k) body(k);
-    };
+    static const ParallelRunner serial = ThreadRunner(1);
     // (U[i] as WinogradPackedFloats lays it out: with C = M = 1 the GEMM's plan is a depthwise one,
     // which reads the one weight where the block order has it.)
     RunConvNhwc(g, v + i * count * s.in_channels, u + i * (WinogradPackedFloats(s, p.tile) / p.products()), nullptr,

@@ -281,6 +281,41 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   RunConv(*plan, x.data, weights.data, bias, residual, y, OrtRunner(api_, context));
 }
 
+namespace {
+
+// The plan kept for the last shape, or a new one made by `make` and kept in its place (cheap to
+// make: channels-last plans take no timing and no tables).
+template <typename Plan, typename Make>
+std::shared_ptr<const Plan> LastShapePlan(std::mutex& mutex, std::shared_ptr<const Plan>& kept, const ConvShape& shape,
+                                          Make make) {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (kept != nullptr && kept->shape == shape) return kept;
+  }
+  auto plan = std::make_shared<const Plan>(make());
+  std::lock_guard<std::mutex> lock(mutex);
+  kept = plan;
+  return plan;
+}
+
+// `floats` packed by pack(out): once into `kept` where the weights are constant (`reuse`), else
+// afresh for this run.
+template <typename Pack>
+std::shared_ptr<const std::vector<float>> PackedOnce(std::mutex& mutex, std::shared_ptr<const std::vector<float>>& kept,
+                                                     bool reuse, int64_t floats, Pack pack) {
+  auto fresh_packing = [&] {
+    auto fresh = std::make_shared<std::vector<float>>(floats);
+    pack(fresh->data());
+    return std::shared_ptr<const std::vector<float>>(std::move(fresh));
+  };
+  if (!reuse) return fresh_packing();
+  std::lock_guard<std::mutex> lock(mutex);
+  if (kept == nullptr) kept = fresh_packing();
+  return kept;
+}
+
+}  // namespace
+
 void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const float* w,
                                 const std::vector<int64_t>& w_dims, const float* bias, const float* residual,
                                 float* y, const ConvShape& shape) const {
@@ -288,69 +323,30 @@ void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const
     ComputeWinograd(context, x, w, w_dims, bias, residual, y, shape);
     return;
   }
-  std::shared_ptr<const NhwcPlan> plan;
-  {
-    std::lock_guard<std::mutex> lock(plan_mutex_);
-    if (nhwc_plan_ != nullptr && nhwc_plan_->shape == shape) plan = nhwc_plan_;
-  }
-  if (plan == nullptr) {
-    plan = std::make_shared<const NhwcPlan>(MakeNhwcPlan(shape, epilogue_, *isa_, threads_, 0, x_nchw_));
-    std::lock_guard<std::mutex> lock(plan_mutex_);
-    nhwc_plan_ = plan;
-  }
+  const std::shared_ptr<const NhwcPlan> plan = LastShapePlan(
+      plan_mutex_, nhwc_plan_, shape, [&] { return MakeNhwcPlan(shape, epilogue_, *isa_, threads_, 0, x_nchw_); });
   if (w_nhwc_packed_) {  // the rewriter's packing: ORT's copy is the only one
     CheckNhwcPackedWeights(shape.channels_per_group(), shape.outputs_per_group());
     RunConvNhwc(*plan, x, w, bias, residual, y, OrtRunner(api_, context));
     return;
   }
   // The packing depends on W's shape and the group only: constant weights are packed once.
-  Packing packed;
-  if (weights_constant_ && w_dims == w_dims_) {
-    std::lock_guard<std::mutex> lock(pack_mutex_);
-    if (packed_nhwc_ == nullptr) {
-      auto fresh = std::make_shared<std::vector<float>>(PackedNhwcFloats(*plan));
-      PackWeightsNhwc(*plan, w, fresh->data());
-      packed_nhwc_ = std::move(fresh);
-    }
-    packed = packed_nhwc_;
-  } else {
-    auto fresh = std::make_shared<std::vector<float>>(PackedNhwcFloats(*plan));
-    PackWeightsNhwc(*plan, w, fresh->data());
-    packed = std::move(fresh);
-  }
+  const Packing packed = PackedOnce(pack_mutex_, packed_nhwc_, weights_constant_ && w_dims == w_dims_,
+                                    PackedNhwcFloats(*plan), [&](float* out) { PackWeightsNhwc(*plan, w, out); });
   RunConvNhwc(*plan, x, packed->data(), bias, residual, y, OrtRunner(api_, context));
 }
 
 void OrtConvKernel::ComputeWinograd(OrtKernelContext* context, const float* x, const float* w,
                                     const std::vector<int64_t>& w_dims, const float* bias, const float* residual,
                                     float* y, const ConvShape& shape) const {
-  std::shared_ptr<const WinogradPlan> plan;
-  {
-    std::lock_guard<std::mutex> lock(plan_mutex_);
-    if (winograd_plan_ != nullptr && winograd_plan_->shape == shape) plan = winograd_plan_;
-  }
-  if (plan == nullptr) {
-    plan = std::make_shared<const WinogradPlan>(MakeWinogradPlan(shape, epilogue_, *isa_, threads_));
-    std::lock_guard<std::mutex> lock(plan_mutex_);
-    winograd_plan_ = plan;
-  }
+  const std::shared_ptr<const WinogradPlan> plan = LastShapePlan(
+      plan_mutex_, winograd_plan_, shape, [&] { return MakeWinogradPlan(shape, epilogue_, *isa_, threads_); });
   if (w_nhwc_packed_) CheckNhwcPackedWeights(shape.channels_per_group(), shape.outputs_per_group());
   // The transform depends on W's shape and the tile only: constant weights are transformed once a tile.
-  Packing packed;
-  Packing& kept = packed_winograd_[plan->tile == 4];
-  if (weights_constant_ && w_dims == w_dims_) {
-    std::lock_guard<std::mutex> lock(pack_mutex_);
-    if (kept == nullptr) {
-      auto fresh = std::make_shared<std::vector<float>>(WinogradPackedFloats(shape, plan->tile));
-      PackWeightsWinograd(shape, plan->tile, w, w_nhwc_packed_, fresh->data());
-      kept = std::move(fresh);
-    }
-    packed = kept;
-  } else {
-    auto fresh = std::make_shared<std::vector<float>>(WinogradPackedFloats(shape, plan->tile));
-    PackWeightsWinograd(shape, plan->tile, w, w_nhwc_packed_, fresh->data());
-    packed = std::move(fresh);
-  }
+  const Packing packed = PackedOnce(
+      pack_mutex_, packed_winograd_[plan->tile == 4], weights_constant_ && w_dims == w_dims_,
+      WinogradPackedFloats(shape, plan->tile),
+      [&](float* out) { PackWeightsWinograd(shape, plan->tile, w, w_nhwc_packed_, out); });
   RunWinogradNhwc(*plan, x, packed->data(), bias, residual, y, OrtRunner(api_, context));
 }
 
