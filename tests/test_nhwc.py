@@ -48,6 +48,8 @@ CASES = [  # x shape, w shape, attributes: ResNet's, MobileNetV2's and VGG's lay
     ([1, 8, 17], [16, 8, 1], dict(strides=[2])),  # 1-D
     ([2, 16, 40], [24, 16, 5], dict(pads=[2, 2])),  # 1-D: N x W x C
     ([1, 0, 5, 5], [4, 0, 3, 3], dict(pads=[1, 1, 1, 1])),  # no input channels: Y = B + Z
+    ([2, 96, 9, 7], [24, 96, 1, 1], {}),  # a projection to 24: one three-vector tile where the ISA has one
+    ([1, 32, 7, 11], [20, 32, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2])),  # 20: a partial third vector
 ]
 
 

@@ -236,6 +236,11 @@ NhwcPlan MakeNhwcPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKer
     }
   }
   p.tile_channels = isa.nhwc_channels();
+  p.three_vectors = !p.depthwise && isa.nhwc_columns3 > 0 && mg > 2 * isa.vector_len && mg <= 3 * isa.vector_len;
+  if (p.three_vectors) {
+    p.tile_channels = 3 * isa.vector_len;
+    p.columns = std::min(p.columns, isa.nhwc_columns3);
+  }
   p.m_tiles = p.depthwise ? 1 : CeilDiv(mg, p.tile_channels);
   const int64_t k = p.reduction();
   bool positions_outer = isa.nhwc_positions_outer;
@@ -405,7 +410,8 @@ void RunConvNhwc(const NhwcPlan& p, const float* x, const float* packed_w, const
     };
     auto kind = [&](int64_t left) {
       const bool one_vector = left <= narrow && left < p.tile_channels;
-      return one_vector ? Kind{narrow, p.columns1, isa.nhwc_tile1} : Kind{p.tile_channels, p.columns, isa.nhwc_tile};
+      if (one_vector) return Kind{narrow, p.columns1, isa.nhwc_tile1};
+      return Kind{p.tile_channels, p.columns, p.three_vectors ? isa.nhwc_tile3 : isa.nhwc_tile};
     };
     auto weights_of = [&](int64_t m) {
       return packed_w + ((g * blocks + m / kChannelBlock) * k) * kChannelBlock + m % kChannelBlock;

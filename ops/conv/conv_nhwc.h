@@ -34,6 +34,9 @@ struct NhwcPlan {
   // The most outputs of a row a tile takes (isa->nhwc_columns, or fewer when asked), and a
   // one-vector tile (isa->nhwc_columns1, likewise).
   int columns = 1, columns1 = 1;
+  // The group's channels (more than two vectors, at most three) in one three-vector tile of up to
+  // `columns` outputs (isa->nhwc_tile3) where the ISA has one.
+  bool three_vectors = false;
   int64_t run = 0;                                      // floats each tap reduces over
   // The reduction (taps x run) in runs of this many k, whose weights stay in L1 across a block's
   // tiles; each tile's sums wait in the workspace between runs.

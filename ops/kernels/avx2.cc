@@ -198,8 +198,10 @@ void PositionTile3x3(const float* w, const float* x, const int32_t* taps, int64_
 
 #include "kernels/nhwc_tile.inc"
 
-// NHWC: 16 channels x 6 outputs, 12 accumulators (the SGEMM kernel's 6x16); 8 x 12 for channel tails.
-constexpr IsaKernels kTable = WithNhwcTiles<2, 6, 12, true>(MakeKernelTable<12, 2, 6, 12>("avx2", 12, 0.85));
+// NHWC: 16 channels x 6 outputs, 12 accumulators (the SGEMM kernel's 6x16); 8 x 12 for channel tails;
+// 24 x 4 for groups of 17-24 output channels.
+constexpr IsaKernels kTable =
+    WithThreeVectorTiles<4>(WithNhwcTiles<2, 6, 12, true>(MakeKernelTable<12, 2, 6, 12>("avx2", 12, 0.85)));
 
 }  // namespace
 }  // namespace avx2

@@ -207,6 +207,12 @@ struct IsaKernels {
   // of a group that a whole tile would mostly compute for nothing (M = 16 or 24 on AVX-512).
   int nhwc_columns1 = 0;
   NhwcTileFn nhwc_tile1[kMaxNhwcColumns + 1] = {};
+  // Three vectors of output channels by nhwc_tile3[cols], cols = 1..nhwc_columns3 (0: none), for
+  // a group of more than two vectors' channels and at most three (NhwcPlan::three_vectors). On
+  // AVX2, M = 24 as 24 x 4 (3 weight loads and 4 broadcasts for 12 FMAs) in place of 16 x 6 and
+  // 8 x 6: MobileNetV2's 56x56 projections to 24 took 0.84x the time (Zen 3, one layer, hot).
+  int nhwc_columns3 = 0;
+  NhwcTileFn nhwc_tile3[kMaxNhwcColumns + 1] = {};
   DepthwiseNhwcFn depthwise_nhwc = nullptr;
   // Winograd transforms (nhwc_microkernel.h), [0] for F(2x2, 3x3), [1] for F(4x4, 3x3).
   WinogradInputFn winograd_input[2] = {};
