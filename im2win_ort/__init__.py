@@ -38,4 +38,4 @@ def __dir__():
 
 __all__ = ["DOMAIN", "OP_TYPE", "InferenceSession", "RewriteReport", "get_library_path", "reference", "rewrite",
            "rewrite_with_report", "session_options"]
-__version__ = "0.3.2"
+__version__ = "0.3.3"
