@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="intra-op threads the model will run with, at which --layout auto times the regions "
                          "(default 1)")
     rw.add_argument("--algorithm", choices=["auto", "direct"], default="auto",
-                    help="auto (default): channels-last 3x3 convs of stride 1 run Winograd, keeping its "
-                         "transformed weights (16/9 to 4x W) beside W; direct: none does (less memory)")
+                    help="auto (default): channels-last 3x3 convs of stride 1 run Winograd, whose transformed "
+                         "weights U take 16/9 to 4x W; direct: none does (less memory)")
+    rw.add_argument("--winograd-weights", choices=["auto", "transformed", "original"], default="auto",
+                    help="how the W of a Winograd conv is stored: transformed (as U: the session holds U alone, "
+                         "not W and U, but the file and ORT's peak while loading grow), original (as W), auto "
+                         "(default: transformed where the file grows by no more than the W it saves)")
     rw.add_argument("--report", action="store_true", help="print what was replaced, fused, folded and left to ORT")
     rw.add_argument("--external-data", choices=["auto", "yes", "no"], default="auto",
                     help="write tensors to MODEL.data next to the output (auto: when the input had external "
@@ -130,7 +134,7 @@ def _rewrite_command(args) -> int:
         rewritten, report = rewrite_with_report(original, skip_pointwise=args.skip_pointwise,
                                                 skip_depthwise=args.skip_depthwise, prepack=not args.no_prepack,
                                                 plan=args.plan, layout=args.layout, threads=threads,
-                                                algorithm=args.algorithm)
+                                                algorithm=args.algorithm, winograd_weights=args.winograd_weights)
         if args.report:
             print(report.summary())
         if args.validate:

@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .rewriter.weight_layout import LAYOUT_TILES, NHWC_LAYOUT, unpack, unpack_nhwc
+from .rewriter.weight_layout import LAYOUT_TILES, NHWC_LAYOUT, WINOGRAD_LAYOUTS, unpack, unpack_nhwc, unpack_winograd
 
 ACTIVATIONS = {  # name -> default activation_params (also their required number)
     "": (), "Relu": (), "Clip": (-np.inf, np.inf), "LeakyRelu": (0.01,), "Sigmoid": (),
@@ -169,6 +169,12 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if weight_layout in WINOGRAD_LAYOUTS:
+        _check_winograd_weight_layout(weight_layout, layout, algorithm)
+        w = unpack_winograd(w, weight_layout)
+        _check_winograd(np.shape(w), layout, input_layout, dilations, group, strides, f"weight_layout {weight_layout} is "
+                        "Winograd's transformed W: it")
+        weight_layout = "OIHW"
     if algorithm == "winograd":
         _check_winograd(np.shape(w), layout, input_layout, dilations, group, strides)
     _check_algorithm(algorithm, layout)
@@ -242,6 +248,8 @@ def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1
         _check_nhwc_weight_layout(weight_layout)
     elif weight_layout == NHWC_LAYOUT:
         raise ValueError(f"weight_layout {NHWC_LAYOUT} is the channels-last order: it needs layout NHWC")
+    if weight_layout in WINOGRAD_LAYOUTS:
+        _check_winograd_weight_layout(weight_layout, layout, algorithm)
     if auto_pad not in AUTO_PADS:
         raise ValueError(f"auto_pad must be one of {', '.join(AUTO_PADS)}, got {auto_pad!r}")
     if auto_pad != "NOTSET" and pads and any(pads):
@@ -257,9 +265,11 @@ def check_attributes(*, auto_pad: str = "NOTSET", dilations=None, group: int = 1
         if rank > 2:
             raise ValueError(f"{name} {values} describe spatial rank {rank}: 3-D convolution is not supported "
                              f"by com.im2win::Conv; spatial rank 1 and 2 are")
-    if weight_layout not in ("OIHW", NHWC_LAYOUT) and weight_layout not in LAYOUT_TILES:
+    if weight_layout not in ("OIHW", NHWC_LAYOUT) and weight_layout not in LAYOUT_TILES and \
+            weight_layout not in WINOGRAD_LAYOUTS:
         raise ValueError(f"weight_layout {weight_layout!r} is not supported: 'OIHW' (ONNX's), a packed "
-                         f"layout ({', '.join(LAYOUT_TILES)}) or, with layout NHWC, {NHWC_LAYOUT}")
+                         f"layout ({', '.join(LAYOUT_TILES)}) or, with layout NHWC, {NHWC_LAYOUT} or "
+                         f"{' or '.join(WINOGRAD_LAYOUTS)}")
     _activation_params(activation, activation_params)
 
 
@@ -282,8 +292,18 @@ def _check_algorithm(algorithm: str, layout: str) -> None:
         raise ValueError('algorithm "winograd" needs layout NHWC')
 
 
-def _check_winograd(w_shape, layout: str, input_layout: str, dilations, group: int, strides) -> None:
-    """The op's refusal of algorithm "winograd" where F(2x2, 3x3) cannot compute the conv."""
+def _check_winograd_weight_layout(weight_layout: str, layout: str, algorithm: str) -> None:
+    """The op's refusal of W stored as U where Winograd does not run."""
+    if layout != "NHWC":
+        raise ValueError(f"weight_layout {weight_layout} is Winograd's transformed W: it needs layout NHWC")
+    if algorithm == "direct":
+        raise ValueError(f'weight_layout {weight_layout} is Winograd\'s transformed W: algorithm "direct" cannot read it')
+
+
+def _check_winograd(w_shape, layout: str, input_layout: str, dilations, group: int, strides,
+                    who: str = 'algorithm "winograd"') -> None:
+    """The op's refusal of algorithm "winograd" (or of W stored as U: `who`) where Winograd cannot
+    compute the conv."""
     if layout != "NHWC":
         return  # (_check_algorithm says so)
     for needed, ok in (("a 2-D 3x3 kernel", tuple(w_shape[2:]) == (3, 3)),
@@ -292,7 +312,7 @@ def _check_winograd(w_shape, layout: str, input_layout: str, dilations, group: i
                        ("group 1", group == 1),
                        ("X channels-last (no input_layout NCHW)", input_layout != "NCHW")):
         if not ok:
-            raise ValueError(f'algorithm "winograd" needs {needed}')
+            raise ValueError(f"{who} needs {needed}")
 
 
 def _check_nhwc_weight_layout(weight_layout: str) -> None:

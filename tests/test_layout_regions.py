@@ -19,7 +19,7 @@ import im2win_ort
 from helpers import ONNX_OPSET, make_session
 from im2win_ort._ir_version import make_model
 from im2win_ort.rewriter.layout_regions import to_channels_last
-from im2win_ort.rewriter.weight_layout import NHWC_LAYOUT, nhwc_packable
+from im2win_ort.rewriter.weight_layout import NHWC_LAYOUT, WINOGRAD_LAYOUTS, nhwc_packable
 
 
 def _graph_model(nodes, inits, outputs, x_shape=(1, 8, 10, 10)):
@@ -35,19 +35,26 @@ def _w(rng, m, c, k):
 
 
 def _check_nhwc_weights(model, rewritten):
-    """NHWC convs whose W the channels-last order permutes carry it packed (im2win.nhwc16), the
-    others OIHW; the model holds no more weight floats than the original (one copy each)."""
+    """NHWC convs whose W the channels-last order permutes carry it packed (im2win.nhwc16) or as
+    Winograd's U, the others OIHW; the model holds no more weights than the original (one copy
+    each; a U counted as the W it is made from)."""
     inits = {t.name: t for t in rewritten.graph.initializer}
+    after = 0
     for node in rewritten.graph.node:
         if node.op_type == "Conv" and any(a.name == "layout" for a in node.attribute):
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             w = inits.get(node.input[1])
+            layout = attrs.get("weight_layout", b"OIHW").decode()
+            if layout in WINOGRAD_LAYOUTS:
+                assert list(w.dims[2:]) == [WINOGRAD_LAYOUTS[layout] + 2] * 2, node
+                after += w.dims[0] * w.dims[1] * 9
+                continue
             packable = w is not None and nhwc_packable(list(w.dims), attrs.get("group", 1))
-            assert attrs.get("weight_layout", b"OIHW").decode() == (NHWC_LAYOUT if packable else "OIHW"), node
+            assert layout == (NHWC_LAYOUT if packable else "OIHW"), node
+        if node.op_type == "Conv" and node.input[1] in inits and not node.input[1].endswith("_dw_W"):
+            after += np.prod(inits[node.input[1]].dims)
     conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
     before = sum(np.prod(t.dims) for t in model.graph.initializer if t.name in conv_weights)
-    after = sum(np.prod(inits[n.input[1]].dims) for n in rewritten.graph.node
-                if n.op_type == "Conv" and n.input[1] in inits and not n.input[1].endswith("_dw_W"))
     assert after <= before
 
 
@@ -143,6 +150,58 @@ def test_a_global_average_pool_reads_the_region_as_a_matmul(static):
         for g, w in zip(got, want):
             assert g.shape == w.shape
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def _winograd_network(rng, fc_floats=0):
+    """Four 3x3 convs of 32-48 channels (one on 20x20, three on 10x10 after a pool) and a 1x1; with
+    fc_floats, a MatMul at the end by a constant of that many floats (the largest tensor)."""
+    inits = {"w1": _w(rng, 32, 32, 3), "w2": _w(rng, 48, 32, 3), "w3": _w(rng, 48, 48, 3), "w4": _w(rng, 32, 48, 3),
+             "w5": _w(rng, 16, 32, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("MaxPool", ["ar"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["b", "w3"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["cr"]),
+             helper.make_node("Conv", ["cr", "w4"], ["d"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["d", "w5"], ["y"])]
+    outputs = ["y"]
+    if fc_floats:
+        inits["fc"] = (rng.standard_normal((1600, fc_floats // 1600)) / 40).astype(np.float32)
+        inits["shape"] = np.array([0, -1], np.int64)
+        nodes += [helper.make_node("Reshape", ["y", "shape"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["z"])]
+        outputs = ["z"]
+    return _graph_model(nodes, inits, outputs, x_shape=("N", 32, 20, 20))
+
+
+def _weight_layouts(model):
+    return [next((a.s.decode() for a in n.attribute if a.name == "weight_layout"), "OIHW")
+            for n in model.graph.node if n.op_type == "Conv"]
+
+
+def test_winograd_convs_store_w_as_u_where_that_saves_memory():
+    """The convs the op runs with Winograd (3x3, stride 1, 32 channels and more, output size known)
+    store W as U for the tile the op takes (F(4x4, 3x3) from 16 outputs a side); "original" and
+    algorithm "direct" keep W; "auto" keeps W where loading would peak above the runs (a tensor
+    larger than all U); the answers are ORT's."""
+    rng = np.random.default_rng(21)
+    wino = ["im2win.winograd4"] + ["im2win.winograd2"] * 3 + [NHWC_LAYOUT]
+    plain = [NHWC_LAYOUT] * 5
+    for fc_floats, auto in ((0, wino), (320000, plain)):
+        model = _winograd_network(rng, fc_floats)
+        x = rng.standard_normal((2, 32, 20, 20)).astype(np.float32)
+        (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        for options, layouts in ((dict(), auto), (dict(winograd_weights="transformed"), wino),
+                                 (dict(winograd_weights="original"), plain), (dict(algorithm="direct"), plain)):
+            rewritten, report = im2win_ort.rewrite_with_report(model, layout="nhwc", plan="heuristic", **options)
+            assert _weight_layouts(rewritten) == layouts, options
+            assert ("4 W stored as Winograd's U" in report.channels_last) == (layouts == wino), report.channels_last
+            _check_nhwc_weights(model, rewritten)
+            (got,) = make_session(rewritten).run(None, {"x": x})
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+            if not options:
+                why = "loading would peak higher than the runs"
+                assert (why in report.channels_last) == (auto == plain), report.channels_last
+    with pytest.raises(ValueError, match="winograd_weights must be one of auto, transformed, original"):
+        im2win_ort.rewrite(model, layout="nhwc", winograd_weights="u")
 
 
 def test_a_lone_conv_and_separate_chains():

@@ -71,6 +71,27 @@ def test_rewrite_algorithm_direct(tmp_path, capsys):
         rewrite(onnx.load(source), algorithm="fast")
 
 
+def test_rewrite_winograd_weights(tmp_path, capsys):
+    """--winograd-weights: transformed stores the Winograd convs' W as U, original as W; both agree
+    with ORT (--validate); --report says how many; a wrong value is refused before anything is
+    written."""
+    from test_layout_regions import _weight_layouts, _winograd_network
+
+    source = tmp_path / "net.onnx"
+    onnx.save(_winograd_network(np.random.default_rng(5)), source)
+    for value, stored in (("transformed", 4), ("original", 0)):
+        out = tmp_path / f"{value}.onnx"
+        assert main(["rewrite", str(source), "-o", str(out), "--layout", "nhwc", "--plan", "heuristic", "--validate",
+                     "--report", "--winograd-weights", value]) == 0
+        layouts = _weight_layouts(onnx.load(out))
+        assert sum(layout.startswith("im2win.winograd") for layout in layouts) == stored, layouts
+        assert (f"{stored} W stored as Winograd's U" in capsys.readouterr().out) == bool(stored)
+    with pytest.raises(SystemExit) as refused:
+        main(["rewrite", str(source), "-o", str(tmp_path / "bad.onnx"), "--winograd-weights", "u"])
+    assert refused.value.code != 0 and "invalid choice: 'u'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.onnx").exists()
+
+
 def test_default_output_name_and_inputs_file(model_file, tmp_path, capsys):
     feeds = tmp_path / "inputs.npz"
     np.savez(feeds, x=np.ones((2, 3, 12, 12), np.float32))

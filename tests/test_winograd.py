@@ -225,15 +225,100 @@ def test_winograd_errors():
 
 
 def test_winograd_in_the_python_backend():
-    """backend="python" takes the attribute and computes the same convolution."""
+    """backend="python" takes the attribute, and W stored as U, and computes the same convolution."""
     pytest.importorskip("onnxruntime_extensions")
     import im2win_ort
+    from im2win_ort.rewriter.weight_layout import pack_winograd
 
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 6, 7, 8)).astype(np.float32)
-    w = (rng.standard_normal((10, 6, 3, 3)) / 5).astype(np.float32)
+    w = (rng.standard_normal((16, 6, 3, 3)) / 5).astype(np.float32)
     want = reference_conv(x, w, pads=[1, 1, 1, 1])
-    model = _nhwc_model(["N", 7, 8, 6], w, pads=[1, 1, 1, 1], algorithm="winograd")
-    for backend in ("python", "native"):
-        (y,) = im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": to_nhwc(x)})
-        np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+    models = [_nhwc_model(["N", 7, 8, 6], w, pads=[1, 1, 1, 1], algorithm="winograd"),
+              _nhwc_model(["N", 7, 8, 6], pack_winograd(w, 2), pads=[1, 1, 1, 1], weight_layout="im2win.winograd2")]
+    for model in models:
+        for backend in ("python", "native"):
+            (y,) = im2win_ort.InferenceSession(model, backend=backend).run(None, {"X": to_nhwc(x)})
+            np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_stored_u_round_trips(tile):
+    """W stored as Winograd's U (weight_layout im2win.winograd2 / 4) comes back by least squares."""
+    from im2win_ort.rewriter.weight_layout import pack_winograd, unpack_winograd
+
+    w = np.random.default_rng(tile).standard_normal((32, 5, 3, 3)).astype(np.float32)
+    u = pack_winograd(w, tile)
+    assert u.shape == (32, 5, tile + 2, tile + 2) and u.dtype == np.float32
+    np.testing.assert_allclose(unpack_winograd(u, f"im2win.winograd{tile}"), w, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_stored_u_in_an_ort_session(isa, monkeypatch):
+    """The op reads U stored by the rewriter in place, for its tile on any map (a 4-tile U on a 7x7
+    map, a 2-tile U on a 30x30 one), with the epilogue, constant or fed at run time, on any pool,
+    against ORT's own Conv; ORT's shape inference sees the 3x3 kernel."""
+    from onnx import TensorProto, helper
+
+    from im2win_ort.rewriter.weight_layout import pack_winograd
+
+    monkeypatch.setenv("IM2WIN_ISA", isa)
+    rng = np.random.default_rng(12)
+    w = (rng.standard_normal((48, 40, 3, 3)) / 20).astype(np.float32)
+    b = rng.standard_normal(48).astype(np.float32)
+    attrs = dict(pads=[1, 1, 1, 1], activation="Relu")
+    for tile, side in ((4, 7), (2, 30), (4, 18), (2, 5)):
+        x = rng.standard_normal((2, 40, side, side)).astype(np.float32)
+        z = rng.standard_normal((2, 48, side, side)).astype(np.float32)
+        (want,) = run_model(conv_model(list(x.shape), w, b, pads=[1, 1, 1, 1]), {"X": x}, im2win=False)
+        want = np.maximum(want + z, 0)
+        layout = f"im2win.winograd{tile}"
+        u = pack_winograd(w, tile)
+        model = _nhwc_model(["N", side, side, 40], u, b, with_z=True, weight_layout=layout, **attrs)
+        fed = _nhwc_model(["N", side, side, 40], u, b, with_z=True, weight_layout=layout, **attrs)
+        fed.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, list(u.shape)))
+        del fed.graph.initializer[0]
+        for threads in (1, 3):
+            session = make_session(model, threads=threads)
+            assert session.get_outputs()[0].shape == ["N", side, side, 48]
+            for _ in range(2):
+                (y,) = session.run(None, {"X": to_nhwc(x), "Z": to_nhwc(z)})
+                np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+            (y,) = make_session(fed, threads=threads).run(None, {"X": to_nhwc(x), "Z": to_nhwc(z), "W": u})
+            np.testing.assert_allclose(to_nchw(y), want, rtol=1e-4, atol=1e-4)
+        y_ref = reference.conv(to_nhwc(x), u, b, to_nhwc(z), layout="NHWC", weight_layout=layout, **attrs)
+        np.testing.assert_allclose(to_nchw(y_ref), want, rtol=1e-4, atol=1e-4)
+
+
+def test_stored_u_errors():
+    """U where Winograd cannot read it is refused by name, in an ORT session (naming the node) and in
+    the reference alike."""
+    from im2win_ort.rewriter.weight_layout import pack_winograd
+
+    u4 = pack_winograd(np.ones((32, 8, 3, 3), np.float32), 4)
+    x = np.ones((1, 6, 6, 8), np.float32)
+    refused = [  # U, attributes, the message
+        (u4, dict(weight_layout="im2win.winograd2"),
+         r"weight_layout im2win.winograd2 holds U of a 3x3 kernel as \[M, C, 4, 4\] with M a multiple of 16, "
+         r"got W \[32, ?8, ?6, ?6\]"),
+        (np.ones((24, 8, 6, 6), np.float32), dict(weight_layout="im2win.winograd4"), "with M a multiple of 16"),
+        (u4, dict(weight_layout="im2win.winograd4", algorithm="direct"),
+         'weight_layout im2win.winograd4 is Winograd\'s transformed W: algorithm "direct" cannot read it'),
+        (u4, dict(weight_layout="im2win.winograd4", strides=[2, 2]),
+         "weight_layout im2win.winograd4 is Winograd's transformed W: it needs strides 1"),
+        (u4, dict(weight_layout="im2win.winograd4", dilations=[2, 2]), "it needs dilations 1"),
+        (u4, dict(weight_layout="im2win.winograd4", kernel_shape=[6, 6]), "kernel_shape .* does not match"),
+    ]
+    for u, attrs, message in refused:
+        with pytest.raises(ValueError, match=message):
+            reference.conv(x, u, layout="NHWC", **attrs)
+        with pytest.raises(Exception, match=f"com.im2win::Conv node 'c'.*({message})"):
+            make_session(_nhwc_model(list(x.shape), u, **attrs)).run(None, {"X": x})
+    with pytest.raises(ValueError, match="weight_layout im2win.winograd4 is Winograd's transformed W: it needs "
+                                         "layout NHWC"):
+        reference.conv(to_nchw(x), u4, weight_layout="im2win.winograd4")
+    nchw = _nhwc_model([1, 8, 6, 6], u4, weight_layout="im2win.winograd4")
+    next(a for a in nchw.graph.node[0].attribute if a.name == "layout").s = b"NCHW"
+    with pytest.raises(Exception, match="com.im2win::Conv node 'c'.*weight_layout im2win.winograd4 is Winograd's "
+                                        "transformed W: it needs layout NHWC"):
+        make_session(nchw)

@@ -84,7 +84,8 @@ REWRITE_ALGORITHMS = ("auto", "direct")
 
 
 def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: bool = False, prepack: bool = True,
-                        plan: str = "measure", layout: str = "nchw", threads: int = 1, algorithm: str = "auto"):
+                        plan: str = "measure", layout: str = "nchw", threads: int = 1, algorithm: str = "auto",
+                        winograd_weights: str = "auto"):
     """Rewrites a model given as a path, bytes or onnx.ModelProto; returns (ModelProto, RewriteReport).
 
     prepack: store each constant W in the packed order the op's kernels read for the input size
@@ -102,10 +103,14 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     channels-last at one thread (docs/performance.md), and heuristic output never depends on timing.
 
     algorithm="direct" sets the op's `algorithm` to "direct" on every rewritten conv: no Winograd,
-    whose transformed weights (16/9 to 4x a 3x3 conv's W) the op keeps beside W; "auto" (the
-    default) leaves the choice to the op.
+    whose transformed weights U take 16/9 to 4x a 3x3 conv's W; "auto" (the default) leaves the
+    choice to the op. Where the op will run Winograd (channels-last, output size known to shape
+    inference), winograd_weights says how W is stored: "transformed", as U (weight_layout
+    im2win.winograd2 or 4), so that the session holds U alone instead of W and U; "original", as
+    W; "auto" (the default), as U where the file grows by no more than the W that saves
+    (layout_regions._winograd_tiles).
     """
-    from .layout_regions import static_dims, to_channels_last
+    from .layout_regions import WINOGRAD_WEIGHTS, static_dims, to_channels_last
     from .model_io import load_model
 
     if plan not in REWRITE_PLANS:
@@ -116,6 +121,8 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
         raise ValueError(f"threads must be an integer from 1 to 1024, got {threads!r}")
     if algorithm not in REWRITE_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(REWRITE_ALGORITHMS)}, got {algorithm!r}")
+    if winograd_weights not in WINOGRAD_WEIGHTS:
+        raise ValueError(f"winograd_weights must be one of {', '.join(WINOGRAD_WEIGHTS)}, got {winograd_weights!r}")
     original = load_model(model)
     out = copy.deepcopy(original)
     report = RewriteReport()
@@ -124,13 +131,16 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     _GraphRewriter(out.graph, types, opsets, Policy(skip_pointwise, skip_depthwise, prepack, plan), report, {}).run()
     if report.replaced and not any(o.domain == DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    if algorithm == "direct":
+        winograd_weights = "original"  # (no Winograd, so no U to store)
     if layout == "nhwc":
-        report.channels_last = to_channels_last(out, shapes=static_dims(types)).summary()
+        report.channels_last = to_channels_last(out, shapes=static_dims(types), winograd_weights=winograd_weights).summary()
     elif layout == "auto" and plan == "measure":
         from .layout_choice import MeasuredChoice
 
         choice = MeasuredChoice(types, threads)
-        report.channels_last = "\n".join([to_channels_last(out, choose=choice, shapes=static_dims(types)).summary(),
+        report.channels_last = "\n".join([to_channels_last(out, choose=choice, shapes=static_dims(types),
+                                                            winograd_weights=winograd_weights).summary(),
                                            *choice.describe()])
     elif layout == "auto":
         report.channels_last = "channels-last: none (layout auto with plan heuristic keeps NCHW)"

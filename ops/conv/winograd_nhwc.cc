@@ -177,9 +177,9 @@ bool UseWinograd(ConvAlgorithm asked, const ConvShape& s, bool x_nchw) {
 }
 
 WinogradPlan MakeWinogradPlan(const ConvShape& s, const Epilogue& epilogue, const IsaKernels& isa, int threads,
-                              int64_t l2_bytes) {
+                              int64_t l2_bytes, int tile) {
   WinogradPlan p;
-  p.tile = WinogradTile(s);
+  p.tile = tile == 2 || tile == 4 ? tile : WinogradTile(s);
   p.alpha = p.tile + 2;
   p.shape = s;
   p.epilogue = epilogue;
@@ -202,6 +202,21 @@ WinogradPlan MakeWinogradPlan(const ConvShape& s, const Epilogue& epilogue, cons
   p.gemm = MakeNhwcPlan(GemmShape(s, p.block_tiles), Epilogue{}, isa, 1, l2_bytes);
   p.gemm_last = MakeNhwcPlan(GemmShape(s, std::max<int64_t>(1, p.tiles) / p.blocks), Epilogue{}, isa, 1, l2_bytes);
   return p;
+}
+
+int WinogradLayoutTile(const std::string& name) {
+  if (name == kWinograd2WeightLayout) return 2;
+  if (name == kWinograd4WeightLayout) return 4;
+  return 0;
+}
+
+std::vector<int64_t> WinogradKernelDims(const std::vector<int64_t>& u, int tile) {
+  const int64_t alpha = tile + 2;
+  if (u.size() != 4 || u[0] <= 0 || u[0] % kChannelBlock != 0 || u[1] <= 0 || u[2] != alpha || u[3] != alpha)
+    throw ConvError("weight_layout " + std::string(tile == 4 ? kWinograd4WeightLayout : kWinograd2WeightLayout) +
+                    " holds U of a 3x3 kernel as [M, C, " + std::to_string(alpha) + ", " + std::to_string(alpha) +
+                    "] with M a multiple of " + std::to_string(kChannelBlock) + ", got W " + DimsToString(u));
+  return {u[0], u[1], 3, 3};
 }
 
 int64_t WinogradPackedFloats(const ConvShape& s, int tile) {

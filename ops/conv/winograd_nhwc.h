@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "conv/conv_driver.h"
 #include "conv/conv_nhwc.h"
@@ -60,9 +61,21 @@ struct WinogradPlan {
   int64_t m_floats() const { return products() * block_tiles * shape.out_channels; }
 };
 
-// l2_bytes as MakeNhwcPlan takes it (0: this CPU's). The shape must be one WinogradApplies takes.
+// l2_bytes as MakeNhwcPlan takes it (0: this CPU's); tile 2 or 4 where U was made for it (stored
+// by the rewriter), else 0 (WinogradTile). The shape must be one WinogradApplies takes.
 WinogradPlan MakeWinogradPlan(const ConvShape& shape, const Epilogue& epilogue, const IsaKernels& isa,
-                              int threads = 1, int64_t l2_bytes = 0);
+                              int threads = 1, int64_t l2_bytes = 0, int tile = 0);
+
+// weight_layout names of W stored as U by the rewriter, read in place (a session then holds U, not
+// W and U): shape [M, C, a, a] (a = tile + 2) holding PackWeightsWinograd's order for that tile,
+// M a multiple of 16 (no padding), for a 3x3 kernel.
+inline constexpr const char kWinograd2WeightLayout[] = "im2win.winograd2";
+inline constexpr const char kWinograd4WeightLayout[] = "im2win.winograd4";
+// The tile of a Winograd weight_layout name: 2 or 4; 0 for any other name.
+int WinogradLayoutTile(const std::string& name);
+// The conv's W dims for U stored for `tile`: [M, C, a, a] as [M, C, 3, 3]. Throws ConvError,
+// naming the layout, for any other shape.
+std::vector<int64_t> WinogradKernelDims(const std::vector<int64_t>& u_dims, int tile);
 
 // Floats U takes for tiles of `tile` outputs a side: (tile + 2)^2 x the packed weights of a 1x1
 // conv C -> M (PackedNhwcFloats).

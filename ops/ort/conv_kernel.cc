@@ -32,6 +32,11 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   if (weight_layout == kNhwcWeightLayout) {
     if (!nhwc_) throw ConvError("weight_layout " + weight_layout + " is the channels-last order: it needs layout NHWC");
     w_nhwc_packed_ = true;
+  } else if (const int tile = WinogradLayoutTile(weight_layout)) {
+    if (!nhwc_) throw ConvError("weight_layout " + weight_layout + " is Winograd's transformed W: it needs layout NHWC");
+    if (algorithm_ == ConvAlgorithm::kDirect)
+      throw ConvError("weight_layout " + weight_layout + " is Winograd's transformed W: algorithm \"direct\" cannot read it");
+    w_winograd_tile_ = tile;
   } else {
     w_prepacked_ = ParseWeightLayout(weight_layout, &w_family_);
     if (nhwc_ && w_prepacked_)
@@ -58,7 +63,7 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
   Check(api, api.KernelInfoGetConstantInput_tensor(info, 1, &is_constant, &w));
   if (is_constant && w != nullptr) {
     const TensorView wv = View(api, w, "W");
-    ValidateWeightShape(attrs_, wv.dims);
+    ValidateWeightShape(attrs_, KernelDims(wv.dims));
     // (W's first two dims are M and C/group: ValidateWeightShape checked its rank.)
     if (w_nhwc_packed_) CheckNhwcPackedWeights(wv.dims[1], wv.dims[0] / std::max<int64_t>(1, attrs_.group));
     w_dims_ = wv.dims;
@@ -74,6 +79,10 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
       PackedConstantWeights(ChooseTileFamily(*isa_, shape, tile_preference_), wv.data);
     }
   }
+}
+
+std::vector<int64_t> OrtConvKernel::KernelDims(const std::vector<int64_t>& w_dims) const {
+  return w_winograd_tile_ != 0 ? WinogradKernelDims(w_dims, w_winograd_tile_) : w_dims;
 }
 
 void OrtConvKernel::PackFrom(const float* w, const std::vector<int64_t>& w_dims, int64_t group, TileFamily family,
@@ -243,7 +252,8 @@ void OrtConvKernel::ComputeOrThrow(OrtKernelContext* context) const {
   if (x_value == nullptr || w_value == nullptr) throw ConvError("inputs X and W are required");
   const TensorView x = View(api_, x_value, "X");
   const TensorView w = View(api_, w_value, "W");
-  const ConvShape shape = ResolveConvShape(attrs_, nhwc_ && !x_nchw_ ? NhwcToNchwDims(x.dims) : x.dims, w.dims);
+  const ConvShape shape =
+      ResolveConvShape(attrs_, nhwc_ && !x_nchw_ ? NhwcToNchwDims(x.dims) : x.dims, KernelDims(w.dims));
 
   const float* bias = nullptr;
   if (const OrtValue* b_value = input(2)) {
@@ -319,6 +329,14 @@ std::shared_ptr<const std::vector<float>> PackedOnce(std::mutex& mutex, std::sha
 void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const float* w,
                                 const std::vector<int64_t>& w_dims, const float* bias, const float* residual,
                                 float* y, const ConvShape& shape) const {
+  if (w_winograd_tile_ != 0) {  // U stored: Winograd whatever the shape's size
+    std::string why;
+    if (!WinogradApplies(shape, x_nchw_, &why))
+      throw ConvError("weight_layout " + std::string(w_winograd_tile_ == 4 ? kWinograd4WeightLayout : kWinograd2WeightLayout) +
+                      " is Winograd's transformed W: it needs " + why);
+    ComputeWinograd(context, x, w, w_dims, bias, residual, y, shape);
+    return;
+  }
   if (UseWinograd(algorithm_, shape, x_nchw_)) {
     ComputeWinograd(context, x, w, w_dims, bias, residual, y, shape);
     return;
@@ -339,8 +357,13 @@ void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const
 void OrtConvKernel::ComputeWinograd(OrtKernelContext* context, const float* x, const float* w,
                                     const std::vector<int64_t>& w_dims, const float* bias, const float* residual,
                                     float* y, const ConvShape& shape) const {
-  const std::shared_ptr<const WinogradPlan> plan = LastShapePlan(
-      plan_mutex_, winograd_plan_, shape, [&] { return MakeWinogradPlan(shape, epilogue_, *isa_, threads_); });
+  const std::shared_ptr<const WinogradPlan> plan = LastShapePlan(plan_mutex_, winograd_plan_, shape, [&] {
+    return MakeWinogradPlan(shape, epilogue_, *isa_, threads_, 0, w_winograd_tile_);
+  });
+  if (w_winograd_tile_ != 0) {  // the rewriter's U: ORT's copy is the only one
+    RunWinogradNhwc(*plan, x, w, bias, residual, y, OrtRunner(api_, context));
+    return;
+  }
   if (w_nhwc_packed_) CheckNhwcPackedWeights(shape.channels_per_group(), shape.outputs_per_group());
   // The transform depends on W's shape and the tile only: constant weights are transformed once a tile.
   const Packing packed = PackedOnce(

@@ -60,6 +60,8 @@ class OrtConvKernel {
   RunWeights WeightsFor(TileFamily family, const float* w, const std::vector<int64_t>& w_dims,
                         const ConvShape& shape) const;
   // W (as ORT holds it: OIHW, or packed for w_family_) packed for `family` into `out`.
+  // W's dims as the conv sees them (stored U's as its 3x3 kernel's; throws ConvError for a bad U).
+  std::vector<int64_t> KernelDims(const std::vector<int64_t>& w_dims) const;
   void PackFrom(const float* w, const std::vector<int64_t>& w_dims, int64_t group, TileFamily family,
                 float* out) const;
   // Constant weights packed once per tile family a plan uses: at kernel creation when X's spatial
@@ -77,6 +79,7 @@ class OrtConvKernel {
   bool measure_ = false;      // time the candidate plans of each new shape
   bool w_prepacked_ = false;  // W arrives packed (weight_layout): used in place, no copy of ours
   bool w_nhwc_packed_ = false;  // W arrives in the channels-last order (kNhwcWeightLayout), likewise
+  int w_winograd_tile_ = 0;  // W arrives as Winograd's U for this tile (kWinograd*WeightLayout), likewise
   TileFamily w_family_ = TileFamily::kPositions;
   bool weights_constant_ = false;
   bool nhwc_ = false;  // layout="NHWC": X, Z and Y channels-last (conv_nhwc.h)
@@ -98,7 +101,8 @@ class OrtConvKernel {
   mutable std::shared_ptr<const NhwcPlan> nhwc_plan_;
   mutable Packing packed_nhwc_;
   // Winograd where `algorithm` chooses it (winograd_nhwc.h): the last shape's plan and the constant
-  // weights transformed once for each tile size a shape used (16/9 or 4x W; ORT's W stays).
+  // weights transformed once for each tile size a shape used (16/9 or 4x W; ORT's W stays), unless
+  // the rewriter stored U (w_winograd_tile_).
   ConvAlgorithm algorithm_ = ConvAlgorithm::kAuto;
   mutable std::shared_ptr<const WinogradPlan> winograd_plan_;
   mutable Packing packed_winograd_[2];

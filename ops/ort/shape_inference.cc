@@ -1,5 +1,6 @@
 #include "ort/shape_inference.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -7,6 +8,7 @@
 #include "conv/conv_nhwc.h"
 #include "conv/conv_params.h"
 #include "conv/pool_nhwc.h"
+#include "conv/winograd_nhwc.h"
 
 namespace im2win {
 namespace {
@@ -103,11 +105,16 @@ OrtStatusPtr InferConvOutputShape(const OrtApi& api, OrtShapeInferContext* conte
   // (With input_layout "NCHW", X channels-first and Y channels-last.)
   bool nhwc = false, x_nchw = false;
   try {
-    std::vector<char> layout, input_layout;
+    std::vector<char> layout, input_layout, weight_layout;
     if (ReadAttribute(api, context, "layout", ORT_OP_ATTR_STRING, &layout))
       nhwc = ParseLayout(std::string(layout.begin(), layout.end())) == Layout::kNhwc;
     if (ReadAttribute(api, context, "input_layout", ORT_OP_ATTR_STRING, &input_layout))
       x_nchw = ParseInputLayout(std::string(input_layout.begin(), input_layout.end()), nhwc);
+    // W stored as Winograd's U: the kernel is its 3x3.
+    if (ReadAttribute(api, context, "weight_layout", ORT_OP_ATTR_STRING, &weight_layout))
+      if (const int tile = WinogradLayoutTile(std::string(weight_layout.begin(), weight_layout.end())))
+        if (std::none_of(w.values.begin(), w.values.end(), [](int64_t d) { return d < 0; }))
+          w.values = WinogradKernelDims(w.values, tile);
   } catch (const ConvError&) {
     return nullptr;  // the kernel reports it, naming the node
   }
