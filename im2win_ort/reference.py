@@ -172,8 +172,8 @@ def conv(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, z: Option
     if weight_layout in WINOGRAD_LAYOUTS:
         _check_winograd_weight_layout(weight_layout, layout, algorithm)
         w = unpack_winograd(w, weight_layout)
-        _check_winograd(np.shape(w), layout, input_layout, dilations, group, strides, f"weight_layout {weight_layout} is "
-                        "Winograd's transformed W: it")
+        _check_winograd(np.shape(w), layout, input_layout, dilations, group, strides,
+                        f"weight_layout {weight_layout} is Winograd's transformed W: it")
         weight_layout = "OIHW"
     if algorithm == "winograd":
         _check_winograd(np.shape(w), layout, input_layout, dilations, group, strides)
@@ -294,10 +294,11 @@ def _check_algorithm(algorithm: str, layout: str) -> None:
 
 def _check_winograd_weight_layout(weight_layout: str, layout: str, algorithm: str) -> None:
     """The op's refusal of W stored as U where Winograd does not run."""
+    what = f"weight_layout {weight_layout} is Winograd's transformed W:"
     if layout != "NHWC":
-        raise ValueError(f"weight_layout {weight_layout} is Winograd's transformed W: it needs layout NHWC")
+        raise ValueError(f"{what} it needs layout NHWC")
     if algorithm == "direct":
-        raise ValueError(f'weight_layout {weight_layout} is Winograd\'s transformed W: algorithm "direct" cannot read it')
+        raise ValueError(f'{what} algorithm "direct" cannot read it')
 
 
 def _check_winograd(w_shape, layout: str, input_layout: str, dilations, group: int, strides,

@@ -188,7 +188,8 @@ def test_winograd_convs_store_w_as_u_where_that_saves_memory():
     for fc_floats, auto in ((0, wino), (320000, plain)):
         model = _winograd_network(rng, fc_floats)
         x = rng.standard_normal((2, 32, 20, 20)).astype(np.float32)
-        (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        ort_session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        (want,) = ort_session.run(None, {"x": x})
         for options, layouts in ((dict(), auto), (dict(winograd_weights="transformed"), wino),
                                  (dict(winograd_weights="original"), plain), (dict(algorithm="direct"), plain)):
             rewritten, report = im2win_ort.rewrite_with_report(model, layout="nhwc", plan="heuristic", **options)

@@ -134,7 +134,8 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     if algorithm == "direct":
         winograd_weights = "original"  # (no Winograd, so no U to store)
     if layout == "nhwc":
-        report.channels_last = to_channels_last(out, shapes=static_dims(types), winograd_weights=winograd_weights).summary()
+        report.channels_last = to_channels_last(out, shapes=static_dims(types),
+                                                winograd_weights=winograd_weights).summary()
     elif layout == "auto" and plan == "measure":
         from .layout_choice import MeasuredChoice
 

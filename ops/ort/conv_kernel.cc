@@ -33,9 +33,9 @@ OrtConvKernel::OrtConvKernel(const OrtApi& api, const OrtKernelInfo* info, const
     if (!nhwc_) throw ConvError("weight_layout " + weight_layout + " is the channels-last order: it needs layout NHWC");
     w_nhwc_packed_ = true;
   } else if (const int tile = WinogradLayoutTile(weight_layout)) {
-    if (!nhwc_) throw ConvError("weight_layout " + weight_layout + " is Winograd's transformed W: it needs layout NHWC");
-    if (algorithm_ == ConvAlgorithm::kDirect)
-      throw ConvError("weight_layout " + weight_layout + " is Winograd's transformed W: algorithm \"direct\" cannot read it");
+    const std::string what = "weight_layout " + weight_layout + " is Winograd's transformed W: ";
+    if (!nhwc_) throw ConvError(what + "it needs layout NHWC");
+    if (algorithm_ == ConvAlgorithm::kDirect) throw ConvError(what + "algorithm \"direct\" cannot read it");
     w_winograd_tile_ = tile;
   } else {
     w_prepacked_ = ParseWeightLayout(weight_layout, &w_family_);
@@ -332,7 +332,8 @@ void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const
   if (w_winograd_tile_ != 0) {  // U stored: Winograd whatever the shape's size
     std::string why;
     if (!WinogradApplies(shape, x_nchw_, &why))
-      throw ConvError("weight_layout " + std::string(w_winograd_tile_ == 4 ? kWinograd4WeightLayout : kWinograd2WeightLayout) +
+      throw ConvError(std::string("weight_layout ") +
+                      (w_winograd_tile_ == 4 ? kWinograd4WeightLayout : kWinograd2WeightLayout) +
                       " is Winograd's transformed W: it needs " + why);
     ComputeWinograd(context, x, w, w_dims, bias, residual, y, shape);
     return;
