@@ -107,7 +107,7 @@ def rewrite_with_report(model, skip_pointwise: bool = False, skip_depthwise: boo
     choice to the op. Where the op will run Winograd (channels-last, output size known to shape
     inference), winograd_weights says how W is stored: "transformed", as U (weight_layout
     im2win.winograd2 or 4), so that the session holds U alone instead of W and U; "original", as
-    W; "auto" (the default), as U where the file grows by no more than the W that saves
+    W; "auto" (the default), as U where loading the larger file does not peak above the runs
     (layout_regions._winograd_tiles).
     """
     from .layout_regions import WINOGRAD_WEIGHTS, static_dims, to_channels_last

@@ -26,8 +26,8 @@ from onnx import helper, numpy_helper
 
 from .._library import DOMAIN
 from .graph_rewrite import _subgraphs
-from .weight_layout import (NHWC_LAYOUT, OIHW, WINOGRAD_LAYOUTS, nhwc_packable, pack_nhwc, pack_winograd, unpack,
-                            unpack_winograd, winograd_packable)
+from .weight_layout import (NHWC_LAYOUT, OIHW, WINOGRAD_LAYOUT_OF_TILE, WINOGRAD_LAYOUTS, nhwc_packable, pack_nhwc,
+                            pack_winograd, unpack, unpack_winograd, winograd_packable)
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
@@ -149,7 +149,7 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None, sh
     not static), as inferred on the model before its convs became com.im2win's (ONNX cannot infer
     through them); by default what inference gives on `model` itself. winograd_weights: where
     the op will run Winograd, W stored as its U ("transformed"), as W ("original"), or "auto":
-    transformed where that saves memory by the measure of _store_winograd_weights."""
+    transformed where that lowers the peak by the measure of _winograd_tiles."""
     if winograd_weights not in WINOGRAD_WEIGHTS:
         raise ValueError(f"winograd_weights must be one of {', '.join(WINOGRAD_WEIGHTS)}, got {winograd_weights!r}")
     graph = model.graph
@@ -264,8 +264,8 @@ def to_channels_last(model: onnx.ModelProto, min_convs: int = 2, choose=None, sh
             report.transposes += 1
         if _is_conv(node):
             node.attribute.append(helper.make_attribute("layout", "NHWC"))
-            tile = tiles.get(i, 0)
-            _store_nhwc_weights(graph, node, initializers, readers, fresh, graph_outputs | read_in_subgraphs, tile)
+            _store_nhwc_weights(graph, node, initializers, readers, fresh, graph_outputs | read_in_subgraphs,
+                                tiles.get(i, 0))
         elif _onnx_op(node, *UNARY):
             pass  # the same op on the same values, in another order
         elif _onnx_op(node, "Concat"):
@@ -512,11 +512,11 @@ def _store_nhwc_weights(graph, node, initializers, readers, fresh, keep_as_is, w
     layout = _text(_attr(node, "weight_layout", OIHW.encode()))
     group = int(_attr(node, "group", 1))
     w = numpy_helper.to_array(initializers[w_name])
-    winograd = {tile: name for name, tile in WINOGRAD_LAYOUTS.items()}
     if layout in WINOGRAD_LAYOUTS and WINOGRAD_LAYOUTS[layout] == winograd_tile:
-        return  # stored so already
+        return  # stored so already (no need to unpack U to find that out)
     plain = _plain_weights(w, layout, group)
-    wanted = winograd[winograd_tile] if winograd_tile else NHWC_LAYOUT if nhwc_packable(plain.shape, group) else OIHW
+    wanted = WINOGRAD_LAYOUT_OF_TILE[winograd_tile] if winograd_tile else \
+        NHWC_LAYOUT if nhwc_packable(plain.shape, group) else OIHW
     if wanted != OIHW:
         _set_attr(node, "weight_layout", wanted)
     elif layout != OIHW:

@@ -29,6 +29,7 @@ FAMILY_LAYOUTS = {"positions": "im2win.positions6", "channels": "im2win.channels
 NHWC_LAYOUT = "im2win.nhwc16"  # must match ops/conv/conv_nhwc.h
 NHWC_BLOCK = 16
 WINOGRAD_LAYOUTS = {"im2win.winograd2": 2, "im2win.winograd4": 4}  # must match ops/conv/winograd_nhwc.h
+WINOGRAD_LAYOUT_OF_TILE = {tile: name for name, tile in WINOGRAD_LAYOUTS.items()}
 # G of F(2x2, 3x3) and of F(4x4, 3x3) (interpolation points 0, 1, -1, (2, -2,) infinity).
 _WINOGRAD_G = {2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
                4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],

@@ -210,10 +210,12 @@ int WinogradLayoutTile(const std::string& name) {
   return 0;
 }
 
+const char* WinogradLayoutName(int tile) { return tile == 4 ? kWinograd4WeightLayout : kWinograd2WeightLayout; }
+
 std::vector<int64_t> WinogradKernelDims(const std::vector<int64_t>& u, int tile) {
   const int64_t alpha = tile + 2;
   if (u.size() != 4 || u[0] <= 0 || u[0] % kChannelBlock != 0 || u[1] <= 0 || u[2] != alpha || u[3] != alpha)
-    throw ConvError("weight_layout " + std::string(tile == 4 ? kWinograd4WeightLayout : kWinograd2WeightLayout) +
+    throw ConvError("weight_layout " + std::string(WinogradLayoutName(tile)) +
                     " holds U of a 3x3 kernel as [M, C, " + std::to_string(alpha) + ", " + std::to_string(alpha) +
                     "] with M a multiple of " + std::to_string(kChannelBlock) + ", got W " + DimsToString(u));
   return {u[0], u[1], 3, 3};

@@ -71,8 +71,9 @@ WinogradPlan MakeWinogradPlan(const ConvShape& shape, const Epilogue& epilogue, 
 // M a multiple of 16 (no padding), for a 3x3 kernel.
 inline constexpr const char kWinograd2WeightLayout[] = "im2win.winograd2";
 inline constexpr const char kWinograd4WeightLayout[] = "im2win.winograd4";
-// The tile of a Winograd weight_layout name: 2 or 4; 0 for any other name.
+// The tile of a Winograd weight_layout name: 2 or 4; 0 for any other name. And back.
 int WinogradLayoutTile(const std::string& name);
+const char* WinogradLayoutName(int tile);
 // The conv's W dims for U stored for `tile`: [M, C, a, a] as [M, C, 3, 3]. Throws ConvError,
 // naming the layout, for any other shape.
 std::vector<int64_t> WinogradKernelDims(const std::vector<int64_t>& u_dims, int tile);

@@ -332,8 +332,7 @@ void OrtConvKernel::ComputeNhwc(OrtKernelContext* context, const float* x, const
   if (w_winograd_tile_ != 0) {  // U stored: Winograd whatever the shape's size
     std::string why;
     if (!WinogradApplies(shape, x_nchw_, &why))
-      throw ConvError(std::string("weight_layout ") +
-                      (w_winograd_tile_ == 4 ? kWinograd4WeightLayout : kWinograd2WeightLayout) +
+      throw ConvError("weight_layout " + std::string(WinogradLayoutName(w_winograd_tile_)) +
                       " is Winograd's transformed W: it needs " + why);
     ComputeWinograd(context, x, w, w_dims, bias, residual, y, shape);
     return;
